@@ -1,0 +1,299 @@
+//! The conversion itself: checkpoint folder → GGUF file.
+//!
+//! Single pass (the default): each tensor is read from the mapped shards a
+//! block of rows at a time, widened to f32, converted to its output type by
+//! llama.cpp's `ggml_quantize_chunk` on all worker threads, and streamed to
+//! its planned place in the output. Source pages are released as soon as a
+//! block is done, so the resident set stays far below the model's size.
+//!
+//! Two pass (`Pipeline::TwoPass`, the reference): the checkpoint is written
+//! losslessly to a temporary GGUF, which `llama_model_quantize` then turns
+//! into the output, as llama.cpp's own tools do.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use llama_cpp_sys_2 as sys;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{write_error, ConvertError, Result};
+use crate::ggml::OutputType;
+use crate::gguf::{GgufWriter, TensorInfo};
+use crate::metadata::{self, ModelMeta};
+use crate::output::{self, TempOutput};
+use crate::plan::{self, PlannedTensor};
+use crate::safetensors::Weights;
+use crate::stream;
+use crate::verify::{self, VerifyReport};
+
+/// How the quantized types are produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pipeline {
+    /// Read, quantize and write each tensor once.
+    SinglePass,
+    /// Write a lossless GGUF, then run `llama_model_quantize` on it.
+    TwoPass,
+}
+
+pub struct ConvertOptions {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub out_type: OutputType,
+    pub force: bool,
+    /// Worker threads for the quantization arithmetic.
+    pub threads: usize,
+    pub pipeline: Pipeline,
+    /// Load the result in llama.cpp and compare tokenizers afterwards.
+    pub verify: bool,
+    /// `general.name`; defaults to the checkpoint folder's name.
+    pub name: Option<String>,
+    /// Where the checkpoint came from (`o1.source`); defaults to the name.
+    pub source: Option<String>,
+}
+
+impl ConvertOptions {
+    pub fn new(
+        input: impl Into<PathBuf>,
+        output: impl Into<PathBuf>,
+        out_type: OutputType,
+    ) -> Self {
+        Self {
+            input: input.into(),
+            output: output.into(),
+            out_type,
+            force: false,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pipeline: Pipeline::SinglePass,
+            verify: true,
+            name: None,
+            source: None,
+        }
+    }
+}
+
+/// Receives progress; called from the converting thread only.
+pub trait Progress {
+    /// A new stage begins (`total` bytes of source data to go through).
+    fn stage(&mut self, _name: &str, _total: u64) {}
+    /// `bytes` more source bytes are done; `tensor` is being converted.
+    fn advance(&mut self, _bytes: u64, _tensor: &str) {}
+    /// A stage ended.
+    fn finish_stage(&mut self) {}
+}
+
+/// Progress that goes nowhere.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+#[derive(Debug, Clone)]
+pub struct ConvertReport {
+    pub output: PathBuf,
+    pub out_type: OutputType,
+    pub n_tensors: usize,
+    /// Output tensors per ggml type.
+    pub type_counts: BTreeMap<String, usize>,
+    pub source_bytes: u64,
+    pub output_bytes: u64,
+    pub seconds: f64,
+    pub removed_stale_temporaries: usize,
+    pub verification: Option<VerifyReport>,
+    pub warnings: Vec<String>,
+}
+
+/// Converts `opts.input` into `opts.output`. On any error nothing is left
+/// at the output path (an existing file there is untouched).
+pub fn convert(
+    opts: &ConvertOptions,
+    progress: &mut dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<ConvertReport> {
+    let started = Instant::now();
+    let ckpt = Checkpoint::open(&opts.input)?;
+    let planned = plan::plan(&ckpt.config, &ckpt.weights, opts.out_type)?;
+    let name = opts.name.clone().unwrap_or_else(|| ckpt.name());
+    let source = opts.source.clone().unwrap_or_else(|| name.clone());
+    let meta = metadata::build(&ModelMeta {
+        name: &name,
+        source: &source,
+        config: &ckpt.config,
+        generation: &ckpt.generation,
+        vocab: &ckpt.vocab,
+        out_type: opts.out_type,
+    });
+
+    let removed_stale_temporaries = output::remove_stale_temporaries(&opts.output);
+    let out_bytes = data_size(&planned);
+    let two_pass = opts.pipeline == Pipeline::TwoPass;
+    let intermediate = two_pass.then(|| lossless_types(&planned));
+    let needed = out_bytes + intermediate.as_deref().map_or(0, data_size);
+    output::check_target(&opts.output, opts.force, needed)?;
+
+    let mut warnings = Vec::new();
+    let mut out = TempOutput::create(&opts.output, "out")?;
+    match &intermediate {
+        None => {
+            progress.stage(
+                &format!("converting to {}", opts.out_type),
+                ckpt.weights.total_bytes(),
+            );
+            let file = out.take_file();
+            let file = write_gguf(
+                file,
+                &meta,
+                &planned,
+                &ckpt.weights,
+                opts,
+                progress,
+                cancel,
+                &mut warnings,
+            )?;
+            progress.finish_stage();
+            out.persist(file)?;
+        }
+        Some(lossless) => {
+            let mut tmp = TempOutput::create(&opts.output, "lossless")?;
+            progress.stage(
+                "writing lossless GGUF (pass 1 of 2)",
+                ckpt.weights.total_bytes(),
+            );
+            let file = tmp.take_file();
+            let file = write_gguf(
+                file,
+                &meta,
+                lossless,
+                &ckpt.weights,
+                opts,
+                progress,
+                cancel,
+                &mut warnings,
+            )?;
+            file.sync_all()
+                .map_err(|e| write_error(&opts.output, needed, e))?;
+            progress.finish_stage();
+            progress.stage("quantizing with llama.cpp (pass 2 of 2)", 0);
+            drop(out.take_file());
+            quantize_file(tmp.path(), out.path(), opts)?;
+            progress.finish_stage();
+            let file =
+                std::fs::File::open(out.path()).map_err(|e| write_error(&opts.output, 0, e))?;
+            out.persist(file)?;
+        }
+    }
+
+    let verification = if opts.verify {
+        progress.stage("verifying", 0);
+        let report = verify::verify(
+            &opts.output,
+            &ckpt.tokenizer_path,
+            ckpt.config.vocab_size,
+            ckpt.vocab.reasoning_id,
+        );
+        progress.finish_stage();
+        match report {
+            Ok(r) => Some(r),
+            Err(e) => {
+                // A file that fails its checks must not look like a result.
+                let _ = std::fs::remove_file(&opts.output);
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+
+    let mut type_counts = BTreeMap::new();
+    for p in &planned {
+        *type_counts.entry(p.info.ty.name().to_string()).or_insert(0) += 1;
+    }
+    let output_bytes = std::fs::metadata(&opts.output)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    Ok(ConvertReport {
+        output: opts.output.clone(),
+        out_type: opts.out_type,
+        n_tensors: planned.len(),
+        type_counts,
+        source_bytes: ckpt.weights.total_bytes(),
+        output_bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        removed_stale_temporaries,
+        verification,
+        warnings,
+    })
+}
+
+fn data_size(planned: &[PlannedTensor]) -> u64 {
+    planned
+        .iter()
+        .map(|p| crate::gguf::align(p.info.n_bytes()))
+        .sum()
+}
+
+/// The plan of the lossless first pass: weights keep their source dtype.
+fn lossless_types(planned: &[PlannedTensor]) -> Vec<PlannedTensor> {
+    planned
+        .iter()
+        .cloned()
+        .map(|mut p| {
+            if p.info.dims.len() >= 2 {
+                p.info.ty = stream::ggml_type_of(p.source.dtype);
+            }
+            p
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_gguf(
+    file: std::fs::File,
+    meta: &[(String, crate::gguf::Value)],
+    planned: &[PlannedTensor],
+    weights: &Weights,
+    opts: &ConvertOptions,
+    progress: &mut dyn Progress,
+    cancel: &AtomicBool,
+    warnings: &mut Vec<String>,
+) -> Result<std::fs::File> {
+    let needed = data_size(planned);
+    let werr = |e| write_error(&opts.output, needed, e);
+    let infos: Vec<TensorInfo> = planned.iter().map(|p| p.info.clone()).collect();
+    let mut writer =
+        GgufWriter::new(BufWriter::with_capacity(1 << 20, file), meta, infos).map_err(werr)?;
+    let overflow = stream::write_tensors(
+        &mut writer,
+        planned,
+        weights,
+        opts.threads,
+        cancel,
+        progress,
+    )
+    .map_err(|e| e.into_convert_error(werr))?;
+    warnings.extend(overflow);
+    let buffered = writer.finish().map_err(werr)?;
+    buffered.into_inner().map_err(|e| werr(e.into_error()))
+}
+
+/// Pass 2 of the reference pipeline: llama.cpp's own quantizer.
+fn quantize_file(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<()> {
+    crate::llama::backend();
+    crate::llama::clear_recent_errors();
+    let cstr = |p: &Path| CString::new(p.to_string_lossy().as_bytes()).expect("path without NUL");
+    let (inp, outp) = (cstr(input), cstr(output));
+    // SAFETY: plain C struct returned by value.
+    let mut params = unsafe { sys::llama_model_quantize_default_params() };
+    params.ftype = opts.out_type.ftype();
+    params.nthread = opts.threads as i32;
+    // SAFETY: both paths are valid C strings; params is fully initialised.
+    let rc = unsafe { sys::llama_model_quantize(inp.as_ptr(), outp.as_ptr(), &params) };
+    if rc != 0 {
+        return Err(ConvertError::Quantize {
+            path: opts.output.clone(),
+            detail: crate::llama::recent_errors().join("; "),
+        });
+    }
+    Ok(())
+}

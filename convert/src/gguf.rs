@@ -1,0 +1,687 @@
+//! GGUF v3: a streaming writer and a bounds-checked reader.
+//!
+//! The writer plans every tensor's offset while it writes the header, then
+//! takes the tensors' bytes one tensor at a time and fails if what arrives
+//! drifts from the plan, so the header can never disagree with the data.
+//! The reader parses a file the caller has mapped; it backs `o1 info`, the
+//! tests and the tensor-by-tensor comparisons.
+
+use std::io::{self, Write};
+
+use crate::ggml::GgmlType;
+
+pub const MAGIC: &[u8; 4] = b"GGUF";
+pub const VERSION: u32 = 3;
+pub const ALIGNMENT: u64 = 32;
+
+/// The GGUF value type ids.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ValueType {
+    U8 = 0,
+    I8 = 1,
+    U16 = 2,
+    I16 = 3,
+    U32 = 4,
+    I32 = 5,
+    F32 = 6,
+    Bool = 7,
+    String = 8,
+    Array = 9,
+    U64 = 10,
+    I64 = 11,
+    F64 = 12,
+}
+
+impl ValueType {
+    fn from_raw(raw: u32) -> Option<Self> {
+        use ValueType::*;
+        Some(match raw {
+            0 => U8,
+            1 => I8,
+            2 => U16,
+            3 => I16,
+            4 => U32,
+            5 => I32,
+            6 => F32,
+            7 => Bool,
+            8 => String,
+            9 => Array,
+            10 => U64,
+            11 => I64,
+            12 => F64,
+            _ => return None,
+        })
+    }
+}
+
+/// A metadata value. Arrays hold their element type so empty arrays round-trip.
+#[derive(Clone, PartialEq, Debug)]
+pub enum Value {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    F32(f32),
+    Bool(bool),
+    String(String),
+    Array(ValueType, Vec<Value>),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+}
+
+impl Value {
+    pub fn value_type(&self) -> ValueType {
+        match self {
+            Value::U8(_) => ValueType::U8,
+            Value::I8(_) => ValueType::I8,
+            Value::U16(_) => ValueType::U16,
+            Value::I16(_) => ValueType::I16,
+            Value::U32(_) => ValueType::U32,
+            Value::I32(_) => ValueType::I32,
+            Value::F32(_) => ValueType::F32,
+            Value::Bool(_) => ValueType::Bool,
+            Value::String(_) => ValueType::String,
+            Value::Array(..) => ValueType::Array,
+            Value::U64(_) => ValueType::U64,
+            Value::I64(_) => ValueType::I64,
+            Value::F64(_) => ValueType::F64,
+        }
+    }
+
+    pub fn strings<S: Into<String>>(items: impl IntoIterator<Item = S>) -> Self {
+        Value::Array(
+            ValueType::String,
+            items.into_iter().map(|s| Value::String(s.into())).collect(),
+        )
+    }
+
+    pub fn i32s(items: impl IntoIterator<Item = i32>) -> Self {
+        Value::Array(ValueType::I32, items.into_iter().map(Value::I32).collect())
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Any unsigned or non-negative integer value as u64.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::U8(v) => Some(v.into()),
+            Value::U16(v) => Some(v.into()),
+            Value::U32(v) => Some(v.into()),
+            Value::U64(v) => Some(v),
+            Value::I8(v) => u64::try_from(v).ok(),
+            Value::I16(v) => u64::try_from(v).ok(),
+            Value::I32(v) => u64::try_from(v).ok(),
+            Value::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::F32(v) => Some(v.into()),
+            Value::F64(v) => Some(v),
+            _ => self.as_u64().map(|v| v as f64),
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Value::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(_, items) => Some(items),
+            _ => None,
+        }
+    }
+}
+
+/// A tensor as the header describes it. `dims` are in GGUF order
+/// (innermost first: the torch shape reversed).
+#[derive(Clone, PartialEq, Debug)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dims: Vec<u64>,
+    pub ty: GgmlType,
+}
+
+impl TensorInfo {
+    pub fn n_elements(&self) -> u64 {
+        self.dims.iter().product()
+    }
+
+    /// Rows of `dims[0]` elements.
+    pub fn n_rows(&self) -> u64 {
+        self.dims[1..].iter().product()
+    }
+
+    pub fn n_bytes(&self) -> u64 {
+        self.ty.row_bytes(self.dims[0]) * self.n_rows()
+    }
+}
+
+pub fn align(n: u64) -> u64 {
+    n.div_ceil(ALIGNMENT) * ALIGNMENT
+}
+
+/// Streams a GGUF file: header first, then each tensor's bytes in plan order.
+pub struct GgufWriter<W: Write> {
+    out: W,
+    tensors: Vec<TensorInfo>,
+    /// Index of the tensor being written, and bytes of it written so far.
+    current: usize,
+    written_in_current: u64,
+    /// Bytes written since the start of the data section.
+    data_pos: u64,
+}
+
+impl<W: Write> GgufWriter<W> {
+    /// Writes the header for `metadata` and `tensors`; tensor data must then
+    /// follow in the same order.
+    pub fn new(
+        mut out: W,
+        metadata: &[(String, Value)],
+        tensors: Vec<TensorInfo>,
+    ) -> io::Result<Self> {
+        let mut header = Vec::new();
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&VERSION.to_le_bytes());
+        header.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+        header.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+        for (key, value) in metadata {
+            write_string(&mut header, key);
+            header.extend_from_slice(&(value.value_type() as u32).to_le_bytes());
+            write_value(&mut header, value)?;
+        }
+        let mut offset = 0u64;
+        for t in &tensors {
+            if t.dims.is_empty() || t.dims[0] % t.ty.block_size() != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "tensor {}: row of {:?} elements is not a multiple of the {} block size",
+                        t.name,
+                        t.dims.first(),
+                        t.ty
+                    ),
+                ));
+            }
+            write_string(&mut header, &t.name);
+            header.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+            for d in &t.dims {
+                header.extend_from_slice(&d.to_le_bytes());
+            }
+            header.extend_from_slice(&t.ty.raw().to_le_bytes());
+            header.extend_from_slice(&offset.to_le_bytes());
+            offset = align(offset + t.n_bytes());
+        }
+        let padded = align(header.len() as u64) as usize;
+        header.resize(padded, 0);
+        out.write_all(&header)?;
+        Ok(Self {
+            out,
+            tensors,
+            current: 0,
+            written_in_current: 0,
+            data_pos: 0,
+        })
+    }
+
+    /// The tensor whose bytes are expected next, if any.
+    pub fn next_tensor(&self) -> Option<&TensorInfo> {
+        self.tensors.get(self.current)
+    }
+
+    /// Appends bytes to the current tensor; a tensor is complete once it has
+    /// received exactly its planned size, and the writer moves to the next.
+    pub fn write_tensor_data(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let Some(t) = self.tensors.get(self.current) else {
+                return Err(drift("data past the last tensor".into()));
+            };
+            let left = t.n_bytes() - self.written_in_current;
+            let n = (left as usize).min(data.len());
+            self.out.write_all(&data[..n])?;
+            self.written_in_current += n as u64;
+            self.data_pos += n as u64;
+            data = &data[n..];
+            if self.written_in_current == t.n_bytes() {
+                let pad = align(self.data_pos) - self.data_pos;
+                self.out
+                    .write_all(&[0u8; ALIGNMENT as usize][..pad as usize])?;
+                self.data_pos += pad;
+                self.current += 1;
+                self.written_in_current = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every planned tensor arrived in full and returns the sink.
+    pub fn finish(mut self) -> io::Result<W> {
+        // Zero-sized tensors complete without data.
+        while let Some(t) = self.tensors.get(self.current) {
+            if t.n_bytes() != 0 || self.written_in_current != 0 {
+                return Err(drift(format!(
+                    "tensor {} got {} of {} bytes",
+                    t.name,
+                    self.written_in_current,
+                    t.n_bytes()
+                )));
+            }
+            self.current += 1;
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+fn drift(msg: String) -> io::Error {
+    io::Error::other(format!("GGUF writer: {msg}"))
+}
+
+fn write_string(buf: &mut Vec<u8>, s: &str) {
+    buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    buf.extend_from_slice(s.as_bytes());
+}
+
+fn write_value(buf: &mut Vec<u8>, value: &Value) -> io::Result<()> {
+    match value {
+        Value::U8(v) => buf.push(*v),
+        Value::I8(v) => buf.extend_from_slice(&v.to_le_bytes()),
+        Value::U16(v) => buf.extend_from_slice(&v.to_le_bytes()),
+        Value::I16(v) => buf.extend_from_slice(&v.to_le_bytes()),
+        Value::U32(v) => buf.extend_from_slice(&v.to_le_bytes()),
+        Value::I32(v) => buf.extend_from_slice(&v.to_le_bytes()),
+        Value::F32(v) => buf.extend_from_slice(&v.to_le_bytes()),
+        Value::Bool(v) => buf.push(u8::from(*v)),
+        Value::String(s) => write_string(buf, s),
+        Value::U64(v) => buf.extend_from_slice(&v.to_le_bytes()),
+        Value::I64(v) => buf.extend_from_slice(&v.to_le_bytes()),
+        Value::F64(v) => buf.extend_from_slice(&v.to_le_bytes()),
+        Value::Array(elem, items) => {
+            if *elem == ValueType::Array {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "nested GGUF arrays are not supported",
+                ));
+            }
+            buf.extend_from_slice(&(*elem as u32).to_le_bytes());
+            buf.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            for item in items {
+                if item.value_type() != *elem {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("GGUF array of {elem:?} holds a {:?}", item.value_type()),
+                    ));
+                }
+                write_value(buf, item)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A parsed GGUF file borrowing the caller's bytes.
+#[derive(Debug)]
+pub struct GgufFile<'a> {
+    pub metadata: Vec<(String, Value)>,
+    pub tensors: Vec<TensorInfo>,
+    offsets: Vec<u64>,
+    data: &'a [u8],
+}
+
+/// Why a byte string is not a GGUF file this reader accepts.
+#[derive(Debug, thiserror::Error)]
+#[error("not a valid GGUF file: {0}")]
+pub struct GgufError(pub String);
+
+impl<'a> GgufFile<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, GgufError> {
+        let mut r = Reader { bytes, pos: 0 };
+        if r.take(4)? != MAGIC {
+            return Err(GgufError("bad magic (expected `GGUF`)".into()));
+        }
+        let version = r.u32()?;
+        if version != 2 && version != VERSION {
+            return Err(GgufError(format!("unsupported version {version}")));
+        }
+        let n_tensors = r.u64()?;
+        let n_kv = r.u64()?;
+        let mut metadata = Vec::new();
+        for _ in 0..n_kv {
+            let key = r.string()?;
+            let ty = r.value_type()?;
+            let value = r.value(ty, 0)?;
+            metadata.push((key, value));
+        }
+        let alignment = metadata
+            .iter()
+            .find(|(k, _)| k == "general.alignment")
+            .and_then(|(_, v)| v.as_u64())
+            .unwrap_or(ALIGNMENT);
+        if alignment == 0 || !alignment.is_power_of_two() {
+            return Err(GgufError(format!("bad alignment {alignment}")));
+        }
+        let mut tensors = Vec::new();
+        let mut offsets = Vec::new();
+        for _ in 0..n_tensors {
+            let name = r.string()?;
+            let n_dims = r.u32()?;
+            if n_dims == 0 || n_dims > 4 {
+                return Err(GgufError(format!("tensor {name}: {n_dims} dimensions")));
+            }
+            let dims = (0..n_dims)
+                .map(|_| r.u64())
+                .collect::<Result<Vec<_>, _>>()?;
+            let raw = r.u32()?;
+            let ty = GgmlType::from_raw(raw)
+                .ok_or_else(|| GgufError(format!("tensor {name}: unknown ggml type {raw}")))?;
+            let offset = r.u64()?;
+            if dims[0] % ty.block_size() != 0 {
+                return Err(GgufError(format!(
+                    "tensor {name}: row of {} is not a multiple of the {ty} block size",
+                    dims[0]
+                )));
+            }
+            dims.iter()
+                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+                .ok_or_else(|| GgufError(format!("tensor {name}: size overflows")))?;
+            tensors.push(TensorInfo { name, dims, ty });
+            offsets.push(offset);
+        }
+        let data_start = (r.pos as u64).div_ceil(alignment) * alignment;
+        let data = bytes
+            .get(data_start as usize..)
+            .ok_or_else(|| GgufError("file ends before the tensor data".into()))?;
+        for (t, &off) in tensors.iter().zip(&offsets) {
+            let end = off.checked_add(t.n_bytes());
+            if end.is_none_or(|e| e > data.len() as u64) {
+                return Err(GgufError(format!(
+                    "tensor {}: data at {off}+{} lies past the end of the file",
+                    t.name,
+                    t.n_bytes()
+                )));
+            }
+        }
+        Ok(Self {
+            metadata,
+            tensors,
+            offsets,
+            data,
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// The bytes of the tensor named `name`.
+    pub fn tensor_data(&self, name: &str) -> Option<&'a [u8]> {
+        let i = self.tensors.iter().position(|t| t.name == name)?;
+        let start = self.offsets[i] as usize;
+        Some(&self.data[start..start + self.tensors[i].n_bytes() as usize])
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: u64) -> Result<&'a [u8], GgufError> {
+        let end = (self.pos as u64)
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len() as u64)
+            .ok_or_else(|| GgufError(format!("truncated header at byte {}", self.pos)))?;
+        let s = &self.bytes[self.pos..end as usize];
+        self.pos = end as usize;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], GgufError> {
+        Ok(self.take(N as u64)?.try_into().expect("length checked"))
+    }
+
+    fn u32(&mut self) -> Result<u32, GgufError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, GgufError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn string(&mut self) -> Result<String, GgufError> {
+        let n = self.u64()?;
+        let bytes = self.take(n)?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| GgufError(format!("string at byte {} is not UTF-8", self.pos)))
+    }
+
+    fn value_type(&mut self) -> Result<ValueType, GgufError> {
+        let raw = self.u32()?;
+        ValueType::from_raw(raw).ok_or_else(|| GgufError(format!("unknown value type {raw}")))
+    }
+
+    fn value(&mut self, ty: ValueType, depth: u32) -> Result<Value, GgufError> {
+        Ok(match ty {
+            ValueType::U8 => Value::U8(self.array::<1>()?[0]),
+            ValueType::I8 => Value::I8(i8::from_le_bytes(self.array()?)),
+            ValueType::U16 => Value::U16(u16::from_le_bytes(self.array()?)),
+            ValueType::I16 => Value::I16(i16::from_le_bytes(self.array()?)),
+            ValueType::U32 => Value::U32(self.u32()?),
+            ValueType::I32 => Value::I32(i32::from_le_bytes(self.array()?)),
+            ValueType::F32 => Value::F32(f32::from_le_bytes(self.array()?)),
+            ValueType::Bool => Value::Bool(self.array::<1>()?[0] != 0),
+            ValueType::String => Value::String(self.string()?),
+            ValueType::U64 => Value::U64(self.u64()?),
+            ValueType::I64 => Value::I64(i64::from_le_bytes(self.array()?)),
+            ValueType::F64 => Value::F64(f64::from_le_bytes(self.array()?)),
+            ValueType::Array => {
+                if depth > 0 {
+                    return Err(GgufError("nested arrays".into()));
+                }
+                let elem = self.value_type()?;
+                let n = self.u64()?;
+                // Every element takes at least one byte: bound the allocation.
+                if n > (self.bytes.len() - self.pos) as u64 {
+                    return Err(GgufError(format!(
+                        "array of {n} items is longer than the file"
+                    )));
+                }
+                let items = (0..n)
+                    .map(|_| self.value(elem, depth + 1))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Value::Array(elem, items)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Sample = (Vec<(String, Value)>, Vec<TensorInfo>, Vec<Vec<u8>>);
+
+    fn sample() -> Sample {
+        let metadata = vec![
+            (
+                "general.architecture".to_string(),
+                Value::String("qwen2".into()),
+            ),
+            ("qwen2.block_count".to_string(), Value::U32(2)),
+            ("qwen2.rope.freq_base".to_string(), Value::F32(1e6)),
+            (
+                "tokenizer.ggml.add_bos_token".to_string(),
+                Value::Bool(false),
+            ),
+            (
+                "tokenizer.ggml.tokens".to_string(),
+                Value::strings(["a", "Ġb", "<|x|>"]),
+            ),
+            (
+                "tokenizer.ggml.token_type".to_string(),
+                Value::i32s([1, 1, 3]),
+            ),
+            ("empty".to_string(), Value::Array(ValueType::U32, vec![])),
+            ("big".to_string(), Value::U64(u64::MAX)),
+        ];
+        let tensors = vec![
+            TensorInfo {
+                name: "a".into(),
+                dims: vec![3],
+                ty: GgmlType::F32,
+            },
+            TensorInfo {
+                name: "b".into(),
+                dims: vec![64, 2],
+                ty: GgmlType::Q8_0,
+            },
+            TensorInfo {
+                name: "c".into(),
+                dims: vec![5, 1],
+                ty: GgmlType::F16,
+            },
+        ];
+        let data = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                (0..t.n_bytes())
+                    .map(|b| (b as u8).wrapping_mul(7) ^ i as u8)
+                    .collect()
+            })
+            .collect();
+        (metadata, tensors, data)
+    }
+
+    fn write(chunked: bool) -> Vec<u8> {
+        let (metadata, tensors, data) = sample();
+        let mut w = GgufWriter::new(Vec::new(), &metadata, tensors).unwrap();
+        for d in &data {
+            if chunked {
+                for c in d.chunks(3) {
+                    w.write_tensor_data(c).unwrap();
+                }
+            } else {
+                w.write_tensor_data(d).unwrap();
+            }
+        }
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn round_trip_through_own_reader() {
+        let bytes = write(true);
+        assert_eq!(bytes, write(false), "chunking must not change the file");
+        let (metadata, tensors, data) = sample();
+        let file = GgufFile::parse(&bytes).unwrap();
+        assert_eq!(file.metadata, metadata);
+        assert_eq!(file.tensors, tensors);
+        for (t, d) in tensors.iter().zip(&data) {
+            assert_eq!(file.tensor_data(&t.name).unwrap(), &d[..]);
+        }
+    }
+
+    /// llama.cpp's own GGUF parser is the reader that matters: it checks
+    /// offsets, alignment and sizes strictly.
+    #[test]
+    fn round_trip_through_llama_cpp_parser() {
+        use llama_cpp_sys_2 as sys;
+        use std::ffi::{CStr, CString};
+        let bytes = write(true);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.gguf");
+        std::fs::write(&path, &bytes).unwrap();
+        let cpath = CString::new(path.to_str().unwrap()).unwrap();
+        let (_, tensors, _) = sample();
+        unsafe {
+            let params = sys::gguf_init_params {
+                no_alloc: true,
+                ctx: std::ptr::null_mut(),
+            };
+            let ctx = sys::gguf_init_from_file(cpath.as_ptr(), params);
+            assert!(!ctx.is_null(), "llama.cpp rejected the file");
+            assert_eq!(sys::gguf_get_n_kv(ctx), 8);
+            let key = CString::new("qwen2.block_count").unwrap();
+            let id = sys::gguf_find_key(ctx, key.as_ptr());
+            assert_eq!(sys::gguf_get_val_u32(ctx, id), 2);
+            let key = CString::new("tokenizer.ggml.tokens").unwrap();
+            let id = sys::gguf_find_key(ctx, key.as_ptr());
+            assert_eq!(sys::gguf_get_arr_n(ctx, id), 3);
+            let s = CStr::from_ptr(sys::gguf_get_arr_str(ctx, id, 1));
+            assert_eq!(s.to_str().unwrap(), "Ġb");
+            assert_eq!(sys::gguf_get_n_tensors(ctx), 3);
+            let data_offset = sys::gguf_get_data_offset(ctx);
+            assert_eq!(data_offset % 32, 0);
+            for (i, t) in tensors.iter().enumerate() {
+                let name = CStr::from_ptr(sys::gguf_get_tensor_name(ctx, i as i64));
+                assert_eq!(name.to_str().unwrap(), t.name);
+                assert_eq!(sys::gguf_get_tensor_type(ctx, i as i64), t.ty.raw());
+                assert_eq!(sys::gguf_get_tensor_size(ctx, i as i64) as u64, t.n_bytes());
+            }
+            sys::gguf_free(ctx);
+        }
+    }
+
+    #[test]
+    fn writer_rejects_drift() {
+        let (metadata, tensors, _) = sample();
+        let w = GgufWriter::new(Vec::new(), &metadata, tensors.clone()).unwrap();
+        let err = w.finish().unwrap_err();
+        assert!(
+            err.to_string().contains("tensor a got 0 of 12 bytes"),
+            "{err}"
+        );
+
+        let mut w = GgufWriter::new(Vec::new(), &metadata, tensors.clone()).unwrap();
+        let total: u64 = tensors.iter().map(|t| t.n_bytes()).sum();
+        let err = w
+            .write_tensor_data(&vec![0; total as usize + 1])
+            .unwrap_err();
+        assert!(err.to_string().contains("past the last tensor"), "{err}");
+
+        let bad = vec![TensorInfo {
+            name: "q".into(),
+            dims: vec![48, 2],
+            ty: GgmlType::Q4_K,
+        }];
+        let err = GgufWriter::new(Vec::new(), &metadata, bad).err().unwrap();
+        assert!(err.to_string().contains("block size"), "{err}");
+    }
+
+    #[test]
+    fn reader_rejects_truncation_and_garbage() {
+        let bytes = write(false);
+        // The last 22 bytes are padding after the last tensor; 32 cuts into its data.
+        for cut in [0, 3, 10, 30, bytes.len() - 32] {
+            assert!(
+                GgufFile::parse(&bytes[..cut]).is_err(),
+                "cut at {cut} accepted"
+            );
+        }
+        let mut bad = bytes.clone();
+        bad[0] = b'X';
+        assert!(GgufFile::parse(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("magic"));
+    }
+}

@@ -1,0 +1,80 @@
+//! The process-wide llama.cpp backend, initialised once, with llama.cpp's
+//! logging sent to `tracing` (target `llama.cpp`) instead of stderr. The
+//! last error lines are kept so a failure can say what llama.cpp reported.
+
+use std::ffi::{c_char, c_void, CStr};
+use std::sync::{Mutex, OnceLock};
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_sys_2 as sys;
+
+static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
+static LOG: Mutex<LogState> = Mutex::new(LogState {
+    line: String::new(),
+    level: 0,
+    errors: Vec::new(),
+});
+
+const KEPT_ERRORS: usize = 8;
+
+struct LogState {
+    /// A line still being assembled (llama.cpp logs in pieces).
+    line: String,
+    level: sys::ggml_log_level,
+    /// The last error and warning lines, oldest first.
+    errors: Vec<String>,
+}
+
+/// The llama.cpp backend; the first call initialises it.
+pub fn backend() -> &'static LlamaBackend {
+    BACKEND.get_or_init(|| {
+        // SAFETY: the callback is a plain function that never unwinds.
+        unsafe { sys::llama_log_set(Some(log_callback), std::ptr::null_mut()) };
+        LlamaBackend::init().expect("llama.cpp backend initialised twice outside o1_convert::llama")
+    })
+}
+
+/// The error and warning lines llama.cpp logged most recently.
+pub fn recent_errors() -> Vec<String> {
+    LOG.lock().map(|s| s.errors.clone()).unwrap_or_default()
+}
+
+/// Forgets the kept error lines (before an operation whose errors matter).
+pub fn clear_recent_errors() {
+    if let Ok(mut s) = LOG.lock() {
+        s.errors.clear();
+    }
+}
+
+extern "C" fn log_callback(level: sys::ggml_log_level, text: *const c_char, _: *mut c_void) {
+    if text.is_null() {
+        return;
+    }
+    // SAFETY: llama.cpp passes a NUL-terminated string.
+    let text = unsafe { CStr::from_ptr(text) }.to_string_lossy();
+    let Ok(mut state) = LOG.lock() else { return };
+    if level != sys::GGML_LOG_LEVEL_CONT {
+        state.level = level;
+    }
+    state.line.push_str(&text);
+    if !state.line.ends_with('\n') {
+        return;
+    }
+    let line = std::mem::take(&mut state.line);
+    let line = line.trim_end();
+    match state.level {
+        sys::GGML_LOG_LEVEL_ERROR => tracing::error!(target: "llama.cpp", "{line}"),
+        sys::GGML_LOG_LEVEL_WARN => tracing::warn!(target: "llama.cpp", "{line}"),
+        sys::GGML_LOG_LEVEL_INFO => tracing::info!(target: "llama.cpp", "{line}"),
+        _ => tracing::debug!(target: "llama.cpp", "{line}"),
+    }
+    if matches!(
+        state.level,
+        sys::GGML_LOG_LEVEL_ERROR | sys::GGML_LOG_LEVEL_WARN
+    ) {
+        if state.errors.len() == KEPT_ERRORS {
+            state.errors.remove(0);
+        }
+        state.errors.push(line.to_string());
+    }
+}

@@ -1,0 +1,454 @@
+//! Which GGUF tensors a Qwen2 checkpoint becomes, in which order, with which
+//! shapes and ggml types.
+//!
+//! The per-tensor type choice is llama.cpp's (`llama_tensor_get_type` in
+//! `llama-quant.cpp`) restricted to what a Qwen2 model can meet: the Q4_K_M
+//! and Q5_K_M mixes, the output/tied-embedding rule, and the fallbacks for
+//! rows that are not a multiple of a type's block size. The single-pass
+//! converter must choose exactly what `llama_model_quantize` would; the
+//! tests compare the two on every output type.
+
+use std::cmp::Ordering;
+
+use crate::config::ModelConfig;
+use crate::error::{ConvertError, Result};
+use crate::ggml::{GgmlType, OutputType};
+use crate::gguf::TensorInfo;
+use crate::safetensors::{SourceTensor, Weights};
+
+/// One output tensor and where its data comes from.
+#[derive(Clone, Debug)]
+pub struct PlannedTensor {
+    pub info: TensorInfo,
+    pub source: SourceTensor,
+}
+
+/// Maps a Hugging Face tensor name to its GGUF name. `Ok(None)` means the
+/// tensor is dropped on purpose.
+fn gguf_name(hf: &str, tied: bool) -> Option<Option<String>> {
+    if hf.ends_with(".rotary_emb.inv_freq") {
+        return Some(None);
+    }
+    let fixed = match hf {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        // Tied checkpoints sometimes still carry the (identical) head.
+        "lm_head.weight" if tied => return Some(None),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(name) = fixed {
+        return Some(Some(name.to_string()));
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let part = match part {
+        "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.q_proj.bias" => "attn_q.bias",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.k_proj.bias" => "attn_k.bias",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.v_proj.bias" => "attn_v.bias",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        "self_attn.rotary_emb.inv_freq" => return Some(None),
+        _ => return None,
+    };
+    Some(Some(format!("blk.{layer}.{part}")))
+}
+
+/// The torch shape config.json implies for a GGUF tensor name.
+fn expected_shape(config: &ModelConfig, gguf: &str) -> Option<Vec<usize>> {
+    let h = config.hidden_size;
+    let q = config.num_attention_heads * config.head_dim();
+    let kv = config.n_kv_heads() * config.head_dim();
+    let ff = config.intermediate_size;
+    let shape = match gguf {
+        "token_embd.weight" | "output.weight" => vec![config.vocab_size, h],
+        "output_norm.weight" => vec![h],
+        _ => {
+            let (layer, part) = gguf.strip_prefix("blk.")?.split_once('.')?;
+            if layer.parse::<usize>().ok()? >= config.num_hidden_layers {
+                return None;
+            }
+            match part {
+                "attn_norm.weight" | "ffn_norm.weight" => vec![h],
+                "attn_q.weight" => vec![q, h],
+                "attn_q.bias" => vec![q],
+                "attn_k.weight" | "attn_v.weight" => vec![kv, h],
+                "attn_k.bias" | "attn_v.bias" => vec![kv],
+                "attn_output.weight" => vec![h, q],
+                "ffn_gate.weight" | "ffn_up.weight" => vec![ff, h],
+                "ffn_down.weight" => vec![h, ff],
+                _ => return None,
+            }
+        }
+    };
+    Some(shape)
+}
+
+/// The names every Qwen2 checkpoint must provide.
+fn required_names(config: &ModelConfig) -> Vec<String> {
+    let mut names = vec![
+        "token_embd.weight".to_string(),
+        "output_norm.weight".to_string(),
+    ];
+    if !config.tie_word_embeddings {
+        names.push("output.weight".into());
+    }
+    for l in 0..config.num_hidden_layers {
+        for part in [
+            "attn_norm.weight",
+            "ffn_norm.weight",
+            "attn_q.weight",
+            "attn_q.bias",
+            "attn_k.weight",
+            "attn_k.bias",
+            "attn_v.weight",
+            "attn_v.bias",
+            "attn_output.weight",
+            "ffn_gate.weight",
+            "ffn_up.weight",
+            "ffn_down.weight",
+        ] {
+            names.push(format!("blk.{l}.{part}"));
+        }
+    }
+    names
+}
+
+/// llama.cpp's loader order: tensors outside blocks first, then by layer
+/// number, then by name. `llama_model_quantize` walks tensors in this order
+/// and its per-layer counters depend on it.
+fn loader_order(a: &str, b: &str) -> Ordering {
+    let layer = |n: &str| -> i64 {
+        n.strip_prefix("blk.")
+            .and_then(|r| r.split('.').next())
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(-1)
+    };
+    layer(a).cmp(&layer(b)).then_with(|| a.cmp(b))
+}
+
+/// Builds the output tensor list for `weights`, checking every shape.
+pub fn plan(
+    config: &ModelConfig,
+    weights: &Weights,
+    out_type: OutputType,
+) -> Result<Vec<PlannedTensor>> {
+    let tied = config.tie_word_embeddings;
+    let mut planned = Vec::new();
+    for src in weights.tensors() {
+        let path = weights.shard_path(src).to_path_buf();
+        let name = match gguf_name(&src.name, tied) {
+            Some(Some(name)) => name,
+            Some(None) => continue,
+            None => {
+                return Err(ConvertError::UnexpectedTensor {
+                    path,
+                    tensor: src.name.clone(),
+                })
+            }
+        };
+        let Some(expected) = expected_shape(config, &name) else {
+            return Err(ConvertError::UnexpectedTensor {
+                path,
+                tensor: src.name.clone(),
+            });
+        };
+        if src.shape != expected {
+            return Err(ConvertError::ShapeMismatch {
+                path,
+                tensor: src.name.clone(),
+                found: src.shape.clone(),
+                expected,
+            });
+        }
+        let dims = src.shape.iter().rev().map(|&d| d as u64).collect();
+        planned.push(PlannedTensor {
+            info: TensorInfo {
+                name,
+                dims,
+                ty: GgmlType::F32,
+            },
+            source: src.clone(),
+        });
+    }
+    for name in required_names(config) {
+        if !planned.iter().any(|p| p.info.name == name) {
+            return Err(ConvertError::MissingTensor {
+                tensor: hf_name(&name),
+            });
+        }
+    }
+    planned.sort_by(|a, b| loader_order(&a.info.name, &b.info.name));
+    let chooser = TypeChooser::new(
+        config,
+        out_type,
+        !planned.iter().any(|p| p.info.name == "output.weight"),
+    );
+    chooser.assign(&mut planned);
+    Ok(planned)
+}
+
+/// The HF name of a GGUF tensor name, for messages about missing tensors.
+fn hf_name(gguf: &str) -> String {
+    let Some(rest) = gguf.strip_prefix("blk.") else {
+        return match gguf {
+            "token_embd.weight" => "model.embed_tokens.weight",
+            "output_norm.weight" => "model.norm.weight",
+            _ => "lm_head.weight",
+        }
+        .to_string();
+    };
+    let (layer, part) = rest.split_once('.').unwrap_or((rest, ""));
+    let hf_part = match part {
+        "attn_norm.weight" => "input_layernorm.weight",
+        "ffn_norm.weight" => "post_attention_layernorm.weight",
+        "attn_q.weight" => "self_attn.q_proj.weight",
+        "attn_q.bias" => "self_attn.q_proj.bias",
+        "attn_k.weight" => "self_attn.k_proj.weight",
+        "attn_k.bias" => "self_attn.k_proj.bias",
+        "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_v.bias" => "self_attn.v_proj.bias",
+        "attn_output.weight" => "self_attn.o_proj.weight",
+        "ffn_gate.weight" => "mlp.gate_proj.weight",
+        "ffn_up.weight" => "mlp.up_proj.weight",
+        _ => "mlp.down_proj.weight",
+    };
+    format!("model.layers.{layer}.{hf_part}")
+}
+
+/// llama.cpp's per-tensor type choice for one output type.
+struct TypeChooser {
+    out_type: OutputType,
+    n_layer: usize,
+    /// Query heads per KV head (`n_gqa`).
+    n_gqa: usize,
+    tied: bool,
+}
+
+#[derive(PartialEq, Eq)]
+enum Category {
+    Output,
+    TokenEmbd,
+    AttnV,
+    FfnDown,
+    Other,
+}
+
+fn category(name: &str) -> Category {
+    if name == "output.weight" {
+        Category::Output
+    } else if name == "token_embd.weight" {
+        Category::TokenEmbd
+    } else if name.contains("attn_v.weight") {
+        Category::AttnV
+    } else if name.contains("ffn_down") {
+        Category::FfnDown
+    } else {
+        Category::Other
+    }
+}
+
+/// llama.cpp's "more bits" layers: the first and last eighth, and every
+/// third layer in between.
+fn use_more_bits(i_layer: usize, n_layers: usize) -> bool {
+    i_layer < n_layers / 8 || i_layer >= 7 * n_layers / 8 || (i_layer - n_layers / 8) % 3 == 2
+}
+
+impl TypeChooser {
+    fn new(config: &ModelConfig, out_type: OutputType, tied: bool) -> Self {
+        Self {
+            out_type,
+            n_layer: config.num_hidden_layers,
+            n_gqa: config.num_attention_heads / config.n_kv_heads(),
+            tied,
+        }
+    }
+
+    /// Sets `info.ty` of every tensor; `planned` must be in loader order.
+    fn assign(&self, planned: &mut [PlannedTensor]) {
+        let n_attn_v = planned
+            .iter()
+            .filter(|p| category(&p.info.name) == Category::AttnV)
+            .count();
+        let (mut i_attn_v, mut i_ffn_down) = (0, 0);
+        for p in planned {
+            let info = &mut p.info;
+            let quantizable = info.dims.len() >= 2
+                && info.name.ends_with("weight")
+                && !info.name.contains("_norm.weight");
+            if !quantizable {
+                info.ty = GgmlType::F32;
+                continue;
+            }
+            let default = self.out_type.default_type();
+            if !default.is_quantized() {
+                info.ty = default;
+                continue;
+            }
+            let cat = category(&info.name);
+            let chosen = self.mix_type(default, &cat, info.dims[0], i_attn_v, n_attn_v, i_ffn_down);
+            match cat {
+                Category::AttnV => i_attn_v += 1,
+                Category::FfnDown => i_ffn_down += 1,
+                _ => {}
+            }
+            info.ty = fallback(chosen, info.dims[0]);
+        }
+    }
+
+    /// `llama_tensor_get_type_impl` for the types o1 offers.
+    fn mix_type(
+        &self,
+        default: GgmlType,
+        cat: &Category,
+        ne0: u64,
+        i_attn_v: usize,
+        n_attn_v: usize,
+        i_ffn_down: usize,
+    ) -> GgmlType {
+        use OutputType::*;
+        let ftype = self.out_type;
+        match cat {
+            Category::Output => output_type(default, ne0),
+            Category::TokenEmbd if self.tied => output_type(default, ne0),
+            Category::AttnV => {
+                if ftype == Iq4Xs && self.n_gqa >= 4 {
+                    GgmlType::Q5_K
+                } else if matches!(ftype, Q4KM | Q5KM) && use_more_bits(i_attn_v, n_attn_v) {
+                    GgmlType::Q6_K
+                } else {
+                    default
+                }
+            }
+            Category::FfnDown => {
+                let (i_layer, n_layer) = (i_ffn_down, self.n_layer);
+                if ftype == Q4KM {
+                    if use_more_bits(i_layer, n_layer) {
+                        GgmlType::Q6_K
+                    } else {
+                        default
+                    }
+                } else if i_layer < n_layer / 8 && ftype == Iq4Xs {
+                    GgmlType::Q5_K
+                } else if ftype == Q5KM && use_more_bits(i_layer, n_layer) {
+                    GgmlType::Q6_K
+                } else {
+                    default
+                }
+            }
+            _ => default,
+        }
+    }
+}
+
+/// The output head (or the tied embedding): Q6_K unless the file is Q8_0,
+/// Q8_0 when its rows do not fit the default type's blocks.
+fn output_type(default: GgmlType, ne0: u64) -> GgmlType {
+    if !ne0.is_multiple_of(default.block_size()) {
+        GgmlType::Q8_0
+    } else if default != GgmlType::Q8_0 {
+        GgmlType::Q6_K
+    } else {
+        default
+    }
+}
+
+/// llama.cpp's `tensor_type_fallback`: a type whose block does not divide
+/// the row length falls back to a 32-element-block type, then to F16.
+fn fallback(ty: GgmlType, ncols: u64) -> GgmlType {
+    if ncols.is_multiple_of(ty.block_size()) {
+        return ty;
+    }
+    let to = match ty {
+        GgmlType::IQ4_XS => GgmlType::IQ4_NL,
+        GgmlType::Q4_K => GgmlType::Q5_0,
+        GgmlType::Q5_K => GgmlType::Q5_1,
+        GgmlType::Q6_K => GgmlType::Q8_0,
+        other => other,
+    };
+    if !ncols.is_multiple_of(to.block_size()) {
+        GgmlType::F16
+    } else {
+        to
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loader_order_sorts_by_layer_number() {
+        let mut names = vec![
+            "blk.10.a",
+            "blk.2.b",
+            "token_embd.weight",
+            "blk.2.a",
+            "output.weight",
+        ];
+        names.sort_by(|a, b| loader_order(a, b));
+        assert_eq!(
+            names,
+            [
+                "output.weight",
+                "token_embd.weight",
+                "blk.2.a",
+                "blk.2.b",
+                "blk.10.a"
+            ]
+        );
+    }
+
+    #[test]
+    fn more_bits_layers_of_a_28_layer_model() {
+        let layers: Vec<usize> = (0..28).filter(|&i| use_more_bits(i, 28)).collect();
+        assert_eq!(layers, [0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 24, 25, 26, 27]);
+    }
+
+    #[test]
+    fn fallbacks_for_rows_that_do_not_fit_the_block() {
+        assert_eq!(fallback(GgmlType::Q4_K, 896), GgmlType::Q5_0);
+        assert_eq!(fallback(GgmlType::Q5_K, 896), GgmlType::Q5_1);
+        assert_eq!(fallback(GgmlType::Q6_K, 896), GgmlType::Q8_0);
+        assert_eq!(fallback(GgmlType::IQ4_XS, 896), GgmlType::IQ4_NL);
+        assert_eq!(fallback(GgmlType::Q4_K, 1536), GgmlType::Q4_K);
+        assert_eq!(fallback(GgmlType::Q8_0, 40), GgmlType::F16);
+        assert_eq!(output_type(GgmlType::Q4_K, 896), GgmlType::Q8_0);
+        assert_eq!(output_type(GgmlType::Q4_0, 896), GgmlType::Q6_K);
+        assert_eq!(output_type(GgmlType::Q8_0, 1536), GgmlType::Q8_0);
+    }
+
+    #[test]
+    fn hf_names_map_both_ways() {
+        for gguf in required_names(&test_config(false)) {
+            let hf = hf_name(&gguf);
+            assert_eq!(gguf_name(&hf, false), Some(Some(gguf.clone())), "{hf}");
+        }
+        assert_eq!(gguf_name("lm_head.weight", true), Some(None));
+        assert_eq!(
+            gguf_name("model.layers.0.self_attn.rotary_emb.inv_freq", false),
+            Some(None)
+        );
+        assert_eq!(
+            gguf_name("model.layers.0.mlp.experts.0.weight", false),
+            None
+        );
+    }
+
+    fn test_config(tied: bool) -> ModelConfig {
+        serde_json::from_value(serde_json::json!({
+            "architectures": ["Qwen2ForCausalLM"], "vocab_size": 100, "hidden_size": 64,
+            "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "tie_word_embeddings": tied
+        }))
+        .unwrap()
+    }
+}

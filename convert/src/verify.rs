@@ -1,0 +1,111 @@
+//! Checks a converted file the way a user would depend on it: llama.cpp
+//! loads it, its vocabulary has one entry per embedding row, `<|reasoning|>`
+//! is a single token, and llama.cpp's tokenizer splits text exactly as the
+//! checkpoint's own `tokenizer.json` does.
+
+use std::path::Path;
+
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+
+use crate::error::{ConvertError, Result};
+use crate::vocab::REASONING_TOKEN;
+
+/// Text on which both tokenizers must agree: prose, code, Chinese, emoji,
+/// numbers, odd whitespace and the chat format's special tokens.
+pub const SAMPLES: &[&str] = &[
+    "Hello, world! How are you doing today? I'm fine, thanks.",
+    "fn main() {\n    let xs: Vec<u32> = (0..10).map(|x| x * x).collect();\n    println!(\"{xs:?}\");\n}\n",
+    "def square(n):\n\treturn n ** 2  # 3.14159, 1e-6, 0x1F\n",
+    "你好，世界！今天的天气怎么样？我们来解一道数学题。",
+    "Emoji: 🦀🚀 👍🏽 👨‍👩‍👧 ✨ — naïve café résumé Ünïcödé",
+    "Numbers 1234567890 and dates 2026-11-28, prices $4.99/€5,00.",
+    "  leading spaces,\ttabs,\n\n\nnewlines\r\nand   runs   of   spaces  ",
+    "Привет, мир! こんにちは世界 안녕하세요 مرحبا",
+    "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|><|reasoning|>\nLet me think.<|im_end|>\n<|im_start|>assistant\n",
+    "<|endoftext|>text after end<|reasoning|>",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyReport {
+    pub n_vocab: usize,
+    pub reasoning_id: u32,
+    pub samples: usize,
+    pub tokens_compared: usize,
+}
+
+pub fn verify(
+    gguf: &Path,
+    tokenizer_json: &Path,
+    expected_vocab: usize,
+    reasoning_id: u32,
+) -> Result<VerifyReport> {
+    let fail = |problem: String| ConvertError::Verify {
+        path: gguf.to_path_buf(),
+        problem,
+    };
+    let backend = crate::llama::backend();
+    crate::llama::clear_recent_errors();
+    // The check is about the file, not about running it: llama.cpp reads
+    // every header, builds every tensor and checks its shape against the
+    // model, but allocates no tensor memory (a full load would map and
+    // repack the whole model).
+    let params = LlamaModelParams::default()
+        .with_n_gpu_layers(0)
+        .with_no_alloc(true);
+    let model = LlamaModel::load_from_file(backend, gguf, &params).map_err(|e| {
+        let detail = crate::llama::recent_errors().join("; ");
+        fail(format!("llama.cpp cannot load it ({e}): {detail}"))
+    })?;
+    let n_vocab = model.n_vocab() as usize;
+    if n_vocab != expected_vocab {
+        return Err(fail(format!(
+            "llama.cpp sees {n_vocab} tokens, config.json has {expected_vocab}"
+        )));
+    }
+    let vocab = model.vocab();
+    let ids: Vec<i32> = vocab
+        .tokenize(REASONING_TOKEN.as_bytes(), false, true)
+        .iter()
+        .map(|t| t.0)
+        .collect();
+    if ids != [reasoning_id as i32] {
+        return Err(fail(format!(
+            "{REASONING_TOKEN} tokenizes to {ids:?}, not to the single token {reasoning_id}"
+        )));
+    }
+
+    let reference = tokenizers::Tokenizer::from_file(tokenizer_json).map_err(|e| {
+        fail(format!(
+            "the tokenizers crate cannot load {}: {e}",
+            tokenizer_json.display()
+        ))
+    })?;
+    let mut tokens_compared = 0;
+    for sample in SAMPLES {
+        let expected = reference
+            .encode(*sample, false)
+            .map_err(|e| fail(format!("tokenizers crate failed on {sample:?}: {e}")))?;
+        let expected = expected.get_ids();
+        let got: Vec<u32> = vocab
+            .tokenize(sample.as_bytes(), false, true)
+            .iter()
+            .map(|t| t.0 as u32)
+            .collect();
+        if got != expected {
+            let at = got.iter().zip(expected).take_while(|(a, b)| a == b).count();
+            return Err(fail(format!(
+                "llama.cpp and tokenizer.json disagree on {sample:?} at token {at}: llama.cpp {:?}, tokenizer.json {:?}",
+                &got[at..got.len().min(at + 4)],
+                &expected[at..expected.len().min(at + 4)]
+            )));
+        }
+        tokens_compared += got.len();
+    }
+    Ok(VerifyReport {
+        n_vocab,
+        reasoning_id,
+        samples: SAMPLES.len(),
+        tokens_compared,
+    })
+}

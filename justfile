@@ -1,0 +1,56 @@
+# o1 tasks. `just --list` shows them.
+
+# Keep llama.cpp's build between runs: it takes minutes to compile.
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", home_directory() / ".cache/o1/target")
+
+# The checkpoint builder and the golden reference for the real-model tests.
+fixtures := env_var_or_default("O1_FIXTURES", justfile_directory() / "../shared/fixtures")
+fixture_dir := env_var_or_default("O1_FIXTURE_DIR", home_directory() / ".cache/o1/fixtures")
+
+default:
+    @just --list
+
+# Install the build's system dependencies (cmake, libclang, just).
+setup:
+    scripts/setup
+
+# Build the o1 binary (release).
+build:
+    cargo build --release
+
+# Every test: the fast ones, then the real 0.5B model against transformers' golden output.
+test: test-fast (fixture "0.5b")
+    O1_FIXTURE_0_5B={{fixture_dir}}/o1-0.5b O1_GOLDEN={{fixtures}}/golden-0.5b.json \
+      cargo test --release --workspace -- --include-ignored --nocapture golden
+    cargo test --release --workspace -- --ignored --skip golden
+
+# Tests that need no download (synthetic models only).
+test-fast:
+    cargo test --release --workspace
+
+# Formatting and clippy, warnings as errors.
+lint:
+    cargo fmt --all --check
+    cargo clippy --release --workspace --all-targets -- -D warnings
+
+# What CI runs.
+ci: lint test
+
+# Build a real O1-shaped checkpoint (0.5b or 1.5b) into the fixture cache.
+fixture size:
+    @test -f {{fixture_dir}}/o1-{{size}}/config.json || {{fixtures}}/make-o1-checkpoint {{fixture_dir}}/o1-{{size}} --size {{size}}
+
+# Write a synthetic checkpoint with random weights (preset: tiny, 0.5b, 1.5b).
+synthetic dir preset="tiny" *args="":
+    cargo run --release -q -p o1-convert --example make-synthetic -- {{dir}} --preset {{preset}} {{args}}
+
+# Convert with o1.
+convert *args:
+    cargo run --release -q -- convert {{args}}
+
+# Benchmarks: print the figures.
+bench: bench-convert
+
+# Single-pass vs two-pass (llama.cpp's path) conversion of the 0.5B and 1.5B fixtures to q4_k_m: time, peak RSS, ratio.
+bench-convert: build (fixture "0.5b") (fixture "1.5b")
+    scripts/bench-convert {{fixture_dir}}/o1-0.5b {{fixture_dir}}/o1-1.5b

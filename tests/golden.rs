@@ -1,0 +1,180 @@
+//! The real 0.5B checkpoint, converted by the `o1` binary, against what
+//! Hugging Face transformers computes for it (the golden file): exact
+//! prompt token ids, the first generated token where the reference is not a
+//! near-tie, and a report of how many greedy tokens match per type.
+//!
+//! Needs `O1_FIXTURE_0_5B` (a folder made by make-o1-checkpoint) and
+//! `O1_GOLDEN` (golden-0.5b.json); `just test` provides both.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use serde_json::Value;
+
+/// A reference whose two best logits are closer than this is a near-tie:
+/// reported, not asserted.
+const NEAR_TIE: f64 = 0.5;
+
+fn env_path(name: &str) -> PathBuf {
+    PathBuf::from(std::env::var_os(name).unwrap_or_else(|| panic!("set {name} (just test does)")))
+}
+
+struct Phase {
+    label: String,
+    prompt: String,
+    prompt_ids: Vec<u32>,
+    top1: u32,
+    gap: f64,
+    greedy: Vec<u32>,
+}
+
+fn phases(golden: &Value) -> Vec<Phase> {
+    let mut out = Vec::new();
+    for case in golden["cases"].as_array().unwrap() {
+        for (t, turn) in case["turns"].as_array().unwrap().iter().enumerate() {
+            for phase in ["reasoning", "answer"] {
+                let p = &turn[phase];
+                let ids = |v: &Value| {
+                    v.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_u64().unwrap() as u32)
+                        .collect::<Vec<_>>()
+                };
+                let top = p["first_top5"].as_array().unwrap();
+                out.push(Phase {
+                    label: format!("{} turn {} {phase}", case["name"].as_str().unwrap(), t + 1),
+                    prompt: p["prompt"].as_str().unwrap().to_string(),
+                    prompt_ids: ids(&p["prompt_ids"]),
+                    top1: top[0][0].as_u64().unwrap() as u32,
+                    gap: top[0][1].as_f64().unwrap() - top[1][1].as_f64().unwrap(),
+                    greedy: ids(&p["greedy_ids"]),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn convert(ckpt: &Path, out: &Path, ty: &str) {
+    let status = Command::new(env!("CARGO_BIN_EXE_o1"))
+        .args(["convert", "--quiet", "--force", "--type", ty, "-o"])
+        .arg(out)
+        .arg(ckpt)
+        .status()
+        .unwrap();
+    assert!(status.success(), "o1 convert --type {ty} failed");
+}
+
+/// Prompt ids, first-token top-1 and greedy continuation under llama.cpp.
+fn run(model: &LlamaModel, phase: &Phase, max_new: usize) -> (Vec<u32>, u32, Vec<u32>) {
+    let backend = o1_convert::llama::backend();
+    let prompt: Vec<LlamaToken> = model.vocab().tokenize(phase.prompt.as_bytes(), false, true);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(1024))
+        .with_n_batch(1024)
+        .with_n_threads(2)
+        .with_n_threads_batch(2);
+    let mut ctx = model.new_context(backend, params).unwrap();
+    let mut batch = LlamaBatch::new(1024, 1);
+    for (i, &t) in prompt.iter().enumerate() {
+        batch.add(t, i as i32, &[0], i + 1 == prompt.len()).unwrap();
+    }
+    ctx.decode(&mut batch).unwrap();
+    let argmax = |l: &[f32]| {
+        l.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0 as u32
+    };
+    let first = argmax(ctx.get_logits_ith(batch.n_tokens() - 1));
+    let mut greedy = vec![first];
+    let mut pos = prompt.len() as i32;
+    while greedy.len() < max_new
+        && !model
+            .vocab()
+            .is_eog(LlamaToken(*greedy.last().unwrap() as i32))
+    {
+        batch.clear();
+        batch
+            .add(LlamaToken(*greedy.last().unwrap() as i32), pos, &[0], true)
+            .unwrap();
+        ctx.decode(&mut batch).unwrap();
+        greedy.push(argmax(ctx.get_logits_ith(0)));
+        pos += 1;
+    }
+    (prompt.iter().map(|t| t.0 as u32).collect(), first, greedy)
+}
+
+#[test]
+#[ignore = "needs the real 0.5B checkpoint: run through `just test`"]
+fn golden_real_model_matches_transformers() {
+    let ckpt = env_path("O1_FIXTURE_0_5B");
+    let golden: Value =
+        serde_json::from_slice(&std::fs::read(env_path("O1_GOLDEN")).unwrap()).unwrap();
+    let phases = phases(&golden);
+    let dir = tempfile::tempdir().unwrap();
+    let mut report = vec![format!(
+        "golden comparison, {} prompts (near-tie: top-2 gap < {NEAR_TIE})",
+        phases.len()
+    )];
+    for ty in ["bf16", "q4_k_m"] {
+        let path = dir.path().join(format!("o1-0.5b-{ty}.gguf"));
+        convert(&ckpt, &path, ty);
+        let model = LlamaModel::load_from_file(
+            o1_convert::llama::backend(),
+            &path,
+            &LlamaModelParams::default().with_n_gpu_layers(0),
+        )
+        .unwrap();
+        let (mut matched, mut total) = (0, 0);
+        for phase in &phases {
+            let (ids, first, greedy) = run(&model, phase, phase.greedy.len());
+            assert_eq!(
+                ids, phase.prompt_ids,
+                "{ty}: prompt ids differ for {}",
+                phase.label
+            );
+            let same_prefix = greedy
+                .iter()
+                .zip(&phase.greedy)
+                .take_while(|(a, b)| a == b)
+                .count();
+            matched += same_prefix;
+            total += phase.greedy.len();
+            let near_tie = phase.gap < NEAR_TIE;
+            report.push(format!(
+                "{ty:7} {:28} top-1 {} (gap {:.3}{}), greedy {same_prefix}/{} match",
+                phase.label,
+                if first == phase.top1 {
+                    "same"
+                } else {
+                    "DIFFERS"
+                },
+                phase.gap,
+                if near_tie { ", near-tie" } else { "" },
+                phase.greedy.len(),
+            ));
+            if ty == "bf16" && !near_tie {
+                assert_eq!(
+                    first, phase.top1,
+                    "bf16 top-1 differs for {} (gap {:.3})",
+                    phase.label, phase.gap
+                );
+            }
+        }
+        report.push(format!(
+            "{ty:7} greedy tokens matching before the first difference: {matched}/{total}"
+        ));
+    }
+    let report = report.join("\n");
+    eprintln!("{report}");
+    let _ = std::fs::write(std::env::temp_dir().join("o1-golden-report.txt"), &report);
+}
