@@ -95,3 +95,95 @@ fn help_lists_types_and_options() {
         "the reference path stays hidden"
     );
 }
+
+/// Waits until the conversion in `dir` has created its temporary file.
+fn wait_for_temporary(dir: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let found = std::fs::read_dir(dir)
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().contains(".o1tmp-"));
+        if found {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("no temporary output appeared");
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} failed");
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn interrupted_or_killed_conversions_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    // Big enough that converting takes a few seconds.
+    let spec = Spec {
+        hidden: 512,
+        heads: 8,
+        kv_heads: 2,
+        ffn: 2048,
+        layers: 8,
+        vocab_size: Some(32000),
+        ..Spec::tiny()
+    };
+    synthetic::write(&dir.path().join("mid"), &spec).unwrap();
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_o1"))
+            .args(["convert", "mid", "--no-verify"])
+            .current_dir(dir.path())
+            .env("O1_LOG_FILE", "/dev/null")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // Ctrl+C: exit code 130, the temporary removed.
+    let mut child = start();
+    wait_for_temporary(dir.path());
+    signal(&child, "-INT");
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_eq!(entries(dir.path()), ["mid"]);
+
+    // SIGTERM behaves the same.
+    let mut child = start();
+    wait_for_temporary(dir.path());
+    signal(&child, "-TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_eq!(entries(dir.path()), ["mid"]);
+
+    // SIGKILL cannot be caught: the next run removes what it left.
+    let mut child = start();
+    wait_for_temporary(dir.path());
+    signal(&child, "-KILL");
+    child.wait().unwrap();
+    assert_eq!(
+        entries(dir.path()).len(),
+        2,
+        "the killed run's temporary stays until the next run"
+    );
+    let out = start().wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("removed 1 temporary file(s) left by an interrupted run"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(entries(dir.path()), ["mid", "mid-q4_k_m.gguf"]);
+}

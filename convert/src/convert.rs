@@ -136,12 +136,10 @@ pub fn convert(
     let mut out = TempOutput::create(&opts.output, "out")?;
     match &intermediate {
         None => {
-            progress.stage(
-                &format!("converting to {}", opts.out_type),
-                ckpt.weights.total_bytes(),
-            );
+            let stage = format!("converting to {}", opts.out_type);
+            progress.stage(&stage, ckpt.weights.total_bytes());
             let file = out.take_file();
-            let file = write_gguf(
+            write_gguf(
                 file,
                 &meta,
                 &planned,
@@ -152,7 +150,6 @@ pub fn convert(
                 &mut warnings,
             )?;
             progress.finish_stage();
-            out.persist(file)?;
         }
         Some(lossless) => {
             let mut tmp = TempOutput::create(&opts.output, "lossless")?;
@@ -161,7 +158,7 @@ pub fn convert(
                 ckpt.weights.total_bytes(),
             );
             let file = tmp.take_file();
-            let file = write_gguf(
+            write_gguf(
                 file,
                 &meta,
                 lossless,
@@ -171,39 +168,32 @@ pub fn convert(
                 cancel,
                 &mut warnings,
             )?;
-            file.sync_all()
-                .map_err(|e| write_error(&opts.output, needed, e))?;
             progress.finish_stage();
             progress.stage("quantizing with llama.cpp (pass 2 of 2)", 0);
             drop(out.take_file());
             quantize_file(tmp.path(), out.path(), opts)?;
             progress.finish_stage();
-            let file =
-                std::fs::File::open(out.path()).map_err(|e| write_error(&opts.output, 0, e))?;
-            out.persist(file)?;
         }
     }
 
+    // Checked under its temporary name: the output appears only once verified.
     let verification = if opts.verify {
         progress.stage("verifying", 0);
         let report = verify::verify(
-            &opts.output,
+            out.path(),
             &ckpt.tokenizer_path,
             ckpt.config.vocab_size,
             ckpt.vocab.reasoning_id,
         );
         progress.finish_stage();
-        match report {
-            Ok(r) => Some(r),
-            Err(e) => {
-                // A file that fails its checks must not look like a result.
-                let _ = std::fs::remove_file(&opts.output);
-                return Err(e);
-            }
-        }
+        Some(report.map_err(|e| e.at(&opts.output))?)
     } else {
         None
     };
+    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ConvertError::Interrupted);
+    }
+    out.persist()?;
 
     let mut type_counts = BTreeMap::new();
     for p in &planned {
@@ -257,7 +247,7 @@ fn write_gguf(
     progress: &mut dyn Progress,
     cancel: &AtomicBool,
     warnings: &mut Vec<String>,
-) -> Result<std::fs::File> {
+) -> Result<()> {
     let needed = data_size(planned);
     let werr = |e| write_error(&opts.output, needed, e);
     let infos: Vec<TensorInfo> = planned.iter().map(|p| p.info.clone()).collect();
@@ -274,7 +264,8 @@ fn write_gguf(
     .map_err(|e| e.into_convert_error(werr))?;
     warnings.extend(overflow);
     let buffered = writer.finish().map_err(werr)?;
-    buffered.into_inner().map_err(|e| werr(e.into_error()))
+    buffered.into_inner().map_err(|e| werr(e.into_error()))?;
+    Ok(())
 }
 
 /// Pass 2 of the reference pipeline: llama.cpp's own quantizer.

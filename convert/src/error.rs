@@ -115,6 +115,20 @@ pub enum ConvertError {
     Interrupted,
 }
 
+impl ConvertError {
+    /// A verification error names the temporary file it checked; report
+    /// it under the output's own name.
+    pub(crate) fn at(self, output: &std::path::Path) -> Self {
+        match self {
+            ConvertError::Verify { problem, .. } => ConvertError::Verify {
+                path: output.to_path_buf(),
+                problem,
+            },
+            other => other,
+        }
+    }
+}
+
 pub type Result<T, E = ConvertError> = std::result::Result<T, E>;
 
 /// Maps an I/O error while writing `path` to `DiskFull` or `Write`.

@@ -38,11 +38,11 @@ impl TempOutput {
         self.file.take().expect("temporary file taken twice")
     }
 
-    /// Syncs the data and renames the file onto `target`.
-    pub fn persist(mut self, file: File) -> Result<()> {
-        file.sync_all()
-            .map_err(|e| write_error(&self.target, 0, e))?;
-        drop(file);
+    /// Syncs the data to disk and renames the file onto `target`.
+    pub fn persist(mut self) -> Result<()> {
+        drop(self.file.take());
+        let sync = File::open(&self.path).and_then(|f| f.sync_all());
+        sync.map_err(|e| write_error(&self.target, 0, e))?;
         fs::rename(&self.path, &self.target).map_err(|e| write_error(&self.target, 0, e))?;
         self.path = PathBuf::new();
         Ok(())
@@ -172,9 +172,8 @@ mod tests {
         drop(t);
         assert!(!tmp.exists() && !target.exists());
 
-        let mut t = TempOutput::create(&target, "out").unwrap();
-        let f = t.take_file();
-        t.persist(f).unwrap();
+        let t = TempOutput::create(&target, "out").unwrap();
+        t.persist().unwrap();
         assert!(target.exists());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
