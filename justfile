@@ -18,11 +18,10 @@ setup:
 build:
     cargo build --release
 
-# Every test: the fast ones, then the real 0.5B model against transformers' golden output.
-test: test-fast (fixture "0.5b")
+# Every test, with the real 0.5B model (against transformers' golden output and llama.cpp's own path).
+test: (fixture "0.5b")
     O1_FIXTURE_0_5B={{fixture_dir}}/o1-0.5b O1_GOLDEN={{fixtures}}/golden-0.5b.json \
-      cargo test --release --workspace -- --include-ignored --nocapture golden
-    cargo test --release --workspace -- --ignored --skip golden
+      cargo test --release --workspace -- --include-ignored --nocapture
 
 # Tests that need no download (synthetic models only).
 test-fast:

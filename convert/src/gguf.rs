@@ -439,6 +439,32 @@ impl<'a> GgufFile<'a> {
     }
 }
 
+/// Tensor-by-tensor differences between two files: names, types, shapes
+/// and bytes. Empty when every tensor is identical (metadata may differ).
+pub fn tensor_differences(a: &GgufFile, b: &GgufFile) -> Vec<String> {
+    let mut diffs = Vec::new();
+    for t in &a.tensors {
+        let Some(u) = b.tensor(&t.name) else {
+            diffs.push(format!("{}: only in the first file", t.name));
+            continue;
+        };
+        if (t.ty, &t.dims) != (u.ty, &u.dims) {
+            diffs.push(format!(
+                "{}: {} {:?} vs {} {:?}",
+                t.name, t.ty, t.dims, u.ty, u.dims
+            ));
+        } else if a.tensor_data(&t.name) != b.tensor_data(&t.name) {
+            diffs.push(format!("{}: same type {}, different bytes", t.name, t.ty));
+        }
+    }
+    for u in &b.tensors {
+        if a.tensor(&u.name).is_none() {
+            diffs.push(format!("{}: only in the second file", u.name));
+        }
+    }
+    diffs
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -639,6 +665,29 @@ mod tests {
             }
             sys::gguf_free(ctx);
         }
+    }
+
+    #[test]
+    fn tensor_differences_name_each_tensor() {
+        let bytes = write(false);
+        let a = GgufFile::parse(&bytes).unwrap();
+        assert!(tensor_differences(&a, &a).is_empty());
+        let (metadata, mut tensors, mut data) = sample();
+        data[1][5] ^= 1;
+        tensors[2].ty = GgmlType::BF16;
+        let mut w = GgufWriter::new(Vec::new(), &metadata, tensors).unwrap();
+        for d in &data {
+            w.write_tensor_data(d).unwrap();
+        }
+        let other = w.finish().unwrap();
+        let b = GgufFile::parse(&other).unwrap();
+        assert_eq!(
+            tensor_differences(&a, &b),
+            [
+                "b: same type q8_0, different bytes",
+                "c: f16 [5, 1] vs bf16 [5, 1]"
+            ]
+        );
     }
 
     #[test]

@@ -1,7 +1,10 @@
-//! The real 0.5B checkpoint, converted by the `o1` binary, against what
-//! Hugging Face transformers computes for it (the golden file): exact
-//! prompt token ids, the first generated token where the reference is not a
-//! near-tie, and a report of how many greedy tokens match per type.
+//! The real 0.5B checkpoint, converted by the `o1` binary:
+//! - against what Hugging Face transformers computes for it (the golden
+//!   file): exact prompt token ids, the first generated token where the
+//!   reference is not a near-tie, and a report of how many greedy tokens
+//!   match per type;
+//! - against llama.cpp's own convert-then-quantize path: the same bytes for
+//!   every tensor.
 //!
 //! Needs `O1_FIXTURE_0_5B` (a folder made by make-o1-checkpoint) and
 //! `O1_GOLDEN` (golden-0.5b.json); `just test` provides both.
@@ -177,4 +180,43 @@ fn golden_real_model_matches_transformers() {
     let report = report.join("\n");
     eprintln!("{report}");
     let _ = std::fs::write(std::env::temp_dir().join("o1-golden-report.txt"), &report);
+}
+
+#[test]
+#[ignore = "needs the real 0.5B checkpoint: run through `just test`"]
+fn real_model_single_pass_equals_llama_quantize() {
+    let ckpt = env_path("O1_FIXTURE_0_5B");
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("one.gguf"), dir.path().join("two.gguf"));
+    convert(&ckpt, &one, "q4_k_m");
+    let status = Command::new(env!("CARGO_BIN_EXE_o1"))
+        .args([
+            "convert",
+            "--quiet",
+            "--no-verify",
+            "--two-pass",
+            "--type",
+            "q4_k_m",
+            "-o",
+        ])
+        .arg(&two)
+        .arg(&ckpt)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (a, b) = (std::fs::read(&one).unwrap(), std::fs::read(&two).unwrap());
+    let (a, b) = (
+        o1_convert::gguf::GgufFile::parse(&a).unwrap(),
+        o1_convert::gguf::GgufFile::parse(&b).unwrap(),
+    );
+    let diffs = o1_convert::gguf::tensor_differences(&a, &b);
+    assert!(
+        diffs.is_empty(),
+        "single pass differs:\n{}",
+        diffs.join("\n")
+    );
+    eprintln!(
+        "q4_k_m: all {} tensors identical to llama_model_quantize's",
+        a.tensors.len()
+    );
 }
