@@ -1,0 +1,128 @@
+//! The commands, and what they share: exit codes, Ctrl+C, loading a model.
+
+pub mod bench;
+pub mod convert;
+pub mod info;
+pub mod run;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use o1::engine::{Engine, EngineConfig, EngineError};
+use o1::model::ModelError;
+
+/// Exit codes beyond 0 (success) and 2 (usage, from clap).
+pub mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const MODEL_NOT_FOUND: u8 = 3;
+    pub const MODEL_UNUSABLE: u8 = 4;
+    pub const CONTEXT: u8 = 5;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// The command was interrupted by the user.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<Interrupted>().is_some()
+        || matches!(
+            err.downcast_ref::<o1_convert::ConvertError>(),
+            Some(o1_convert::ConvertError::Interrupted)
+        )
+    {
+        return exit::INTERRUPTED;
+    }
+    let model_error = |e: &ModelError| match e {
+        ModelError::NotFound(_) => exit::MODEL_NOT_FOUND,
+        _ => exit::MODEL_UNUSABLE,
+    };
+    if let Some(e) = err.downcast_ref::<ModelError>() {
+        return model_error(e);
+    }
+    let engine_error = err
+        .downcast_ref::<EngineError>()
+        .or_else(|| err.downcast_ref::<SharedEngineError>().map(|e| &*e.0));
+    match engine_error {
+        Some(EngineError::Model(e)) => model_error(e),
+        Some(EngineError::Context { .. }) => exit::MODEL_UNUSABLE,
+        Some(EngineError::ContextTooSmall { .. } | EngineError::ContextFull { .. }) => {
+            exit::CONTEXT
+        }
+        _ => exit::FAILURE,
+    }
+}
+
+/// An engine error that came as an event, as an error of its own.
+#[derive(Debug)]
+pub struct SharedEngineError(pub Arc<EngineError>);
+
+impl std::fmt::Display for SharedEngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedEngineError {}
+
+/// Writing to a closed pipe (`o1 run … | head`) is not an error.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Sets the returned flag on Ctrl+C or SIGTERM; a second signal exits at once.
+pub fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let handler_flag = flag.clone();
+    let _ = ctrlc::set_handler(move || {
+        if handler_flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(exit::INTERRUPTED.into());
+        }
+    });
+    flag
+}
+
+/// Loads a model, with a progress bar on a terminal.
+pub fn start_engine(config: EngineConfig, quiet: bool) -> Result<Engine, EngineError> {
+    let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(100);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "loading model [{bar:30.cyan/blue}] {percent}%",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    let progress_bar = bar.clone();
+    let engine = Engine::start(config, move |p| {
+        if let Some(b) = &progress_bar {
+            b.set_position((p * 100.0) as u64);
+        }
+        true
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let engine = engine?;
+    for note in &engine.loaded().notes {
+        eprintln!("o1: {note}");
+    }
+    Ok(engine)
+}
+
+/// A model given on the command line, or `$O1_MODEL`.
+pub fn model_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    given.or_else(|| std::env::var_os("O1_MODEL").map(PathBuf::from)).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no model given: pass a .gguf file (make one with `o1 convert CHECKPOINT_DIR`) or set O1_MODEL"
+        )
+    })
+}

@@ -1,0 +1,218 @@
+//! One llama.cpp context and the exact tokens its KV cache holds.
+//!
+//! Every prompt is matched against the cached tokens: the longest common
+//! prefix is kept, the rest of the cache is dropped and only the new tail is
+//! prefilled, in `n_batch` chunks (a larger batch aborts llama.cpp).
+
+use std::time::Instant;
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+
+use crate::chat::Segment;
+
+/// Why a decode could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the context is full ({0} tokens)")]
+    ContextFull(usize),
+    #[error("llama.cpp decode failed: {0}")]
+    Decode(String),
+    #[error("stopped")]
+    Cancelled,
+    #[error("template marker {0} is not a single token in this model")]
+    BadMarker(&'static str),
+}
+
+/// How a prefill went.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Prefill {
+    pub prompt_tokens: usize,
+    /// Tokens of the prompt already in the cache.
+    pub reused: usize,
+    /// Tokens decoded now (the tail, or the last token again when the whole
+    /// prompt was cached, to get its logits).
+    pub prefilled: usize,
+    pub seconds: f64,
+}
+
+pub struct Runner<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    /// The tokens in KV sequence 0, in order.
+    cached: Vec<LlamaToken>,
+    batch: LlamaBatch<'static>,
+    n_batch: usize,
+}
+
+impl<'m> Runner<'m> {
+    pub fn new(model: &'m LlamaModel, ctx: LlamaContext<'m>) -> Self {
+        let n_batch = ctx.n_batch() as usize;
+        Self {
+            model,
+            ctx,
+            cached: Vec::new(),
+            batch: LlamaBatch::new(n_batch, 1),
+            n_batch,
+        }
+    }
+
+    pub fn model(&self) -> &'m LlamaModel {
+        self.model
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.ctx.n_ctx() as usize
+    }
+
+    /// Tokens in the cache.
+    pub fn cached(&self) -> &[LlamaToken] {
+        &self.cached
+    }
+
+    /// Tokenizes a rendered prompt: markers as special tokens, text as text.
+    pub fn tokenize(&self, segments: &[Segment]) -> Result<Vec<LlamaToken>, RunError> {
+        let vocab = self.model.vocab();
+        let mut out = Vec::new();
+        for s in segments {
+            match s {
+                Segment::Special(marker) => {
+                    let t = vocab.tokenize(marker.as_bytes(), false, true);
+                    if t.len() != 1 {
+                        return Err(RunError::BadMarker(marker));
+                    }
+                    out.push(t[0]);
+                }
+                Segment::Text(text) => out.extend(vocab.tokenize(text.as_bytes(), false, false)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Empties the cache.
+    pub fn clear(&mut self) {
+        self.ctx.clear_kv_cache();
+        self.cached.clear();
+    }
+
+    /// Brings the cache to exactly `prompt`, decoding only what is not
+    /// cached yet; afterwards the logits of the prompt's last token are
+    /// ready to sample. `progress(done, total)` is called after each chunk;
+    /// `stop()` is polled between chunks.
+    pub fn prefill(
+        &mut self,
+        prompt: &[LlamaToken],
+        mut progress: impl FnMut(usize, usize),
+        stop: impl Fn() -> bool,
+    ) -> Result<Prefill, RunError> {
+        assert!(!prompt.is_empty(), "empty prompt");
+        if prompt.len() > self.n_ctx() {
+            return Err(RunError::ContextFull(self.n_ctx()));
+        }
+        let started = Instant::now();
+        let common = self
+            .cached
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        // The last prompt token is always decoded: its logits start the generation.
+        let keep = common.min(prompt.len() - 1);
+        self.truncate(keep)?;
+        let tail = &prompt[keep..];
+        let mut done = 0;
+        for chunk in tail.chunks(self.n_batch) {
+            if stop() {
+                return Err(RunError::Cancelled);
+            }
+            let last_chunk = done + chunk.len() == tail.len();
+            self.decode(chunk, last_chunk)?;
+            done += chunk.len();
+            progress(done, tail.len());
+        }
+        Ok(Prefill {
+            prompt_tokens: prompt.len(),
+            reused: keep,
+            prefilled: tail.len(),
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Drops cached tokens from position `n` on.
+    fn truncate(&mut self, n: usize) -> Result<(), RunError> {
+        if n < self.cached.len() {
+            self.ctx
+                .clear_kv_cache_seq(Some(0), Some(n as u32), None)
+                .map_err(|e| RunError::Decode(e.to_string()))?;
+            self.cached.truncate(n);
+        }
+        Ok(())
+    }
+
+    /// Decodes `tokens` after the cache; logits only for the last one if asked.
+    fn decode(&mut self, tokens: &[LlamaToken], logits_last: bool) -> Result<(), RunError> {
+        if self.cached.len() + tokens.len() > self.n_ctx() {
+            return Err(RunError::ContextFull(self.n_ctx()));
+        }
+        self.batch.clear();
+        let base = self.cached.len();
+        for (i, &t) in tokens.iter().enumerate() {
+            let logits = logits_last && i + 1 == tokens.len();
+            self.batch
+                .add(t, (base + i) as i32, &[0], logits)
+                .map_err(|e| RunError::Decode(e.to_string()))?;
+        }
+        match self.ctx.decode(&mut self.batch) {
+            Ok(()) => {
+                self.cached.extend_from_slice(tokens);
+                Ok(())
+            }
+            Err(llama_cpp_2::DecodeError::NoKvCacheSlot) => {
+                Err(RunError::ContextFull(self.n_ctx()))
+            }
+            Err(e) => Err(RunError::Decode(e.to_string())),
+        }
+    }
+
+    /// Feeds one generated token.
+    pub fn push(&mut self, token: LlamaToken) -> Result<(), RunError> {
+        self.decode(&[token], true)
+    }
+
+    /// Samples the next token from the last logits (the sampler accepts it).
+    pub fn sample(&mut self, sampler: &mut LlamaSampler) -> LlamaToken {
+        sampler.sample(&self.ctx, -1)
+    }
+
+    /// The logits of the last decoded token.
+    pub fn logits(&self) -> &[f32] {
+        self.ctx.get_logits_ith(self.batch.n_tokens() - 1)
+    }
+
+    /// Decodes `tokens` from an empty cache without keeping them: the
+    /// prompt-processing measurement of `o1 bench`.
+    pub fn bench_prompt(&mut self, tokens: &[LlamaToken]) -> Result<f64, RunError> {
+        self.clear();
+        let started = Instant::now();
+        for chunk in tokens.chunks(self.n_batch) {
+            self.decode(chunk, true)?;
+        }
+        self.ctx.synchronize();
+        Ok(started.elapsed().as_secs_f64())
+    }
+
+    /// Decodes `n` tokens one at a time after an empty cache: the
+    /// generation measurement of `o1 bench`.
+    pub fn bench_generate(&mut self, token: LlamaToken, n: usize) -> Result<f64, RunError> {
+        self.clear();
+        let started = Instant::now();
+        for _ in 0..n {
+            self.decode(&[token], true)?;
+        }
+        self.ctx.synchronize();
+        Ok(started.elapsed().as_secs_f64())
+    }
+}

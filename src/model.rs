@@ -1,0 +1,297 @@
+//! What a GGUF file holds, read from its header without loading it: the
+//! checks that give clear errors before llama.cpp sees the file, the
+//! figures `o1 info` prints, and the memory a context needs.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use o1_convert::gguf::{GgufFile, Value};
+use o1_convert::metadata::{GENERATION_PREFIX, KEY_REASONING_TOKEN_ID};
+use o1_convert::OutputType;
+
+/// Why a model file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{}: no such model file", .0.display())]
+    NotFound(PathBuf),
+    #[error("{}: {error}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: not a GGUF model file ({reason})", path.display())]
+    NotGguf { path: PathBuf, reason: String },
+    #[error("{}: a {arch} model; o1 runs Qwen2.5-O1 models (architecture qwen2)", path.display())]
+    WrongArchitecture { path: PathBuf, arch: String },
+    #[error("{}: this model has no <|reasoning|> token; convert it with o1 convert", .0.display())]
+    NoReasoningToken(PathBuf),
+    #[error("{}: llama.cpp cannot load it: {detail}", path.display())]
+    LoadFailed { path: PathBuf, detail: String },
+}
+
+/// The generation defaults a checkpoint ships (`o1.generation.*`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GenerationDefaults {
+    pub do_sample: Option<bool>,
+    pub temperature: Option<f32>,
+    pub top_k: Option<u32>,
+    pub top_p: Option<f32>,
+    pub min_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub name: String,
+    pub architecture: String,
+    /// `q4_k_m`, `bf16`, … or `ftype N` for types o1 does not write.
+    pub file_type: String,
+    pub file_bytes: u64,
+    pub n_params: u64,
+    pub n_layer: u32,
+    pub n_embd: u32,
+    pub n_head: u32,
+    pub n_head_kv: u32,
+    pub head_dim: u32,
+    pub n_ctx_train: u32,
+    pub n_vocab: u32,
+    pub reasoning_token_id: Option<u32>,
+    pub generation: GenerationDefaults,
+    /// Tensors per ggml type.
+    pub tensor_types: BTreeMap<String, usize>,
+}
+
+impl ModelInfo {
+    /// Reads the header of `path`, checking it is a usable O1 model.
+    pub fn read(path: &Path) -> Result<Self, ModelError> {
+        if !path.exists() {
+            return Err(ModelError::NotFound(path.to_path_buf()));
+        }
+        let file = File::open(path).map_err(|e| ModelError::Unreadable {
+            path: path.to_path_buf(),
+            error: e,
+        })?;
+        let file_bytes = file
+            .metadata()
+            .map_err(|e| ModelError::Unreadable {
+                path: path.to_path_buf(),
+                error: e,
+            })?
+            .len();
+        // SAFETY: read-only map of a model file nobody modifies while o1 reads it.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::Unreadable {
+            path: path.to_path_buf(),
+            error: e,
+        })?;
+        let gguf = GgufFile::parse(&map).map_err(|e| ModelError::NotGguf {
+            path: path.to_path_buf(),
+            reason: e.0,
+        })?;
+        Self::from_gguf(path, &gguf, file_bytes)
+    }
+
+    fn from_gguf(path: &Path, g: &GgufFile, file_bytes: u64) -> Result<Self, ModelError> {
+        let architecture = g
+            .get("general.architecture")
+            .and_then(Value::as_str)
+            .unwrap_or("(none)")
+            .to_string();
+        if architecture != "qwen2" {
+            return Err(ModelError::WrongArchitecture {
+                path: path.to_path_buf(),
+                arch: architecture,
+            });
+        }
+        let missing = |k: &str| ModelError::NotGguf {
+            path: path.to_path_buf(),
+            reason: format!("metadata key {k} is missing"),
+        };
+        let u32_key = |k: &str| -> Result<u32, ModelError> {
+            g.get(k)
+                .and_then(Value::as_u64)
+                .map(|v| v as u32)
+                .ok_or_else(|| missing(k))
+        };
+        let n_layer = u32_key("qwen2.block_count")?;
+        let n_embd = u32_key("qwen2.embedding_length")?;
+        let n_head = u32_key("qwen2.attention.head_count")?;
+        let n_head_kv = g
+            .get("qwen2.attention.head_count_kv")
+            .and_then(Value::as_u64)
+            .map_or(n_head, |v| v as u32);
+        let head_dim = g
+            .get("qwen2.attention.key_length")
+            .and_then(Value::as_u64)
+            .map_or(n_embd / n_head.max(1), |v| v as u32);
+        let tokens = g
+            .get("tokenizer.ggml.tokens")
+            .and_then(Value::as_array)
+            .ok_or_else(|| missing("tokenizer.ggml.tokens"))?;
+        let reasoning_token_id = g
+            .get(KEY_REASONING_TOKEN_ID)
+            .and_then(Value::as_u64)
+            .map(|v| v as u32)
+            .or_else(|| {
+                tokens
+                    .iter()
+                    .position(|t| t.as_str() == Some("<|reasoning|>"))
+                    .map(|i| i as u32)
+            });
+        let Some(reasoning_token_id) = reasoning_token_id else {
+            return Err(ModelError::NoReasoningToken(path.to_path_buf()));
+        };
+        let gen_f32 = |k: &str| {
+            g.get(&format!("{GENERATION_PREFIX}{k}"))
+                .and_then(Value::as_f64)
+                .map(|v| v as f32)
+        };
+        let generation = GenerationDefaults {
+            do_sample: g
+                .get(&format!("{GENERATION_PREFIX}do_sample"))
+                .and_then(Value::as_bool),
+            temperature: gen_f32("temperature"),
+            top_k: g
+                .get(&format!("{GENERATION_PREFIX}top_k"))
+                .and_then(Value::as_u64)
+                .map(|v| v as u32),
+            top_p: gen_f32("top_p"),
+            min_p: gen_f32("min_p"),
+            repetition_penalty: gen_f32("repetition_penalty"),
+        };
+        let ftype = g.get("general.file_type").and_then(Value::as_u64);
+        let file_type = ftype
+            .and_then(|f| {
+                OutputType::ALL
+                    .into_iter()
+                    .find(|t| u64::from(t.ftype()) == f)
+            })
+            .map(|t| t.name().to_string())
+            .unwrap_or_else(|| ftype.map_or("unknown".into(), |f| format!("ftype {f}")));
+        let mut tensor_types = BTreeMap::new();
+        for t in &g.tensors {
+            *tensor_types.entry(t.ty.name().to_string()).or_insert(0) += 1;
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            name: g
+                .get("general.name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            architecture,
+            file_type,
+            file_bytes,
+            n_params: g.tensors.iter().map(|t| t.n_elements()).sum(),
+            n_layer,
+            n_embd,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_ctx_train: u32_key("qwen2.context_length")?,
+            n_vocab: tokens.len() as u32,
+            reasoning_token_id: Some(reasoning_token_id),
+            generation,
+            tensor_types,
+        })
+    }
+
+    /// KV cache bytes per token of context: keys and values, every layer.
+    pub fn kv_bytes_per_token(&self, kv: KvType) -> u64 {
+        let elements =
+            2 * u64::from(self.n_layer) * u64::from(self.n_head_kv) * u64::from(self.head_dim);
+        kv.bytes_for(elements)
+    }
+}
+
+/// The KV cache element type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum KvType {
+    #[default]
+    F16,
+    /// Half the memory of f16; needs flash attention (turned on with it).
+    #[value(name = "q8_0")]
+    Q8_0,
+}
+
+impl KvType {
+    /// Bytes of `n` elements (`n` a multiple of 32).
+    pub fn bytes_for(self, n: u64) -> u64 {
+        match self {
+            KvType::F16 => 2 * n,
+            KvType::Q8_0 => n / 32 * 34,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F16 => "f16",
+            KvType::Q8_0 => "q8_0",
+        }
+    }
+}
+
+/// Total physical memory, from /proc/meminfo (8 GiB where unknown).
+pub fn total_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(8 << 30, |kb| kb * 1024)
+}
+
+/// The default context: the trained length, capped so the KV cache takes at
+/// most a quarter of the machine's memory (and 2 GiB), in steps of 256.
+pub fn default_n_ctx(info: &ModelInfo, kv: KvType, total_memory: u64) -> u32 {
+    let budget = (total_memory / 4).min(2 << 30);
+    let fits = budget / info.kv_bytes_per_token(kv).max(1);
+    let n = (fits as u32).min(info.n_ctx_train);
+    (n / 256 * 256).max(256.min(info.n_ctx_train))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info_15b() -> ModelInfo {
+        ModelInfo {
+            path: PathBuf::new(),
+            name: String::new(),
+            architecture: "qwen2".into(),
+            file_type: "q4_k_m".into(),
+            file_bytes: 0,
+            n_params: 0,
+            n_layer: 28,
+            n_embd: 1536,
+            n_head: 12,
+            n_head_kv: 2,
+            head_dim: 128,
+            n_ctx_train: 32768,
+            n_vocab: 151666,
+            reasoning_token_id: Some(151665),
+            generation: GenerationDefaults::default(),
+            tensor_types: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn kv_bytes_of_the_15b_model() {
+        let i = info_15b();
+        // 2 (K and V) × 28 layers × 2 heads × 128 × 2 bytes.
+        assert_eq!(i.kv_bytes_per_token(KvType::F16), 28672);
+        assert_eq!(i.kv_bytes_per_token(KvType::Q8_0), 28672 / 2 / 32 * 34);
+    }
+
+    #[test]
+    fn default_context_fits_the_memory() {
+        let i = info_15b();
+        assert_eq!(default_n_ctx(&i, KvType::F16, 16 << 30), 32768);
+        // 2 GiB machine: 512 MiB for the KV cache = 18724 tokens, rounded down.
+        assert_eq!(default_n_ctx(&i, KvType::F16, 2 << 30), 18688);
+    }
+}
