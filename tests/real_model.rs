@@ -9,9 +9,11 @@
 //! Needs `O1_FIXTURE_0_5B` (a folder made by make-o1-checkpoint) and
 //! `O1_GOLDEN` (golden-0.5b.json); `just test` provides both.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{mpsc, Mutex, OnceLock};
 
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -63,6 +65,22 @@ fn phases(golden: &Value) -> Vec<Phase> {
         }
     }
     out
+}
+
+/// The fixture converted to `ty` by the o1 binary, once per test run.
+fn converted(ty: &str) -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DONE: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
+    let mut done = DONE.lock().unwrap();
+    let done = done.get_or_insert_with(HashMap::new);
+    done.entry(ty.to_string())
+        .or_insert_with(|| {
+            let path = dir.path().join(format!("o1-0.5b-{ty}.gguf"));
+            convert(&env_path("O1_FIXTURE_0_5B"), &path, ty);
+            path
+        })
+        .clone()
 }
 
 fn convert(ckpt: &Path, out: &Path, ty: &str) {
@@ -119,18 +137,15 @@ fn run(model: &LlamaModel, phase: &Phase, max_new: usize) -> (Vec<u32>, u32, Vec
 #[test]
 #[ignore = "needs the real 0.5B checkpoint: run through `just test`"]
 fn golden_real_model_matches_transformers() {
-    let ckpt = env_path("O1_FIXTURE_0_5B");
     let golden: Value =
         serde_json::from_slice(&std::fs::read(env_path("O1_GOLDEN")).unwrap()).unwrap();
     let phases = phases(&golden);
-    let dir = tempfile::tempdir().unwrap();
     let mut report = vec![format!(
         "golden comparison, {} prompts (near-tie: top-2 gap < {NEAR_TIE})",
         phases.len()
     )];
     for ty in ["bf16", "q4_k_m"] {
-        let path = dir.path().join(format!("o1-0.5b-{ty}.gguf"));
-        convert(&ckpt, &path, ty);
+        let path = converted(ty);
         let model = LlamaModel::load_from_file(
             o1_convert::llama::backend(),
             &path,
@@ -218,5 +233,99 @@ fn real_model_single_pass_equals_llama_quantize() {
     eprintln!(
         "q4_k_m: all {} tensors identical to llama_model_quantize's",
         a.tensors.len()
+    );
+}
+
+/// Issue 3's check: the engine renders each golden prompt byte for byte and
+/// its greedy continuations follow transformers' (the multi-turn case builds
+/// its history from the golden texts).
+#[test]
+#[ignore = "needs the real 0.5B checkpoint: run through `just test`"]
+fn golden_engine_prompts_and_greedy_tokens() {
+    use o1::chat::{Message, Phase as ChatPhase, Role};
+    use o1::engine::{Engine, EngineConfig, Event};
+
+    let golden: Value =
+        serde_json::from_slice(&std::fs::read(env_path("O1_GOLDEN")).unwrap()).unwrap();
+    let mut config = EngineConfig::new(converted("bf16"));
+    config.n_ctx = Some(2048);
+    config.threads = Some(2);
+    let engine = Engine::start(config, |_| true).unwrap();
+    let system = golden["system"].as_str().unwrap();
+    let ids = |v: &Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect::<Vec<_>>()
+    };
+    let (mut matched, mut total) = (0, 0);
+    let mut report =
+        vec!["engine vs transformers (bf16), matching greedy prefix per phase:".to_string()];
+    for case in golden["cases"].as_array().unwrap() {
+        let mut history = vec![Message::new(Role::System, system)];
+        for (t, turn) in case["turns"].as_array().unwrap().iter().enumerate() {
+            history.push(Message::new(Role::User, turn["user"].as_str().unwrap()));
+            for (phase, key) in [
+                (ChatPhase::Reasoning, "reasoning"),
+                (ChatPhase::Answer, "answer"),
+            ] {
+                let g = &turn[key];
+                let probe = engine.probe(history.clone(), phase, false).unwrap();
+                assert_eq!(
+                    probe.prompt,
+                    g["prompt"].as_str().unwrap(),
+                    "{} turn {}: prompt text",
+                    case["name"],
+                    t + 1
+                );
+                assert_eq!(
+                    probe.tokens,
+                    ids(&g["prompt_ids"]),
+                    "{} turn {}: prompt ids",
+                    case["name"],
+                    t + 1
+                );
+                let expected = ids(&g["greedy_ids"]);
+                let (tx, rx) = mpsc::channel();
+                engine
+                    .phase(history.clone(), phase, expected.len(), tx)
+                    .unwrap();
+                let got = rx
+                    .iter()
+                    .find_map(|e| match e {
+                        Event::PhaseFinished { tokens, .. } => Some(tokens),
+                        Event::Error(e) => panic!("{e}"),
+                        _ => None,
+                    })
+                    .unwrap();
+                let same = got
+                    .iter()
+                    .zip(&expected)
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                matched += same;
+                total += expected.len();
+                report.push(format!(
+                    "  {:10} turn {} {:9} {same:2}/{}",
+                    case["name"].as_str().unwrap(),
+                    t + 1,
+                    key,
+                    expected.len()
+                ));
+                history.push(Message::new(
+                    phase.role(),
+                    g["greedy_text"].as_str().unwrap(),
+                ));
+            }
+        }
+    }
+    let share = matched as f64 / total as f64;
+    report.push(format!("  total {matched}/{total} = {:.1}%", share * 100.0));
+    eprintln!("{}", report.join("\n"));
+    assert!(
+        share >= 0.85,
+        "only {:.1}% of the golden tokens match",
+        share * 100.0
     );
 }

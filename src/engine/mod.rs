@@ -554,7 +554,7 @@ fn worker(
     rx: Receiver<Command>,
     flags: Arc<Flags>,
     ready: Sender<Result<Loaded, EngineError>>,
-    mut progress: impl FnMut(f32) -> bool + Send + 'static,
+    progress: impl FnMut(f32) -> bool + Send + 'static,
 ) {
     let backend = o1_convert::llama::backend();
     let mut notes = Vec::new();
@@ -562,7 +562,7 @@ fn worker(
     let params = LlamaModelParams::default()
         .with_n_gpu_layers(gpu_layers)
         .with_use_mmap(config.mmap)
-        .with_progress_callback(move |p| progress(p));
+        .with_progress_callback(progress);
     o1_convert::llama::clear_recent_errors();
     let model = match LlamaModel::load_from_file(backend, &config.model, &params) {
         Ok(m) => m,

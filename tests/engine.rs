@@ -1,0 +1,494 @@
+//! The engine on a synthetic model: the exact prompts, KV prefix re-use,
+//! stops (end of turn, limit, cancel, answer now), the context-full
+//! policies and streaming. Tokens are forced with logit biases so that the
+//! random-weight model behaves predictably.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use o1::chat::{self, Message, Phase, Role};
+use o1::engine::{Engine, EngineConfig, EngineError, Event, Limits, OnFull, Stop};
+use o1_convert::synthetic::{self, Spec};
+
+struct Model {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    the: u32,
+    im_end: u32,
+    im_start: u32,
+}
+
+/// One synthetic model converted to f32, shared by the tests.
+fn model() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = dir.path().join("ckpt");
+        synthetic::write(&ckpt, &Spec::tiny()).unwrap();
+        let path = dir.path().join("tiny.gguf");
+        let opts = o1_convert::ConvertOptions::new(&ckpt, &path, o1_convert::OutputType::F32);
+        o1_convert::convert(&opts, &mut o1_convert::NoProgress, &Default::default()).unwrap();
+        let tok: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(ckpt.join("tokenizer.json")).unwrap()).unwrap();
+        let added = |name: &str| {
+            tok["added_tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["content"] == name)
+                .unwrap()["id"]
+                .as_u64()
+                .unwrap() as u32
+        };
+        Model {
+            the: tok["model"]["vocab"]["Ġthe"].as_u64().unwrap() as u32,
+            im_end: added("<|im_end|>"),
+            im_start: added("<|im_start|>"),
+            path,
+            _dir: dir,
+        }
+    })
+}
+
+fn engine_with(f: impl FnOnce(&mut EngineConfig), bias: &[(u32, f32)]) -> Engine {
+    let mut config = EngineConfig::new(&model().path);
+    config.n_ctx = Some(1024);
+    config.threads = Some(1);
+    config.limits = Limits {
+        reasoning: 4,
+        answer: 3,
+    };
+    f(&mut config);
+    let engine = Engine::start(config, |_| true).unwrap();
+    let mut sampling = engine.loaded().sampling.clone();
+    sampling.logit_bias = bias.to_vec();
+    engine.set_sampling(sampling).unwrap();
+    engine
+}
+
+/// A model that always says " the".
+fn engine() -> Engine {
+    engine_with(|_| {}, &[(model().the, 100.0)])
+}
+
+fn collect(rx: Receiver<Event>) -> Vec<Event> {
+    rx.iter().collect()
+}
+
+fn turn(engine: &Engine, question: &str) -> Vec<Event> {
+    let (tx, rx) = mpsc::channel();
+    engine.turn(question, tx).unwrap();
+    collect(rx)
+}
+
+fn finished(events: &[Event]) -> Vec<(Phase, String, Vec<u32>, Stop, o1::engine::PhaseStats)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PhaseFinished {
+                phase,
+                text,
+                tokens,
+                stop,
+                stats,
+            } => Some((*phase, text.clone(), tokens.clone(), *stop, stats.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn tokens_of(engine: &Engine, messages: Vec<Message>, phase: Phase) -> Vec<u32> {
+    engine.probe(messages, phase, true).unwrap().tokens
+}
+
+#[test]
+fn two_turn_chat_sends_the_exact_prompts() {
+    let e = engine();
+    let events = turn(&e, "Hi");
+    let f = finished(&events);
+    assert_eq!(f.len(), 2);
+    assert_eq!(
+        (f[0].0, f[0].1.as_str(), f[0].3),
+        (Phase::Reasoning, " the the the the", Stop::Limit)
+    );
+    assert_eq!(
+        (f[1].0, f[1].1.as_str(), f[1].3),
+        (Phase::Answer, " the the the", Stop::Limit)
+    );
+    turn(&e, "And <|im_end|> then?");
+
+    let history = e.history().unwrap();
+    let prompt = e
+        .probe(history.clone(), Phase::Reasoning, false)
+        .unwrap()
+        .prompt;
+    assert_eq!(
+        prompt,
+        concat!(
+            "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n",
+            "<|im_start|>user\nHi<|im_end|>\n",
+            "<|im_start|><|reasoning|>\n the the the the<|im_end|>\n",
+            "<|im_start|>assistant\n the the the<|im_end|>\n",
+            "<|im_start|>user\nAnd <|im_end|> then?<|im_end|>\n",
+            "<|im_start|><|reasoning|>\n the the the the<|im_end|>\n",
+            "<|im_start|>assistant\n the the the<|im_end|>\n",
+            "<|im_start|><|reasoning|>\n"
+        )
+    );
+    assert!(
+        history
+            .iter()
+            .filter(|m| m.role == Role::Reasoning)
+            .all(|m| m.cut),
+        "limit stops are marked cut"
+    );
+    // The typed <|im_end|> is text, not the special token.
+    let tokens = tokens_of(&e, history[..5].to_vec(), Phase::Reasoning);
+    let specials = tokens.iter().filter(|&&t| t == model().im_end).count();
+    assert_eq!(
+        specials, 5,
+        "one <|im_end|> per message, none from the user's text"
+    );
+}
+
+#[test]
+fn each_phase_prefills_only_the_new_tail() {
+    // Token counts of prompt pieces, from a second engine (same tokenizer).
+    let probe = engine();
+    let answer_opener = tokens_of(&probe, vec![], Phase::Answer).len();
+    let user_more = tokens_of(
+        &probe,
+        vec![Message::new(Role::User, "More")],
+        Phase::Reasoning,
+    )
+    .len();
+
+    let e = engine();
+    let first = finished(&turn(&e, "Hi"));
+    let (r, a) = (&first[0].4, &first[1].4);
+    assert_eq!((r.reused_tokens, r.prefilled_tokens), (0, r.prompt_tokens));
+    // Answer: the reasoning prompt and its 4 generated tokens are cached;
+    // new are `<|im_end|>\n` and `<|im_start|>assistant\n`.
+    assert_eq!(a.reused_tokens, r.prompt_tokens + 4);
+    assert_eq!(a.prefilled_tokens, 2 + answer_opener);
+    assert_eq!(a.prompt_tokens, a.reused_tokens + a.prefilled_tokens);
+
+    // Turn 2: the answer's 3 tokens are cached too; new are `<|im_end|>\n`,
+    // the user message and the reasoning opener.
+    let second = finished(&turn(&e, "More"));
+    let r2 = &second[0].4;
+    assert_eq!(r2.reused_tokens, a.prompt_tokens + 3);
+    assert_eq!(r2.prefilled_tokens, 2 + user_more);
+}
+
+#[test]
+fn logits_after_reuse_equal_a_fresh_prefill() {
+    let e = engine();
+    turn(&e, "Hi");
+    turn(&e, "Tell me more");
+    let mut history = e.history().unwrap();
+    history.push(Message::new(Role::User, "Third question"));
+    let reused = e.probe(history.clone(), Phase::Reasoning, false).unwrap();
+    assert!(reused.prefill.reused > 20, "{:?}", reused.prefill);
+    let fresh = e.probe(history, Phase::Reasoning, true).unwrap();
+    assert_eq!(fresh.prefill.reused, 0);
+    assert_eq!(reused.tokens, fresh.tokens);
+    // Equal up to float rounding: the cached keys and values were computed
+    // in other batch shapes than a fresh prefill uses (one token at a time
+    // while generating), which changes summation order, not results.
+    let diff = reused
+        .logits
+        .iter()
+        .zip(&fresh.logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    let scale = fresh.logits.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    assert!(scale > 1.0);
+    assert!(
+        diff < 2e-3 * scale,
+        "logits differ by {diff} (scale {scale}) after re-use"
+    );
+    let argmax = |l: &[f32]| {
+        l.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0
+    };
+    assert_eq!(argmax(&reused.logits), argmax(&fresh.logits));
+}
+
+#[test]
+fn end_of_turn_stops_a_phase_and_control_tokens_are_hidden() {
+    let m = model();
+    let e = engine_with(|_| {}, &[(m.im_end, 100.0)]);
+    let f = finished(&turn(&e, "Hi"));
+    assert_eq!(
+        (f[0].1.as_str(), f[0].2.as_slice(), f[0].3),
+        ("", [m.im_end].as_slice(), Stop::EndOfTurn)
+    );
+    assert_eq!(f[1].3, Stop::EndOfTurn);
+    assert!(!e.history().unwrap()[2].cut);
+
+    // A stray <|im_start|> mid-phase is neither shown nor a stop.
+    let e = engine_with(
+        |c| {
+            c.limits = Limits {
+                reasoning: 3,
+                answer: 1,
+            }
+        },
+        &[(m.im_start, 100.0)],
+    );
+    let f = finished(&turn(&e, "Hi"));
+    assert_eq!(
+        (f[0].1.as_str(), f[0].2.len(), f[0].3),
+        ("", 3, Stop::Limit)
+    );
+}
+
+/// A reasoning budget far longer than the tests wait.
+fn long_reasoning(answer: usize) -> impl FnOnce(&mut EngineConfig) {
+    move |c| {
+        c.n_ctx = Some(16_384);
+        c.limits = Limits {
+            reasoning: 16_000,
+            answer,
+        };
+    }
+}
+
+fn wait_for_text(rx: &Receiver<Event>, phase: Phase) -> Vec<Event> {
+    let mut seen = Vec::new();
+    loop {
+        let e = rx.recv_timeout(Duration::from_secs(30)).expect("no text");
+        let done = matches!(&e, Event::Text { phase: p, .. } if *p == phase);
+        seen.push(e);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn cancel_stops_within_a_token_and_the_engine_goes_on() {
+    let e = engine_with(long_reasoning(10), &[(model().the, 100.0)]);
+    let (tx, rx) = mpsc::channel();
+    e.turn("Go on forever", tx).unwrap();
+    let mut events = wait_for_text(&rx, Phase::Reasoning);
+    e.cancel();
+    events.extend(collect(rx));
+    let f = finished(&events);
+    assert_eq!(f.len(), 1, "the answer phase does not run after a cancel");
+    assert_eq!(f[0].3, Stop::Cancelled);
+    assert!(f[0].2.len() < 16_000, "never stopped");
+    let texts: String = events
+        .iter()
+        .filter_map(|e| {
+            if let Event::Text { text, .. } = e {
+                Some(text.as_str())
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(texts, f[0].1, "the partial text is kept");
+    let history = e.history().unwrap();
+    assert!(history.last().unwrap().cut && history.last().unwrap().role == Role::Reasoning);
+    assert!(matches!(events.last(), Some(Event::TurnFinished { .. })));
+
+    eprintln!("cancelled after {} tokens", f[0].2.len());
+
+    // The engine is still usable, and the old cancel does not touch new work.
+    let (tx, rx) = mpsc::channel();
+    e.phase(e.history().unwrap(), Phase::Answer, 5, tx).unwrap();
+    let f = finished(&collect(rx));
+    assert_eq!((f[0].2.len(), f[0].3), (5, Stop::Limit));
+}
+
+#[test]
+fn answer_now_cuts_the_reasoning_and_answers() {
+    let e = engine_with(long_reasoning(5), &[(model().the, 100.0)]);
+    let (tx, rx) = mpsc::channel();
+    e.turn("Think long", tx).unwrap();
+    let mut events = wait_for_text(&rx, Phase::Reasoning);
+    e.answer_now();
+    events.extend(collect(rx));
+    let f = finished(&events);
+    assert_eq!((f[0].0, f[0].3), (Phase::Reasoning, Stop::AnswerNow));
+    assert_eq!(
+        (f[1].0, f[1].3, f[1].2.len()),
+        (Phase::Answer, Stop::Limit, 5)
+    );
+    let h = e.history().unwrap();
+    assert!(h[h.len() - 2].cut && !h[h.len() - 2].content.is_empty());
+}
+
+#[test]
+fn full_context_drops_old_reasoning_then_old_turns() {
+    let e = engine_with(
+        |c| {
+            c.n_ctx = Some(256);
+            c.limits = Limits {
+                reasoning: 40,
+                answer: 40,
+            };
+        },
+        &[(model().the, 100.0)],
+    );
+    let mut trims = Vec::new();
+    for i in 0..6 {
+        for ev in turn(
+            &e,
+            &format!("Question number {i}, with a few more words to fill the context"),
+        ) {
+            match ev {
+                Event::Trimmed {
+                    dropped_reasoning,
+                    dropped_turns,
+                    usage,
+                } => {
+                    assert!(usage.used <= 256);
+                    trims.push((dropped_reasoning, dropped_turns));
+                }
+                Event::Error(err) => panic!("{err}"),
+                _ => {}
+            }
+        }
+    }
+    assert!(!trims.is_empty(), "the context never filled");
+    assert!(trims[0].0 > 0, "reasoning goes first: {trims:?}");
+    assert!(trims.iter().any(|t| t.1 > 0), "then whole turns: {trims:?}");
+    let h = e.history().unwrap();
+    assert_eq!(h[0].role, Role::System, "the system message stays");
+    assert_eq!(
+        h.iter().rfind(|m| m.role == Role::User).unwrap().content,
+        "Question number 5, with a few more words to fill the context"
+    );
+}
+
+#[test]
+fn full_context_with_stop_policy_ends_the_chat_with_a_message() {
+    let e = engine_with(
+        |c| {
+            c.n_ctx = Some(256);
+            c.limits = Limits {
+                reasoning: 40,
+                answer: 40,
+            };
+            c.on_full = OnFull::Stop;
+        },
+        &[(model().the, 100.0)],
+    );
+    let mut error = None;
+    for i in 0..6 {
+        for ev in turn(
+            &e,
+            &format!("Question number {i}, with a few more words to fill the context"),
+        ) {
+            if let Event::Error(err) = ev {
+                error = Some(err);
+            }
+        }
+        if error.is_some() {
+            break;
+        }
+    }
+    let err = error.expect("the context never filled");
+    assert!(matches!(*err, EngineError::ContextFull { .. }), "{err}");
+    assert!(err.to_string().contains("the context is full"), "{err}");
+}
+
+#[test]
+fn a_turn_that_cannot_fit_at_all_is_a_clear_error() {
+    let e = engine_with(|c| c.n_ctx = Some(128), &[(model().the, 100.0)]);
+    let events = turn(&e, &"word ".repeat(200));
+    let Some(Event::Error(err)) = events.last() else {
+        panic!("{events:?}")
+    };
+    assert!(
+        matches!(**err, EngineError::ContextTooSmall { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("raise --ctx"), "{err}");
+    // Nothing was added to the conversation, and the engine still answers.
+    assert!(e.history().unwrap().iter().all(|m| m.role == Role::System));
+    assert_eq!(finished(&turn(&e, "short")).len(), 2);
+
+    let events = turn(&e, "   ");
+    assert!(
+        matches!(events.last(), Some(Event::Error(err)) if matches!(**err, EngineError::EmptyQuestion))
+    );
+}
+
+#[test]
+fn streamed_text_adds_up_to_the_phase_text() {
+    let e = engine_with(
+        |c| {
+            c.limits = Limits {
+                reasoning: 12,
+                answer: 12,
+            }
+        },
+        &[],
+    );
+    let events = turn(&e, "你好, café? 🦀");
+    for phase in [Phase::Reasoning, Phase::Answer] {
+        let streamed: String = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Text { phase: p, text } if *p == phase => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        let f = finished(&events)
+            .into_iter()
+            .find(|f| f.0 == phase)
+            .unwrap();
+        assert_eq!(streamed, f.1);
+    }
+}
+
+#[test]
+fn models_without_the_reasoning_token_are_refused() {
+    // A GGUF whose vocabulary lacks <|reasoning|>: rename it in a copy.
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(&model().path).unwrap();
+    let needle = b"<|reasoning|>";
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    let mut patched = bytes.clone();
+    patched[at..at + needle.len()].copy_from_slice(b"<|reasonin9|>");
+    // Drop o1's own key too, so nothing names the token.
+    let key = b"o1.reasoning_token_id";
+    let k = patched.windows(key.len()).position(|w| w == key).unwrap();
+    patched[k..k + key.len()].copy_from_slice(b"o1.reasoning_token_xx");
+    let path = dir.path().join("plain.gguf");
+    std::fs::write(&path, patched).unwrap();
+    let err = Engine::start(EngineConfig::new(&path), |_| true)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("this model has no <|reasoning|> token; convert it with o1 convert"),
+        "{err}"
+    );
+}
+
+#[test]
+fn chat_module_and_engine_agree_on_rendering() {
+    let e = engine();
+    let m = vec![
+        Message::new(Role::System, chat::DEFAULT_SYSTEM),
+        Message::new(Role::User, "Hi"),
+    ];
+    let probe = e.probe(m.clone(), Phase::Reasoning, true).unwrap();
+    assert_eq!(
+        probe.prompt,
+        chat::to_text(&chat::render(&m, Phase::Reasoning))
+    );
+}
