@@ -6,6 +6,8 @@ export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", home_directory
 # The checkpoint builder and the golden reference for the real-model tests.
 fixtures := env_var_or_default("O1_FIXTURES", justfile_directory() / "../shared/fixtures")
 fixture_dir := env_var_or_default("O1_FIXTURE_DIR", home_directory() / ".cache/o1/fixtures")
+# The script that builds llama.cpp's own tools, for side-by-side benchmarks.
+anchors := env_var_or_default("O1_ANCHORS", justfile_directory() / "../shared/anchors")
 
 default:
     @just --list
@@ -48,7 +50,16 @@ convert *args:
     cargo run --release -q -- convert {{args}}
 
 # Benchmarks: print the figures.
-bench: bench-convert
+bench: bench-convert bench-runtime
+
+# Build llama.cpp's own tools (llama-bench, llama-quantize, ...) once into a cache folder.
+llama-tools:
+    {{anchors}}/build-llama-tools
+
+# o1 bench beside llama-bench on the 1.5B q4_k_m (same file, same threads), and the 5-turn chat measurement.
+bench-runtime: build (fixture "1.5b") llama-tools
+    @test -f {{fixture_dir}}/o1-1.5b-q4_k_m.gguf || $CARGO_TARGET_DIR/release/o1 convert --quiet {{fixture_dir}}/o1-1.5b -o {{fixture_dir}}/o1-1.5b-q4_k_m.gguf
+    scripts/bench-runtime {{fixture_dir}}/o1-1.5b-q4_k_m.gguf "$({{anchors}}/build-llama-tools --env | cut -d= -f2)/llama-bench"
 
 # Single-pass vs two-pass (llama.cpp's path) conversion of the 0.5B and 1.5B fixtures to q4_k_m: time, peak RSS, ratio.
 bench-convert: build (fixture "0.5b") (fixture "1.5b")

@@ -26,7 +26,16 @@ fn model() -> &'static Model {
     MODEL.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let ckpt = dir.path().join("ckpt");
-        synthetic::write(&ckpt, &Spec::tiny()).unwrap();
+        // Heads of 32 dimensions: a q8_0 KV cache needs whole blocks of 32.
+        synthetic::write(
+            &ckpt,
+            &Spec {
+                heads: 2,
+                kv_heads: 1,
+                ..Spec::tiny()
+            },
+        )
+        .unwrap();
         let path = dir.path().join("tiny.gguf");
         let opts = o1_convert::ConvertOptions::new(&ckpt, &path, o1_convert::OutputType::F32);
         o1_convert::convert(&opts, &mut o1_convert::NoProgress, &Default::default()).unwrap();
@@ -491,4 +500,18 @@ fn chat_module_and_engine_agree_on_rendering() {
         probe.prompt,
         chat::to_text(&chat::render(&m, Phase::Reasoning))
     );
+}
+
+#[test]
+fn quantized_kv_cache_runs_turns() {
+    let e = engine_with(
+        |c| c.kv_type = o1::model::KvType::Q8_0,
+        &[(model().the, 100.0)],
+    );
+    let f = finished(&turn(&e, "Hi"));
+    assert_eq!(
+        (f[0].1.as_str(), f[1].1.as_str()),
+        (" the the the the", " the the the")
+    );
+    assert_eq!(f[1].4.reused_tokens, f[0].4.prompt_tokens + 4);
 }

@@ -78,7 +78,7 @@ const QUESTIONS: [&str; 5] = [
 ];
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    if args.reps == 0 || (args.prompt == 0 && args.generate == 0) {
+    if args.reps == 0 || (args.prompt == 0 && args.generate == 0 && !args.chat) {
         bail!("nothing to measure: give -p or -n, and -r of at least 1");
     }
     let model = super::model_path(args.model.clone())?;

@@ -1001,18 +1001,19 @@ impl Worker<'_> {
         generate: usize,
         reps: usize,
     ) -> Result<BenchRuns, EngineError> {
-        let n_vocab = self.runner.model().n_vocab();
+        let n_vocab = self.runner.model().n_vocab().max(2);
         // Arbitrary ordinary tokens, as llama-bench uses.
         let tokens: Vec<LlamaToken> = (0..prompt)
             .map(|i| LlamaToken((i as i32 * 7919 + 1000) % (n_vocab / 2)))
             .collect();
+        let token = LlamaToken(1000 % (n_vocab / 2));
         let mut runs = BenchRuns::default();
         // One warm-up of each, as llama-bench does.
         if prompt > 0 {
             self.runner.bench_prompt(&tokens)?;
         }
         if generate > 0 {
-            self.runner.bench_generate(LlamaToken(1000), 1)?;
+            self.runner.bench_generate(token, 1)?;
         }
         for _ in 0..reps {
             if prompt > 0 {
@@ -1020,7 +1021,7 @@ impl Worker<'_> {
             }
             if generate > 0 {
                 runs.generate_seconds
-                    .push(self.runner.bench_generate(LlamaToken(1000), generate)?);
+                    .push(self.runner.bench_generate(token, generate)?);
             }
         }
         self.runner.clear();

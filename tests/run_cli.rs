@@ -1,0 +1,256 @@
+//! `o1 run`, `o1 bench` and `o1 info` as a user runs them: output streams,
+//! JSON, and the exit code of every kind of bad input.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use o1_convert::synthetic::{self, Spec};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    model: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = dir.path().join("ckpt");
+        synthetic::write(&ckpt, &Spec::tiny()).unwrap();
+        let model = dir.path().join("tiny.gguf");
+        let opts = o1_convert::ConvertOptions::new(&ckpt, &model, o1_convert::OutputType::Q8_0);
+        o1_convert::convert(&opts, &mut o1_convert::NoProgress, &Default::default()).unwrap();
+        Fixture { dir, model }
+    })
+}
+
+fn o1(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_o1"))
+        .args(args)
+        .env("O1_LOG_FILE", fixture().dir.path().join("o1.log"))
+        .env_remove("O1_MODEL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn model() -> &'static str {
+    fixture().model.to_str().unwrap()
+}
+
+const SHORT: [&str; 4] = ["--max-reasoning", "6", "--max-answer", "5"];
+
+#[test]
+fn run_streams_reasoning_to_stderr_and_answer_to_stdout() {
+    let out = o1(
+        &[&["run", model(), "Hello there"][..], &SHORT].concat(),
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!stdout.trim().is_empty(), "no answer");
+    assert!(stderr.contains("[reasoning cut: Limit]"), "{stderr}");
+    assert!(!stderr.contains("llama"), "llama.cpp logs leaked: {stderr}");
+
+    let hidden = o1(
+        &[
+            &["run", model(), "Hello there", "--hide-reasoning"][..],
+            &SHORT,
+        ]
+        .concat(),
+        None,
+    );
+    assert!(hidden.status.success());
+    assert!(text(&hidden.stderr).is_empty(), "{}", text(&hidden.stderr));
+    assert_eq!(
+        text(&hidden.stdout),
+        stdout,
+        "greedy decoding is deterministic"
+    );
+}
+
+#[test]
+fn run_json_reports_both_phases_with_stats() {
+    let out = o1(
+        &[
+            &["run", model(), "-", "--json", "--system", "Be brief."][..],
+            &SHORT,
+        ]
+        .concat(),
+        Some("What is 2+2?"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["reasoning"].is_string() && v["answer"].is_string());
+    let r = &v["stats"]["reasoning"];
+    assert_eq!(r["stop"], "limit");
+    assert_eq!(r["generated_tokens"], 6);
+    assert!(r["prompt_tokens"].as_u64().unwrap() > 10);
+    assert!(r["tokens_per_second"].as_f64().unwrap() > 0.0);
+    let a = &v["stats"]["answer"];
+    assert!(
+        a["reused_tokens"].as_u64().unwrap() >= r["prompt_tokens"].as_u64().unwrap(),
+        "{a}"
+    );
+    assert!(v["stats"]["context_used"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn run_sampling_options_change_the_output_deterministically() {
+    fn args(seed: &str) -> Vec<&str> {
+        [
+            &[
+                "run",
+                model(),
+                "Tell me a story",
+                "--json",
+                "--temperature",
+                "1.5",
+                "--seed",
+                seed,
+            ][..],
+            &SHORT,
+        ]
+        .concat()
+    }
+    let a = o1(&args("1"), None);
+    let b = o1(&args("1"), None);
+    let c = o1(&args("2"), None);
+    assert!(a.status.success(), "{}", text(&a.stderr));
+    let answer = |o: &Output| {
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["reasoning"].clone()
+    };
+    assert_eq!(answer(&a), answer(&b), "same seed, same text");
+    assert_ne!(answer(&a), answer(&c), "another seed, another text");
+}
+
+#[test]
+fn run_bad_input_exit_codes() {
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["run", "/nonexistent/model.gguf", "hi"],
+            3,
+            "no such model file",
+        ),
+        (&["run", "hi"], 1, "no model given"),
+        (&["run", model(), "   "], 1, "the question is empty"),
+        (
+            &["run", model(), "hi", "--ctx", "64"],
+            5,
+            "cannot hold this turn",
+        ),
+        (
+            &["run", model(), "hi", "--gpu-layers", "lots"],
+            2,
+            "not auto, all or a number",
+        ),
+    ];
+    for (args, code, msg) in cases {
+        let out = o1(args, None);
+        assert_eq!(
+            out.status.code(),
+            Some(*code),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(msg),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn unusable_model_files_exit_4() {
+    let dir = fixture().dir.path();
+    let write = |name: &str, bytes: &[u8]| -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let original = std::fs::read(model()).unwrap();
+    let not_gguf = write("notes.gguf", b"just some text, not a model");
+    let truncated = write("truncated.gguf", &original[..original.len() / 2]);
+    let mut llama = original.clone();
+    let at = llama.windows(5).position(|w| w == b"qwen2").unwrap();
+    llama[at..at + 5].copy_from_slice(b"llama");
+    let other_arch = write("llama.gguf", &llama);
+    for (path, msg) in [
+        (&not_gguf, "not a GGUF model file"),
+        (&truncated, "not a GGUF model file"),
+        (&other_arch, "a llama model; o1 runs Qwen2.5-O1 models"),
+    ] {
+        let out = o1(&["run", path.to_str().unwrap(), "hi"], None);
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{}: {}",
+            path.display(),
+            text(&out.stderr)
+        );
+        assert!(text(&out.stderr).contains(msg), "{}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn bench_reports_pp_and_tg() {
+    let out = o1(
+        &["bench", model(), "-p", "32", "-n", "8", "-r", "2", "--json"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(
+        (results[0]["test"].as_str(), results[1]["test"].as_str()),
+        (Some("pp32"), Some("tg8"))
+    );
+    for r in results {
+        assert_eq!(r["samples"].as_array().unwrap().len(), 2);
+        assert!(r["mean"].as_f64().unwrap() > 0.0);
+    }
+    let table = o1(
+        &["bench", model(), "-p", "16", "-n", "4", "-r", "1", "--chat"],
+        None,
+    );
+    let t = text(&table.stdout);
+    assert!(
+        t.contains("pp16") && t.contains("tg4") && t.contains("chat: answer of turn 5"),
+        "{t}"
+    );
+}
+
+#[test]
+fn info_prints_metadata_and_memory() {
+    let out = o1(&["info", model(), "--ctx", "1000"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let t = text(&out.stdout);
+    // Tiny model: 2 layers × 2 KV heads × 16 dims × K and V × 2 bytes = 256 bytes per token.
+    for needle in [
+        "architecture    qwen2",
+        "type            q8_0",
+        "<|reasoning|> = ",
+        "KV per token    256 bytes (f16)",
+        "memory at 1000 tokens",
+    ] {
+        assert!(t.contains(needle), "lacks {needle:?}:\n{t}");
+    }
+    let missing = o1(&["info", "/nonexistent.gguf"], None);
+    assert_eq!(missing.status.code(), Some(3));
+}
