@@ -67,6 +67,10 @@ pub struct ConvertArgs {
     #[arg(long)]
     pub no_verify: bool,
 
+    /// Only print what would be written (tensor types and the file size).
+    #[arg(long)]
+    pub dry_run: bool,
+
     /// Use llama.cpp's two-step path (lossless GGUF, then llama_model_quantize).
     /// Slower and needs twice the disk; kept as the reference.
     #[arg(long, hide = true)]

@@ -104,6 +104,49 @@ pub struct ConvertReport {
     pub warnings: Vec<String>,
 }
 
+/// What a conversion would write, worked out without writing it.
+#[derive(Debug, Clone)]
+pub struct PlanReport {
+    pub n_tensors: usize,
+    pub type_counts: BTreeMap<String, usize>,
+    /// The exact size of the output file.
+    pub output_bytes: u64,
+    pub source_bytes: u64,
+}
+
+/// Plans the conversion of `opts.input` (types, sizes) without writing anything.
+pub fn plan_only(opts: &ConvertOptions) -> Result<PlanReport> {
+    let ckpt = Checkpoint::open(&opts.input)?;
+    let planned = plan::plan(&ckpt.config, &ckpt.weights, opts.out_type)?;
+    let name = opts.name.clone().unwrap_or_else(|| ckpt.name());
+    let meta = metadata::build(&ModelMeta {
+        name: &name,
+        source: opts.source.as_deref().unwrap_or(&name),
+        config: &ckpt.config,
+        generation: &ckpt.generation,
+        vocab: &ckpt.vocab,
+        out_type: opts.out_type,
+    });
+    let infos = planned.iter().map(|p| p.info.clone()).collect();
+    let header = GgufWriter::new(Vec::new(), &meta, infos)
+        .map_err(|e| write_error(&opts.output, 0, e))?
+        .header_len();
+    Ok(PlanReport {
+        n_tensors: planned.len(),
+        type_counts: type_counts(&planned),
+        output_bytes: header + data_size(&planned),
+        source_bytes: ckpt.weights.total_bytes(),
+    })
+}
+
+fn type_counts(planned: &[PlannedTensor]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for p in planned {
+        *counts.entry(p.info.ty.name().to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
 /// Converts `opts.input` into `opts.output`. On any error nothing is left
 /// at the output path (an existing file there is untouched).
 pub fn convert(
@@ -195,10 +238,6 @@ pub fn convert(
     }
     out.persist()?;
 
-    let mut type_counts = BTreeMap::new();
-    for p in &planned {
-        *type_counts.entry(p.info.ty.name().to_string()).or_insert(0) += 1;
-    }
     let output_bytes = std::fs::metadata(&opts.output)
         .map(|m| m.len())
         .unwrap_or(0);
@@ -206,7 +245,7 @@ pub fn convert(
         output: opts.output.clone(),
         out_type: opts.out_type,
         n_tensors: planned.len(),
-        type_counts,
+        type_counts: type_counts(&planned),
         source_bytes: ckpt.weights.total_bytes(),
         output_bytes,
         seconds: started.elapsed().as_secs_f64(),

@@ -184,6 +184,7 @@ pub struct GgufWriter<W: Write> {
     written_in_current: u64,
     /// Bytes written since the start of the data section.
     data_pos: u64,
+    header_len: u64,
 }
 
 impl<W: Write> GgufWriter<W> {
@@ -235,7 +236,13 @@ impl<W: Write> GgufWriter<W> {
             current: 0,
             written_in_current: 0,
             data_pos: 0,
+            header_len: padded as u64,
         })
+    }
+
+    /// Bytes of the header, padding included: where the tensor data starts.
+    pub fn header_len(&self) -> u64 {
+        self.header_len
     }
 
     /// The tensor whose bytes are expected next, if any.

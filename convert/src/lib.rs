@@ -22,6 +22,8 @@ pub mod synthetic;
 pub mod verify;
 pub mod vocab;
 
-pub use convert::{convert, ConvertOptions, ConvertReport, NoProgress, Pipeline, Progress};
+pub use convert::{
+    convert, plan_only, ConvertOptions, ConvertReport, NoProgress, Pipeline, PlanReport, Progress,
+};
 pub use error::{ConvertError, Result};
 pub use ggml::{GgmlType, OutputType};

@@ -72,3 +72,21 @@ fn single_pass_equals_llama_quantize_with_tied_embeddings() {
         compare(&fx, ty);
     }
 }
+
+#[test]
+fn plan_only_predicts_the_exact_file_size() {
+    let fx = Fixture::new(&spec(false));
+    for ty in [OutputType::Q4KM, OutputType::F16, OutputType::Iq4Xs] {
+        let out = fx.out(&format!("{ty}-plan.gguf"));
+        let opts = common::options(&fx.ckpt(), &out, ty);
+        let plan = o1_convert::plan_only(&opts).unwrap();
+        assert!(!out.exists(), "a dry run writes nothing");
+        let report = common::convert(&fx.ckpt(), &out, ty).unwrap();
+        assert_eq!(
+            plan.output_bytes,
+            std::fs::metadata(&out).unwrap().len(),
+            "{ty}"
+        );
+        assert_eq!(plan.type_counts, report.type_counts);
+    }
+}

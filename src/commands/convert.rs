@@ -19,6 +19,24 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     if args.two_pass {
         opts.pipeline = o1_convert::Pipeline::TwoPass;
     }
+    if args.dry_run {
+        let plan = o1_convert::plan_only(&opts)?;
+        let types: Vec<String> = plan
+            .type_counts
+            .iter()
+            .map(|(t, n)| format!("{t} {n}"))
+            .collect();
+        println!(
+            "would write {} ({}, {:.2} GB, {} tensors: {}) from {:.2} GB of weights",
+            output.display(),
+            args.out_type,
+            plan.output_bytes as f64 / 1e9,
+            plan.n_tensors,
+            types.join(", "),
+            plan.source_bytes as f64 / 1e9
+        );
+        return Ok(());
+    }
     let cancel = super::interrupt_flag();
     let mut progress = crate::progress::ConvertProgress::new(args.quiet);
     let report = o1_convert::convert(&opts, &mut progress, &cancel)?;
