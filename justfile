@@ -50,7 +50,12 @@ convert *args:
     cargo run --release -q -- convert {{args}}
 
 # Benchmarks: print the figures.
-bench: bench-convert bench-runtime
+bench: bench-convert bench-runtime bench-tui
+
+# The chat UI: frame time with a 30,000-token transcript, typing latency while the 0.5B model streams.
+bench-tui: (fixture "0.5b")
+    @test -f {{fixture_dir}}/o1-0.5b-q4_k_m.gguf || cargo run --release -q -- convert --quiet {{fixture_dir}}/o1-0.5b -o {{fixture_dir}}/o1-0.5b-q4_k_m.gguf
+    cargo run --release -q --example tui-bench -- {{fixture_dir}}/o1-0.5b-q4_k_m.gguf
 
 # Build llama.cpp's own tools (llama-bench, llama-quantize, ...) once into a cache folder.
 llama-tools:

@@ -31,6 +31,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Show a model file's metadata and the memory a context needs.
     Info(InfoArgs),
+    /// Chat in the terminal: reasoning and answer panes, a context meter.
+    Tui(TuiArgs),
 }
 
 #[derive(Args, Debug)]
@@ -213,6 +215,26 @@ pub struct BenchArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Keys: Enter sends, Esc stops, Ctrl+X answers now, Ctrl+R collapses the reasoning,\n\
+    Ctrl+N new chat, Ctrl+S saves the transcript, ? shows every key, Ctrl+Q quits."
+)]
+pub struct TuiArgs {
+    /// The model (a .gguf file) [default: $O1_MODEL].
+    pub model: Option<PathBuf>,
+
+    /// Reopen the last conversation.
+    #[arg(long)]
+    pub resume: bool,
+
+    #[command(flatten)]
+    pub chat: ChatArgs,
 
     #[command(flatten)]
     pub engine: EngineArgs,

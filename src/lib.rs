@@ -2,9 +2,11 @@
 //!
 //! The library holds what the commands and the terminal UI share: the
 //! conversation format ([`chat`]), the engine thread that runs two-phase
-//! turns on llama.cpp ([`engine`]) and model-file inspection ([`model`]).
+//! turns on llama.cpp ([`engine`]), model-file inspection ([`model`]) and
+//! the chat terminal UI ([`tui`]).
 //! Conversion lives in the `o1-convert` crate.
 
 pub mod chat;
 pub mod engine;
 pub mod model;
+pub mod tui;

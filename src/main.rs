@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Info(args) => commands::info::run(args),
+        Command::Tui(args) => commands::tui(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

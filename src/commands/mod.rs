@@ -118,6 +118,13 @@ pub fn start_engine(config: EngineConfig, quiet: bool) -> Result<Engine, EngineE
     Ok(engine)
 }
 
+/// `o1 tui`: the chat UI on a model.
+pub fn tui(args: crate::cli::TuiArgs) -> anyhow::Result<()> {
+    let mut config = args.engine.config(model_path(args.model.clone())?);
+    args.chat.apply(&mut config);
+    o1::tui::run(config, args.resume)
+}
+
 /// A model given on the command line, or `$O1_MODEL`.
 pub fn model_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     given.or_else(|| std::env::var_os("O1_MODEL").map(PathBuf::from)).ok_or_else(|| {

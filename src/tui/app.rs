@@ -1,0 +1,667 @@
+//! The UI's state and the one place that changes it: [`App::update`] takes
+//! every message of the inbox (keys, paste, mouse, resize, ticks, engine
+//! events, model loading) in order. Rendering reads the state and never
+//! changes it (apart from a cache of rendered Markdown).
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::mpsc::{self, Sender};
+use std::time::Instant;
+
+use crossterm::event::{KeyEvent, MouseEvent, MouseEventKind};
+use ratatui::layout::Rect;
+use ratatui::style::Style;
+use ratatui::text::Line;
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{Message, Phase, Role};
+use crate::engine::{ContextUsage, Engine, EngineError, Event, PhaseStats, Stop};
+
+use super::input::Input;
+use super::keys::{self, Action, Focus, Mode};
+use super::layout;
+use super::markdown;
+use super::session::Session;
+
+/// What the UI needs from the engine; the tests drive a scripted fake.
+pub trait ChatEngine: Send {
+    fn turn(&self, user: String, events: Sender<Event>) -> Result<(), EngineError>;
+    fn cancel(&self);
+    fn answer_now(&self);
+    fn reset(&self) -> Result<(), EngineError>;
+    /// Replaces the conversation (resuming a session).
+    fn restore(&self, history: Vec<Message>) -> Result<(), EngineError>;
+}
+
+impl ChatEngine for Engine {
+    fn turn(&self, user: String, events: Sender<Event>) -> Result<(), EngineError> {
+        Engine::turn(self, user, events)
+    }
+    fn cancel(&self) {
+        Engine::cancel(self)
+    }
+    fn answer_now(&self) {
+        Engine::answer_now(self)
+    }
+    fn reset(&self) -> Result<(), EngineError> {
+        Engine::reset(self)
+    }
+    fn restore(&self, history: Vec<Message>) -> Result<(), EngineError> {
+        self.set_history(history)
+    }
+}
+
+/// The model as the status line shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelSummary {
+    pub name: String,
+    pub file_type: String,
+    pub gpu_layers: u32,
+    pub n_layers: u32,
+    pub n_ctx: usize,
+}
+
+/// Everything that reaches the UI, in one inbox.
+pub enum Msg {
+    Key(KeyEvent),
+    Paste(String),
+    Mouse(MouseEvent),
+    Resize(u16, u16),
+    Tick,
+    Engine(Event),
+    /// The event channel of a turn closed (the engine finished or died).
+    TurnClosed,
+    LoadProgress(f32),
+    Ready(Box<dyn ChatEngine>, ModelSummary),
+    LoadFailed(String),
+}
+
+/// One user turn as the transcript shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Turn {
+    pub question: String,
+    pub reasoning: String,
+    pub answer: String,
+    pub reasoning_stop: Option<Stop>,
+    pub answer_stop: Option<Stop>,
+    /// Things that happened during the turn (context trimmed, errors).
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum State {
+    Loading(f32),
+    Idle,
+    Generating {
+        phase: Phase,
+        prefill: Option<(usize, usize)>,
+        since: Instant,
+    },
+    /// The model could not be loaded: nothing to do but read and quit.
+    Failed(String),
+}
+
+/// A pane's scroll position: lines up from the bottom (0 follows the tail).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scroll {
+    pub from_bottom: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pane {
+    Reasoning,
+    Answer,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    pub text: String,
+    pub error: bool,
+}
+
+pub struct App {
+    pub model: ModelSummary,
+    engine: Option<Box<dyn ChatEngine>>,
+    /// Where turn events are forwarded (None in tests, which feed events directly).
+    inbox: Option<Sender<Msg>>,
+    pub state: State,
+    pub turns: Vec<Turn>,
+    pub input: Input,
+    pub focus: Focus,
+    pub help: bool,
+    pub reasoning_collapsed: bool,
+    pub scroll: [Scroll; 2],
+    pub usage: ContextUsage,
+    /// The last finished phase and its figures.
+    pub last_phase: Option<(Phase, PhaseStats)>,
+    pub notice: Option<Notice>,
+    pub size: (u16, u16),
+    pub session: Session,
+    pub quit: bool,
+    /// Messages to restore once the engine is ready (a resumed session).
+    pending_restore: Option<Vec<Message>>,
+    cache: RefCell<RenderCache>,
+}
+
+/// A turn's rendered lines and the content key they were made from.
+type CachedLines = Option<(u64, Rc<Vec<Line<'static>>>)>;
+
+/// Rendered lines per (pane, turn), valid for one width.
+#[derive(Default)]
+struct RenderCache {
+    width: [u16; 2],
+    turns: [Vec<CachedLines>; 2],
+}
+
+impl App {
+    pub fn new(session: Session, inbox: Option<Sender<Msg>>) -> Self {
+        App {
+            model: ModelSummary::default(),
+            engine: None,
+            inbox,
+            state: State::Loading(0.0),
+            turns: session.turns.clone(),
+            input: Input::default(),
+            focus: Focus::Input,
+            help: false,
+            reasoning_collapsed: false,
+            scroll: [Scroll::default(); 2],
+            usage: ContextUsage::default(),
+            last_phase: None,
+            notice: None,
+            size: (80, 24),
+            pending_restore: (!session.turns.is_empty()).then(|| history_of(&session.turns)),
+            session,
+            quit: false,
+            cache: RefCell::default(),
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        Mode {
+            focus: self.focus,
+            generating: matches!(self.state, State::Generating { .. }),
+            help: self.help,
+            input_empty: self.input.is_empty(),
+        }
+    }
+
+    pub fn generating(&self) -> bool {
+        matches!(self.state, State::Generating { .. })
+    }
+
+    fn note(&mut self, text: impl Into<String>, error: bool) {
+        self.notice = Some(Notice {
+            text: text.into(),
+            error,
+        });
+    }
+
+    pub fn update(&mut self, msg: Msg) {
+        match msg {
+            Msg::Key(key) => self.on_action(keys::action(key, self.mode())),
+            Msg::Paste(text) => {
+                self.input.insert(&text);
+                self.focus = Focus::Input;
+            }
+            Msg::Mouse(m) => self.on_mouse(m),
+            Msg::Resize(w, h) => self.size = (w, h),
+            Msg::Tick => {}
+            Msg::Engine(event) => self.on_engine(event),
+            Msg::TurnClosed => {
+                if self.generating() {
+                    self.state = State::Idle;
+                    self.note(
+                        "the engine stopped without finishing the turn (see the log file)",
+                        true,
+                    );
+                }
+            }
+            Msg::LoadProgress(p) => {
+                if matches!(self.state, State::Loading(_)) {
+                    self.state = State::Loading(p);
+                }
+            }
+            Msg::Ready(engine, model) => {
+                self.usage = ContextUsage {
+                    used: 0,
+                    n_ctx: model.n_ctx,
+                    reasoning: 0,
+                };
+                self.model = model.clone();
+                self.session.model = model;
+                if let Some(history) = self.pending_restore.take() {
+                    if let Err(e) = engine.restore(history) {
+                        self.note(format!("could not restore the conversation: {e}"), true);
+                    } else {
+                        self.note(
+                            format!("resumed a conversation of {} turns", self.turns.len()),
+                            false,
+                        );
+                    }
+                }
+                self.engine = Some(engine);
+                self.state = State::Idle;
+            }
+            Msg::LoadFailed(e) => self.state = State::Failed(e),
+        }
+    }
+
+    fn on_action(&mut self, action: Action) {
+        use Action::*;
+        match action {
+            Quit => self.quit = true,
+            Send => self.send(),
+            Newline => self.input.insert("\n"),
+            Insert(c) => {
+                self.input.insert(c.encode_utf8(&mut [0; 4]));
+                self.focus = Focus::Input;
+            }
+            Backspace => self.input.backspace(),
+            Delete => self.input.delete(),
+            Left => self.input.left(),
+            Right => self.input.right(),
+            Up => self.input.up(),
+            Down => self.input.down(),
+            LineStart => self.input.home(),
+            LineEnd => self.input.end(),
+            Stop => {
+                if let Some(e) = &self.engine {
+                    e.cancel();
+                }
+            }
+            AnswerNow => {
+                if let Some(e) = &self.engine {
+                    e.answer_now();
+                }
+            }
+            FocusNext | FocusPrev => {
+                let order = if self.reasoning_collapsed {
+                    vec![Focus::Input, Focus::Answer]
+                } else {
+                    vec![Focus::Input, Focus::Reasoning, Focus::Answer]
+                };
+                let i = order.iter().position(|f| *f == self.focus).unwrap_or(0);
+                let n = order.len();
+                self.focus = order[if action == FocusNext {
+                    (i + 1) % n
+                } else {
+                    (i + n - 1) % n
+                }];
+            }
+            ScrollUp(n) => self.scroll_by(self.scroll_target(), n as isize),
+            ScrollDown(n) => self.scroll_by(self.scroll_target(), -(n as isize)),
+            PageUp | PageDown => {
+                let pane = self.scroll_target();
+                let page = self.pane_rect(pane).height.saturating_sub(3).max(1) as isize;
+                self.scroll_by(pane, if action == PageUp { page } else { -page });
+            }
+            ScrollTop => {
+                let pane = self.scroll_target();
+                self.scroll[pane as usize].from_bottom = usize::MAX;
+                self.clamp_scroll(pane);
+            }
+            ScrollBottom => self.scroll[self.scroll_target() as usize].from_bottom = 0,
+            NewChat => self.new_chat(),
+            Save => self.save_transcript(),
+            ToggleReasoning => {
+                self.reasoning_collapsed = !self.reasoning_collapsed;
+                if self.reasoning_collapsed && self.focus == Focus::Reasoning {
+                    self.focus = Focus::Answer;
+                }
+            }
+            ToggleHelp => self.help = !self.help,
+            Nothing => {}
+        }
+    }
+
+    /// The pane that scroll keys move: the focused one, else the answer.
+    fn scroll_target(&self) -> Pane {
+        match self.focus {
+            Focus::Reasoning => Pane::Reasoning,
+            _ => Pane::Answer,
+        }
+    }
+
+    fn on_mouse(&mut self, m: MouseEvent) {
+        let up = match m.kind {
+            MouseEventKind::ScrollUp => true,
+            MouseEventKind::ScrollDown => false,
+            _ => return,
+        };
+        let at = |r: Rect| {
+            m.column >= r.x && m.column < r.x + r.width && m.row >= r.y && m.row < r.y + r.height
+        };
+        let pane = if at(self.pane_rect(Pane::Reasoning)) {
+            Pane::Reasoning
+        } else {
+            Pane::Answer
+        };
+        self.scroll_by(pane, if up { 3 } else { -3 });
+    }
+
+    pub fn pane_rect(&self, pane: Pane) -> Rect {
+        let l = layout::layout(self.size, self.reasoning_collapsed, &self.input);
+        match pane {
+            Pane::Reasoning => l.reasoning,
+            Pane::Answer => l.answer,
+        }
+    }
+
+    fn scroll_by(&mut self, pane: Pane, lines: isize) {
+        let s = &mut self.scroll[pane as usize];
+        s.from_bottom = s.from_bottom.saturating_add_signed(lines);
+        self.clamp_scroll(pane);
+    }
+
+    fn clamp_scroll(&mut self, pane: Pane) {
+        let rect = self.pane_rect(pane);
+        let inner = layout::inner(rect);
+        let total = self.total_lines(pane, inner.width);
+        let max = total.saturating_sub(inner.height as usize);
+        let s = &mut self.scroll[pane as usize];
+        s.from_bottom = s.from_bottom.min(max);
+    }
+
+    fn send(&mut self) {
+        let question = self.input.text().trim().to_string();
+        if question.is_empty() {
+            return;
+        }
+        if self.generating() {
+            self.note("still answering: wait, or press Esc to stop", false);
+            return;
+        }
+        let Some(engine) = &self.engine else {
+            self.note("the model is not loaded yet", false);
+            return;
+        };
+        let (tx, rx) = mpsc::channel();
+        if let Err(e) = engine.turn(question.clone(), tx) {
+            self.note(format!("{e}"), true);
+            return;
+        }
+        if let Some(inbox) = &self.inbox {
+            let inbox = inbox.clone();
+            std::thread::spawn(move || {
+                for event in rx {
+                    if inbox.send(Msg::Engine(event)).is_err() {
+                        return;
+                    }
+                }
+                let _ = inbox.send(Msg::TurnClosed);
+            });
+        }
+        self.input.take();
+        self.turns.push(Turn {
+            question,
+            ..Turn::default()
+        });
+        self.state = State::Generating {
+            phase: Phase::Reasoning,
+            prefill: None,
+            since: Instant::now(),
+        };
+        self.scroll = [Scroll::default(); 2];
+        self.notice = None;
+    }
+
+    fn on_engine(&mut self, event: Event) {
+        let Some(turn) = self.turns.last_mut() else {
+            return;
+        };
+        match event {
+            Event::Trimmed {
+                dropped_reasoning,
+                dropped_turns,
+                usage,
+            } => {
+                let text = format!(
+                    "context full: dropped {dropped_reasoning} old reasoning message(s) and {dropped_turns} old turn(s) from the model's memory"
+                );
+                turn.notes.push(text.clone());
+                self.usage = usage;
+                self.note(text, false);
+            }
+            Event::Prefilling { phase, done, total } => {
+                self.state = State::Generating {
+                    phase,
+                    prefill: Some((done, total)),
+                    since: Instant::now(),
+                };
+            }
+            Event::PhaseStarted { phase, prefill } => {
+                self.state = State::Generating {
+                    phase,
+                    prefill: None,
+                    since: Instant::now(),
+                };
+                self.usage.used = prefill.prompt_tokens;
+            }
+            Event::Text { phase, text } => {
+                match phase {
+                    Phase::Reasoning => turn.reasoning.push_str(&text),
+                    Phase::Answer => turn.answer.push_str(&text),
+                }
+                // Exact figures come with the phase's end; this keeps the meter moving.
+                self.usage.used += 1;
+                if phase == Phase::Reasoning {
+                    self.usage.reasoning += 1;
+                }
+            }
+            Event::PhaseFinished {
+                phase,
+                text,
+                stop,
+                stats,
+                ..
+            } => {
+                match phase {
+                    Phase::Reasoning => {
+                        turn.reasoning = text;
+                        turn.reasoning_stop = Some(stop);
+                    }
+                    Phase::Answer => {
+                        turn.answer = text;
+                        turn.answer_stop = Some(stop);
+                    }
+                }
+                self.usage.used = stats.prompt_tokens + stats.generated_tokens;
+                self.last_phase = Some((phase, stats));
+            }
+            Event::TurnFinished { usage } => {
+                self.usage = usage;
+                self.state = State::Idle;
+                if let Err(e) = self.session.save(&self.turns) {
+                    self.note(format!("could not save the session: {e}"), true);
+                }
+            }
+            Event::Error(e) => {
+                let text = e.to_string();
+                turn.notes.push(format!("error: {text}"));
+                self.state = State::Idle;
+                self.note(text, true);
+            }
+        }
+    }
+
+    fn new_chat(&mut self) {
+        if self.generating() {
+            if let Some(e) = &self.engine {
+                e.cancel();
+            }
+        }
+        if let Some(e) = &self.engine {
+            if let Err(err) = e.reset() {
+                self.note(err.to_string(), true);
+                return;
+            }
+        }
+        self.session = self.session.fresh();
+        self.turns.clear();
+        self.scroll = [Scroll::default(); 2];
+        self.usage.used = 0;
+        self.usage.reasoning = 0;
+        self.last_phase = None;
+        self.note("new conversation", false);
+    }
+
+    fn save_transcript(&mut self) {
+        match self.session.export_markdown(&self.turns) {
+            Ok(path) => self.note(format!("saved the transcript to {}", path.display()), false),
+            Err(e) => self.note(format!("could not save the transcript: {e}"), true),
+        }
+    }
+
+    /// Total rendered lines of a pane at `width`.
+    pub fn total_lines(&self, pane: Pane, width: u16) -> usize {
+        (0..self.turns.len())
+            .map(|i| self.turn_lines(pane, i, width).len())
+            .sum()
+    }
+
+    /// The rendered lines of turn `i` in `pane`, cached until the text changes.
+    pub fn turn_lines(&self, pane: Pane, i: usize, width: u16) -> Rc<Vec<Line<'static>>> {
+        let turn = &self.turns[i];
+        let key = content_key(pane, turn);
+        let mut cache = self.cache.borrow_mut();
+        let p = pane as usize;
+        if cache.width[p] != width {
+            cache.width[p] = width;
+            cache.turns[p].clear();
+        }
+        if cache.turns[p].len() < self.turns.len() {
+            cache.turns[p].resize(self.turns.len(), None);
+        }
+        if let Some((k, lines)) = &cache.turns[p][i] {
+            if *k == key {
+                return lines.clone();
+            }
+        }
+        let lines = Rc::new(render_turn(pane, i, turn, width as usize));
+        cache.turns[p][i] = Some((key, lines.clone()));
+        lines
+    }
+}
+
+/// A key that changes whenever what a turn shows in `pane` changes.
+fn content_key(pane: Pane, t: &Turn) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    t.question.hash(&mut h);
+    t.notes.hash(&mut h);
+    match pane {
+        Pane::Reasoning => (&t.reasoning, t.reasoning_stop.map(|s| s as u8)).hash(&mut h),
+        Pane::Answer => (
+            &t.answer,
+            t.answer_stop.map(|s| s as u8),
+            t.reasoning_stop.map(|s| s as u8),
+        )
+            .hash(&mut h),
+    }
+    h.finish()
+}
+
+fn render_turn(pane: Pane, i: usize, t: &Turn, width: usize) -> Vec<Line<'static>> {
+    use ratatui::style::{Color, Modifier};
+    let mut lines = Vec::new();
+    let header = Style::default()
+        .fg(Color::Cyan)
+        .add_modifier(Modifier::BOLD);
+    let question: String = t
+        .question
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(width.saturating_sub(12))
+        .collect();
+    match pane {
+        Pane::Reasoning => {
+            lines.push(Line::styled(
+                format!("── turn {} · {question}", i + 1),
+                header,
+            ));
+            let body = Style::default().fg(Color::Gray);
+            lines.extend(markdown::render(&t.reasoning, width, body));
+            if let Some(stop) = t.reasoning_stop.filter(|s| s.is_cut()) {
+                lines.push(Line::styled(
+                    format!("[reasoning cut: {}]", stop_text(stop)),
+                    Style::default().fg(Color::Yellow),
+                ));
+            }
+        }
+        Pane::Answer => {
+            lines.push(Line::styled(format!("── turn {}", i + 1), header));
+            let you = Style::default()
+                .fg(Color::Blue)
+                .add_modifier(Modifier::BOLD);
+            for (k, l) in markdown::render(&t.question, width.saturating_sub(5), Style::default())
+                .into_iter()
+                .enumerate()
+            {
+                let mut spans = vec![ratatui::text::Span::styled(
+                    if k == 0 { "You: " } else { "     " },
+                    you,
+                )];
+                spans.extend(l.spans);
+                lines.push(Line::from(spans));
+            }
+            lines.extend(markdown::render(&t.answer, width, Style::default()));
+            if let Some(stop) = t.answer_stop.filter(|s| s.is_cut()) {
+                lines.push(Line::styled(
+                    format!("[answer cut: {}]", stop_text(stop)),
+                    Style::default().fg(Color::Yellow),
+                ));
+            }
+            for n in &t.notes {
+                lines.extend(markdown::render(
+                    &format!("! {n}"),
+                    width,
+                    Style::default().fg(Color::Red),
+                ));
+            }
+        }
+    }
+    lines.push(Line::default());
+    lines
+}
+
+pub fn stop_text(stop: Stop) -> &'static str {
+    match stop {
+        Stop::EndOfTurn => "done",
+        Stop::Limit => "token limit",
+        Stop::Cancelled => "stopped",
+        Stop::AnswerNow => "cut short",
+        Stop::ContextFull => "context full",
+    }
+}
+
+/// The model's conversation for a transcript (resume).
+pub fn history_of(turns: &[Turn]) -> Vec<Message> {
+    let mut m = Vec::new();
+    for t in turns {
+        m.push(Message::new(Role::User, t.question.clone()));
+        if let Some(stop) = t.reasoning_stop {
+            m.push(Message {
+                role: Role::Reasoning,
+                content: t.reasoning.clone(),
+                cut: stop.is_cut(),
+            });
+        }
+        if let Some(stop) = t.answer_stop {
+            m.push(Message {
+                role: Role::Assistant,
+                content: t.answer.clone(),
+                cut: stop.is_cut(),
+            });
+        }
+    }
+    m
+}
+
+/// Where transcripts are exported.
+pub fn export_dir() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
+}
