@@ -1,0 +1,270 @@
+//! What can go wrong in a pull. Each variant says which repo or file is at
+//! fault and what to do about it, and maps to its own exit code so scripts
+//! can tell a missing model from a network outage.
+
+use std::io;
+use std::path::PathBuf;
+
+/// An error from [`pull`](crate::pull) or [`find_cached`](crate::find_cached).
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The repo, revision or file does not exist on the hub (HTTP 404).
+    #[error("{repo}: {what} not found on the hub{hint}")]
+    NotFound {
+        repo: String,
+        /// What was missing: "revision main", "file config.json", …
+        what: String,
+        /// Extra advice (may be empty), starting with "; ".
+        hint: String,
+    },
+
+    /// The hub refused access (HTTP 401/403): a gated or private repo.
+    #[error("{repo}: access denied (HTTP {status}): {hint}")]
+    Unauthorized {
+        repo: String,
+        status: u16,
+        hint: String,
+    },
+
+    /// The hub could not be reached (connection refused, DNS, timeout,
+    /// connection dropped), even after retries.
+    #[error("cannot reach {host}: {detail}; check the network connection, or set HF_HUB_OFFLINE=1 to use only the local cache")]
+    Network { host: String, detail: String },
+
+    /// The hub kept answering with a server error (5xx or 429) after retries.
+    #[error("{url}: the hub answered HTTP {status} after retries; try again later")]
+    Server { url: String, status: u16 },
+
+    /// A downloaded file's SHA-256 differs from the one the hub announced.
+    /// The bad download was deleted.
+    #[error("{repo}: {file}: SHA-256 mismatch (expected {expected}, got {actual}); the download was deleted, run the pull again")]
+    HashMismatch {
+        repo: String,
+        file: String,
+        expected: String,
+        actual: String,
+    },
+
+    /// A downloaded file's size differs from the one the hub announced.
+    /// The bad download was deleted.
+    #[error("{repo}: {file}: the server sent {actual} bytes but announced {expected}; the download was deleted, run the pull again")]
+    SizeMismatch {
+        repo: String,
+        file: String,
+        expected: u64,
+        actual: u64,
+    },
+
+    /// Not enough free space in the cache for the files still to download
+    /// (checked up front), or the disk filled up while writing.
+    #[error("not enough disk space in {}: {}; free some space or point HF_HUB_CACHE at a larger disk", .path.display(), space_detail(.needed, .available))]
+    DiskFull {
+        path: PathBuf,
+        /// Bytes still to download; `None` when the disk filled up mid-write.
+        needed: Option<u64>,
+        available: u64,
+    },
+
+    /// Offline mode is on (or only the cache was asked) and the cache lacks
+    /// the snapshot or a file of it.
+    #[error("{repo}@{revision} is not fully in the cache {} ({detail}); download it first (with HF_HUB_OFFLINE unset)", cache.display())]
+    OfflineNotCached {
+        repo: String,
+        revision: String,
+        cache: PathBuf,
+        detail: String,
+    },
+
+    /// The server named a file or blob that would land outside the cache
+    /// folder (`..`, an absolute path, a backslash).
+    #[error("{repo}: the server named a file {path:?} that would escape the cache folder; refusing to write it")]
+    UnsafePath { repo: String, path: String },
+
+    /// A cache entry is broken and could not be repaired here (offline).
+    #[error("corrupted cache entry {}: {detail}; pull again online to re-fetch it, or delete it", path.display())]
+    CorruptCache { path: PathBuf, detail: String },
+
+    /// A local file operation failed.
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The hub answered something this client does not understand.
+    #[error("{url}: unexpected answer from the hub: {detail}")]
+    Protocol { url: String, detail: String },
+
+    /// A repo id or revision given by the caller is malformed.
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidInput {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+
+    /// The caller's cancel flag was set; partial downloads are kept for resuming.
+    #[error("download interrupted")]
+    Interrupted,
+}
+
+impl HubError {
+    /// The process exit code for this error: distinct per variant, clear of
+    /// 0–5 (used by the o1 binary and clap) and matching 130 for an interrupt.
+    ///
+    /// | variant | code |
+    /// |---|---|
+    /// | `NotFound` | 10 |
+    /// | `Unauthorized` | 11 |
+    /// | `Network` | 12 |
+    /// | `Server` | 13 |
+    /// | `HashMismatch` | 14 |
+    /// | `SizeMismatch` | 15 |
+    /// | `DiskFull` | 16 |
+    /// | `OfflineNotCached` | 17 |
+    /// | `UnsafePath` | 18 |
+    /// | `CorruptCache` | 19 |
+    /// | `Io` | 20 |
+    /// | `Protocol` | 21 |
+    /// | `InvalidInput` | 22 |
+    /// | `Interrupted` | 130 |
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            HubError::NotFound { .. } => 10,
+            HubError::Unauthorized { .. } => 11,
+            HubError::Network { .. } => 12,
+            HubError::Server { .. } => 13,
+            HubError::HashMismatch { .. } => 14,
+            HubError::SizeMismatch { .. } => 15,
+            HubError::DiskFull { .. } => 16,
+            HubError::OfflineNotCached { .. } => 17,
+            HubError::UnsafePath { .. } => 18,
+            HubError::CorruptCache { .. } => 19,
+            HubError::Io { .. } => 20,
+            HubError::Protocol { .. } => 21,
+            HubError::InvalidInput { .. } => 22,
+            HubError::Interrupted => 130,
+        }
+    }
+
+    /// Wraps an I/O error with what was being done, mapping a full disk
+    /// (ENOSPC) to [`HubError::DiskFull`].
+    pub(crate) fn io(
+        context: impl Into<String>,
+        path: &std::path::Path,
+        source: io::Error,
+    ) -> Self {
+        if source.raw_os_error() == Some(libc::ENOSPC) {
+            let dir = path.parent().unwrap_or(path).to_path_buf();
+            let available = crate::cache::free_space(&dir).unwrap_or(0);
+            return HubError::DiskFull {
+                path: dir,
+                needed: None,
+                available,
+            };
+        }
+        HubError::Io {
+            context: format!("{}: {}", path.display(), context.into()),
+            source,
+        }
+    }
+}
+
+fn space_detail(needed: &Option<u64>, available: &u64) -> String {
+    match needed {
+        Some(needed) => format!("{needed} bytes needed, {available} available"),
+        None => format!("the disk filled up while writing ({available} bytes available)"),
+    }
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = HubError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_distinct() {
+        let errors = [
+            HubError::NotFound {
+                repo: "a/b".into(),
+                what: "x".into(),
+                hint: String::new(),
+            },
+            HubError::Unauthorized {
+                repo: "a/b".into(),
+                status: 401,
+                hint: String::new(),
+            },
+            HubError::Network {
+                host: "h".into(),
+                detail: "d".into(),
+            },
+            HubError::Server {
+                url: "u".into(),
+                status: 500,
+            },
+            HubError::HashMismatch {
+                repo: "a/b".into(),
+                file: "f".into(),
+                expected: "e".into(),
+                actual: "a".into(),
+            },
+            HubError::SizeMismatch {
+                repo: "a/b".into(),
+                file: "f".into(),
+                expected: 1,
+                actual: 2,
+            },
+            HubError::DiskFull {
+                path: "/".into(),
+                needed: Some(2),
+                available: 1,
+            },
+            HubError::OfflineNotCached {
+                repo: "a/b".into(),
+                revision: "main".into(),
+                cache: "/c".into(),
+                detail: "d".into(),
+            },
+            HubError::UnsafePath {
+                repo: "a/b".into(),
+                path: "../x".into(),
+            },
+            HubError::CorruptCache {
+                path: "/c".into(),
+                detail: "d".into(),
+            },
+            HubError::Io {
+                context: "c".into(),
+                source: io::Error::other("x"),
+            },
+            HubError::Protocol {
+                url: "u".into(),
+                detail: "d".into(),
+            },
+            HubError::InvalidInput {
+                what: "repo id",
+                value: "x".into(),
+                reason: "r",
+            },
+            HubError::Interrupted,
+        ];
+        let full = HubError::io(
+            "writing",
+            std::path::Path::new("/tmp/x"),
+            io::Error::from_raw_os_error(libc::ENOSPC),
+        );
+        assert!(
+            matches!(full, HubError::DiskFull { needed: None, .. }),
+            "{full}"
+        );
+        let mut codes: Vec<u8> = errors.iter().map(HubError::exit_code).collect();
+        assert!(codes.iter().all(|&c| c > 5));
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), errors.len());
+    }
+}
