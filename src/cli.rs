@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use o1::engine::{EngineConfig, GpuLayers, Limits, OnFull, SamplingOverrides};
 use o1::model::KvType;
+use o1::settings::FileSettings;
 use o1_convert::OutputType;
 
 #[derive(Parser, Debug)]
@@ -23,7 +24,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Convert a Hugging Face checkpoint folder into a (quantized) GGUF file.
+    /// Download the model's checkpoint from the Hugging Face hub (or a mirror).
+    Pull(PullArgs),
+    /// Convert a checkpoint (a folder, or a pulled repo) into a (quantized) GGUF file.
     Convert(ConvertArgs),
     /// Ask one question: the reasoning goes to stderr, the answer to stdout.
     Run(RunArgs),
@@ -31,27 +34,59 @@ pub enum Command {
     Bench(BenchArgs),
     /// Show a model file's metadata and the memory a context needs.
     Info(InfoArgs),
+    /// List the models in the model store.
+    Ls,
+    /// Delete a model from the model store.
+    Rm(RmArgs),
+    /// Show the effective settings and where each comes from.
+    Config,
     /// Chat in the terminal: reasoning and answer panes, a context meter.
     Tui(TuiArgs),
 }
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Environment: HF_ENDPOINT (a mirror), HF_TOKEN (gated repos; else the token file\n\
+    in HF_HOME), HF_HUB_CACHE or HF_HOME (the cache, shared with Python and llama.cpp),\n\
+    HF_HUB_OFFLINE=1 (no network: use what is cached).\n\n\
+    Exit codes: 10 not found, 11 access denied, 12 network, 13 server error, 14/15 corrupt\n\
+    download, 16 disk full, 17 offline and not cached, 18 unsafe file name, 19 corrupt cache."
+)]
+pub struct PullArgs {
+    /// The repository [default: Laurie/Qwen2.5-1.5B-O1, or the config's `repo`].
+    pub repo: Option<String>,
+
+    /// Branch, tag or commit [default: main].
+    #[arg(long, env = "O1_REVISION")]
+    pub revision: Option<String>,
+
+    /// No progress bars.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  \
-    o1 convert ./Qwen2.5-1.5B-O1                      # writes ./Qwen2.5-1.5B-O1-q4_k_m.gguf\n  \
+    o1 convert Laurie/Qwen2.5-1.5B-O1                 # a pulled repo, into the model store\n  \
     o1 convert ./Qwen2.5-1.5B-O1 -t q8_0 -o o1-q8.gguf\n\n\
     Types: f32, f16, bf16 (lossless for bf16 checkpoints), q8_0, q6_k, q5_k_m, q4_k_m (default),\n\
     q4_0, iq4_xs. The quantization is llama.cpp's own, with its per-tensor mixes.")]
 pub struct ConvertArgs {
-    /// Checkpoint folder: config.json, tokenizer.json and model.safetensors (or shards).
-    pub checkpoint: PathBuf,
+    /// A checkpoint folder (config.json, tokenizer.json, model.safetensors or shards),
+    /// or a repo id pulled with `o1 pull`.
+    pub checkpoint: String,
 
-    /// Output file [default: ./<folder name>-<type>.gguf].
+    /// Revision of a pulled repo.
+    #[arg(long, env = "O1_REVISION")]
+    pub revision: Option<String>,
+
+    /// Output file [default: <model store>/<repo or folder>-<type>.gguf].
     #[arg(short, long, value_name = "OUT.gguf")]
     pub output: Option<PathBuf>,
 
-    /// Output type.
-    #[arg(short = 't', long = "type", default_value = "q4_k_m", value_parser = parse_type)]
-    pub out_type: OutputType,
+    /// Output type [default: q4_k_m, or the config's `type`].
+    #[arg(short = 't', long = "type", value_parser = parse_type, env = "O1_TYPE")]
+    pub out_type: Option<OutputType>,
 
     /// Overwrite the output file if it exists.
     #[arg(short, long)]
@@ -87,25 +122,21 @@ fn parse_type(s: &str) -> Result<OutputType, String> {
     s.parse()
 }
 
-/// Options of every command that loads a model.
+/// Options of every command that loads a model. Unset ones come from the
+/// config file, then the built-in defaults (`o1 config` shows them).
 #[derive(Args, Debug, Clone)]
 pub struct EngineArgs {
     /// Context size in tokens [default: the trained length, capped to fit in memory].
     #[arg(long = "ctx", value_name = "TOKENS", env = "O1_CTX")]
     pub n_ctx: Option<u32>,
 
-    /// Layers to offload to the GPU: auto, all or a number (CPU builds ignore it).
-    #[arg(
-        long,
-        default_value = "auto",
-        value_name = "auto|all|N",
-        env = "O1_GPU_LAYERS"
-    )]
-    pub gpu_layers: GpuLayers,
+    /// Layers to offload to the GPU: auto, all or a number (CPU builds ignore it) [default: auto].
+    #[arg(long, value_name = "auto|all|N", env = "O1_GPU_LAYERS")]
+    pub gpu_layers: Option<GpuLayers>,
 
-    /// KV cache type: q8_0 halves its memory (turns on flash attention).
-    #[arg(long, value_enum, default_value = "f16", env = "O1_KV_TYPE")]
-    pub kv_type: KvType,
+    /// KV cache type: q8_0 halves its memory (turns on flash attention) [default: f16].
+    #[arg(long, value_enum, env = "O1_KV_TYPE")]
+    pub kv_type: Option<KvType>,
 
     /// CPU threads [default: all cores].
     #[arg(long, value_name = "N", env = "O1_THREADS")]
@@ -123,44 +154,44 @@ pub struct EngineArgs {
 /// Options of the commands that chat.
 #[derive(Args, Debug, Clone)]
 pub struct ChatArgs {
-    /// The system message ("" for none).
-    #[arg(long, default_value = o1::chat::DEFAULT_SYSTEM)]
-    pub system: String,
+    /// The system message ("" for none) [default: "You are a helpful assistant"].
+    #[arg(long, env = "O1_SYSTEM")]
+    pub system: Option<String>,
 
-    /// Token budget of the reasoning phase.
-    #[arg(long, default_value_t = 3000, value_name = "N")]
-    pub max_reasoning: usize,
+    /// Token budget of the reasoning phase [default: 3000].
+    #[arg(long, value_name = "N", env = "O1_MAX_REASONING")]
+    pub max_reasoning: Option<usize>,
 
-    /// Token budget of the answer phase.
-    #[arg(long, default_value_t = 3000, value_name = "N")]
-    pub max_answer: usize,
+    /// Token budget of the answer phase [default: 3000].
+    #[arg(long, value_name = "N", env = "O1_MAX_ANSWER")]
+    pub max_answer: Option<usize>,
 
-    /// When a turn does not fit: drop old reasoning, then old turns; or stop.
-    #[arg(long, value_enum, default_value = "drop")]
-    pub on_full: OnFull,
+    /// When a turn does not fit: drop old reasoning, then old turns; or stop [default: drop].
+    #[arg(long, value_enum, env = "O1_ON_FULL")]
+    pub on_full: Option<OnFull>,
 
     /// Sampling temperature (0: greedy) [default: the model's, greedy for O1].
-    #[arg(long)]
+    #[arg(long, env = "O1_TEMPERATURE")]
     pub temperature: Option<f32>,
 
     /// Top-k sampling (0: off).
-    #[arg(long)]
+    #[arg(long, env = "O1_TOP_K")]
     pub top_k: Option<u32>,
 
     /// Top-p (nucleus) sampling (1: off).
-    #[arg(long)]
+    #[arg(long, env = "O1_TOP_P")]
     pub top_p: Option<f32>,
 
     /// Min-p sampling (0: off).
-    #[arg(long)]
+    #[arg(long, env = "O1_MIN_P")]
     pub min_p: Option<f32>,
 
     /// Repetition penalty over the last 64 tokens (1: off).
-    #[arg(long)]
+    #[arg(long, env = "O1_REPEAT_PENALTY")]
     pub repeat_penalty: Option<f32>,
 
     /// Random seed for sampling.
-    #[arg(long)]
+    #[arg(long, env = "O1_SEED")]
     pub seed: Option<u32>,
 }
 
@@ -184,6 +215,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Without a model: download and convert the default one without asking.
+    #[arg(short, long)]
+    pub yes: bool,
+
     #[command(flatten)]
     pub chat: ChatArgs,
 
@@ -193,8 +228,8 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// The model (a .gguf file).
-    pub model: Option<PathBuf>,
+    /// The model: a .gguf file or a stored model's name.
+    pub model: Option<String>,
 
     /// Prompt tokens to process (pp).
     #[arg(short = 'p', long, default_value_t = 512)]
@@ -226,12 +261,20 @@ pub struct BenchArgs {
     Ctrl+N new chat, Ctrl+S saves the transcript, ? shows every key, Ctrl+Q quits."
 )]
 pub struct TuiArgs {
-    /// The model (a .gguf file) [default: $O1_MODEL].
-    pub model: Option<PathBuf>,
+    /// The model: a .gguf file or a stored model's name [default: $O1_MODEL, the config's, the store's].
+    pub model: Option<String>,
 
     /// Reopen the last conversation.
     #[arg(long)]
     pub resume: bool,
+
+    /// Without a model: download and convert the default one without asking.
+    #[arg(short, long)]
+    pub yes: bool,
+
+    /// Start with the reasoning pane shown or collapsed [default: shown].
+    #[arg(long, value_name = "shown|collapsed", env = "O1_REASONING")]
+    pub reasoning: Option<String>,
 
     #[command(flatten)]
     pub chat: ChatArgs,
@@ -241,9 +284,15 @@ pub struct TuiArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct RmArgs {
+    /// The stored model's name (as `o1 ls` shows it).
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
 pub struct InfoArgs {
-    /// The model (a .gguf file).
-    pub model: PathBuf,
+    /// The model: a .gguf file or a stored model's name.
+    pub model: String,
 
     /// Context size to estimate memory for [default: the trained length].
     #[arg(long = "ctx", value_name = "TOKENS")]
@@ -255,12 +304,12 @@ pub struct InfoArgs {
 }
 
 impl EngineArgs {
-    pub fn config(&self, model: PathBuf) -> EngineConfig {
+    pub fn config(&self, model: PathBuf, file: &FileSettings) -> EngineConfig {
         let mut c = EngineConfig::new(model);
-        c.n_ctx = self.n_ctx;
-        c.gpu_layers = self.gpu_layers;
-        c.kv_type = self.kv_type;
-        c.threads = self.threads;
+        c.n_ctx = self.n_ctx.or(file.ctx);
+        c.gpu_layers = self.gpu_layers.or(file.gpu_layers()).unwrap_or_default();
+        c.kv_type = self.kv_type.or(file.kv_type()).unwrap_or_default();
+        c.threads = self.threads.or(file.threads);
         c.n_batch = self.batch;
         c.mmap = !self.no_mmap;
         c
@@ -268,20 +317,29 @@ impl EngineArgs {
 }
 
 impl ChatArgs {
-    pub fn apply(&self, c: &mut EngineConfig) {
-        c.system = self.system.clone();
+    pub fn apply(&self, c: &mut EngineConfig, file: &FileSettings) {
+        if let Some(system) = self.system.clone().or(file.system.clone()) {
+            c.system = system;
+        }
+        let defaults = Limits::default();
         c.limits = Limits {
-            reasoning: self.max_reasoning,
-            answer: self.max_answer,
+            reasoning: self
+                .max_reasoning
+                .or(file.max_reasoning)
+                .unwrap_or(defaults.reasoning),
+            answer: self
+                .max_answer
+                .or(file.max_answer)
+                .unwrap_or(defaults.answer),
         };
-        c.on_full = self.on_full;
+        c.on_full = self.on_full.or(file.on_full()).unwrap_or_default();
         c.sampling = SamplingOverrides {
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-            repeat_penalty: self.repeat_penalty,
-            seed: self.seed,
+            temperature: self.temperature.or(file.temperature),
+            top_k: self.top_k.or(file.top_k),
+            top_p: self.top_p.or(file.top_p),
+            min_p: self.min_p.or(file.min_p),
+            repeat_penalty: self.repeat_penalty.or(file.repeat_penalty),
+            seed: self.seed.or(file.seed),
         };
     }
 }

@@ -9,4 +9,6 @@
 pub mod chat;
 pub mod engine;
 pub mod model;
+pub mod settings;
+pub mod store;
 pub mod tui;

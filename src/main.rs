@@ -16,11 +16,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
     let result = match cli.command {
+        Command::Pull(args) => commands::pull::run(args),
         Command::Convert(args) => commands::convert::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Tui(args) => commands::tui(args),
+        Command::Ls => commands::store::ls(),
+        Command::Rm(args) => commands::store::rm(args),
+        Command::Config => commands::store::config(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

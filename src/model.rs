@@ -13,8 +13,17 @@ use o1_convert::OutputType;
 /// Why a model file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{}: no such model file", .0.display())]
+    #[error("{}: no such model file (o1 ls lists the stored models)", .0.display())]
     NotFound(PathBuf),
+    #[error(
+        "no model yet: {name} is not in the model store ({}); run `o1 pull {repo}` and \
+         `o1 convert {repo}`, or pass a .gguf file", store.display()
+    )]
+    NoDefaultModel {
+        name: String,
+        repo: String,
+        store: PathBuf,
+    },
     #[error("{}: {error}", path.display())]
     Unreadable {
         path: PathBuf,
@@ -58,6 +67,8 @@ pub struct ModelInfo {
     pub n_ctx_train: u32,
     pub n_vocab: u32,
     pub reasoning_token_id: Option<u32>,
+    /// Where the checkpoint came from (`o1.source`).
+    pub source: Option<String>,
     pub generation: GenerationDefaults,
     /// Tensors per ggml type.
     pub tensor_types: BTreeMap<String, usize>,
@@ -192,6 +203,10 @@ impl ModelInfo {
             n_ctx_train: u32_key("qwen2.context_length")?,
             n_vocab: tokens.len() as u32,
             reasoning_token_id: Some(reasoning_token_id),
+            source: g
+                .get(o1_convert::metadata::KEY_SOURCE)
+                .and_then(Value::as_str)
+                .map(str::to_string),
             generation,
             tensor_types,
         })
@@ -274,6 +289,7 @@ mod tests {
             n_ctx_train: 32768,
             n_vocab: 151666,
             reasoning_token_id: Some(151665),
+            source: None,
             generation: GenerationDefaults::default(),
             tensor_types: BTreeMap::new(),
         }

@@ -72,3 +72,116 @@ impl o1_convert::Progress for ConvertProgress {
         }
     }
 }
+
+/// Draws `o1_hub` progress: a bar for the file being downloaded and one for
+/// the whole pull; plain lines when stderr is not a terminal.
+pub struct PullProgress {
+    bars: Option<(indicatif::MultiProgress, ProgressBar, Option<ProgressBar>)>,
+    quiet: bool,
+}
+
+impl PullProgress {
+    pub fn new(quiet: bool) -> Self {
+        let bars = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let multi = indicatif::MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let total = multi.add(ProgressBar::new(0));
+            total.set_style(
+                ProgressStyle::with_template("total   [{bar:30.green/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            (multi, total, None)
+        });
+        Self { bars, quiet }
+    }
+}
+
+impl o1_hub::PullProgress for PullProgress {
+    fn totals(&mut self, files: usize, total_bytes: u64, cached_bytes: u64) {
+        match &self.bars {
+            Some((_, total, _)) => {
+                total.set_length(total_bytes);
+                total.set_position(cached_bytes);
+            }
+            None if !self.quiet => eprintln!(
+                "o1: {files} files, {:.2} GB ({:.2} GB already cached)",
+                total_bytes as f64 / 1e9,
+                cached_bytes as f64 / 1e9
+            ),
+            None => {}
+        }
+    }
+
+    fn file_started(&mut self, path: &str, size: u64, already: u64) {
+        match &mut self.bars {
+            Some((multi, _, file)) => {
+                if let Some(old) = file.take() {
+                    old.finish_and_clear();
+                }
+                let bar = multi.insert(0, ProgressBar::new(size));
+                bar.set_style(
+                    ProgressStyle::with_template("{msg:30!} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec}")
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                );
+                bar.set_message(path.to_string());
+                bar.set_position(already);
+                *file = Some(bar);
+            }
+            None if !self.quiet => {
+                let resumed = if already > 0 {
+                    format!(", resuming at {:.2} GB", already as f64 / 1e9)
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "o1: downloading {path} ({:.2} GB{resumed})",
+                    size as f64 / 1e9
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn file_advanced(&mut self, _path: &str, bytes: u64) {
+        if let Some((_, total, file)) = &self.bars {
+            total.inc(bytes);
+            if let Some(f) = file {
+                f.inc(bytes);
+            }
+        }
+    }
+
+    fn file_done(&mut self, path: &str) {
+        match &mut self.bars {
+            Some((_, _, file)) => {
+                if let Some(f) = file.take() {
+                    f.finish_and_clear();
+                }
+            }
+            None if !self.quiet => eprintln!("o1: done {path}"),
+            None => {}
+        }
+    }
+
+    fn message(&mut self, msg: &str) {
+        match &self.bars {
+            Some((multi, _, _)) => {
+                let _ = multi.println(format!("o1: {msg}"));
+            }
+            None => eprintln!("o1: {msg}"),
+        }
+    }
+}
+
+impl Drop for PullProgress {
+    fn drop(&mut self) {
+        if let Some((multi, total, file)) = self.bars.take() {
+            if let Some(f) = file {
+                f.finish_and_clear();
+            }
+            total.finish_and_clear();
+            let _ = multi.clear();
+        }
+    }
+}

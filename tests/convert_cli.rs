@@ -10,6 +10,8 @@ fn o1(args: &[&str], cwd: &Path) -> Output {
         .args(args)
         .current_dir(cwd)
         .env("O1_LOG_FILE", cwd.join("o1.log"))
+        .env("O1_MODELS_DIR", cwd.join("store"))
+        .env("O1_CONFIG", cwd.join("config.toml"))
         .output()
         .unwrap()
 }
@@ -26,9 +28,16 @@ fn converts_with_default_output_name_and_verifies() {
     let out = o1(&["convert", "tiny-o1", "--type", "q8_0"], dir.path());
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("wrote tiny-o1-q8_0.gguf (q8_0"), "{stdout}");
+    let stored = dir.path().join("store/tiny-o1-q8_0.gguf");
+    assert!(
+        stdout.contains(&format!("wrote {} (q8_0", stored.display())),
+        "{stdout}"
+    );
     assert!(stdout.contains("verified: llama.cpp loads it"), "{stdout}");
-    assert!(dir.path().join("tiny-o1-q8_0.gguf").is_file());
+    assert!(
+        stored.is_file(),
+        "the default output goes to the model store"
+    );
     // Not a terminal: no progress bar, and llama.cpp's log went to the log file.
     assert!(
         text(&out.stderr).is_empty(),
@@ -52,6 +61,83 @@ fn converts_with_default_output_name_and_verifies() {
         dir.path(),
     );
     assert!(forced.status.success(), "{}", text(&forced.stderr));
+
+    // The store lists it, `info` finds it by name, `rm` deletes it.
+    let ls = text(&o1(&["ls"], dir.path()).stdout);
+    assert!(
+        ls.contains("tiny-o1-q8_0") && ls.contains("q8_0") && ls.contains("tiny-o1"),
+        "{ls}"
+    );
+    let info = o1(&["info", "tiny-o1-q8_0"], dir.path());
+    assert!(
+        text(&info.stdout).contains("source          tiny-o1"),
+        "{}",
+        text(&info.stdout)
+    );
+    assert!(o1(&["rm", "tiny-o1-q8_0"], dir.path()).status.success());
+    assert!(!stored.exists());
+    assert_eq!(
+        o1(&["rm", "tiny-o1-q8_0"], dir.path()).status.code(),
+        Some(3)
+    );
+    assert!(text(&o1(&["ls"], dir.path()).stdout).contains("no models in"));
+}
+
+#[test]
+fn config_file_defaults_and_precedence() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic::write(&dir.path().join("ckpt"), &Spec::tiny()).unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "type = \"q8_0\"\nctx = 2048\n",
+    )
+    .unwrap();
+    // The file's type applies when no flag or variable sets one...
+    let out = o1(&["convert", "ckpt", "--dry-run"], dir.path());
+    assert!(
+        text(&out.stdout).contains("ckpt-q8_0.gguf (q8_0"),
+        "{}",
+        text(&out.stdout)
+    );
+    // ...a flag wins over it...
+    let out = o1(&["convert", "ckpt", "--dry-run", "-t", "f16"], dir.path());
+    assert!(text(&out.stdout).contains("(f16"), "{}", text(&out.stdout));
+    // ...and `o1 config` says where each value comes from.
+    let cfg = text(&o1(&["config"], dir.path()).stdout);
+    let line = |k: &str| {
+        cfg.lines()
+            .find(|l| l.starts_with(&format!("{k} ")))
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        line("type").contains("q8_0") && line("type").ends_with("config file"),
+        "{cfg}"
+    );
+    assert!(line("ctx").contains("2048"), "{cfg}");
+    assert!(line("kv_type").ends_with("default"), "{cfg}");
+    let with_env = Command::new(env!("CARGO_BIN_EXE_o1"))
+        .arg("config")
+        .env("O1_CONFIG", dir.path().join("config.toml"))
+        .env("O1_TYPE", "q6_k")
+        .output()
+        .unwrap();
+    let cfg = text(&with_env.stdout);
+    assert!(
+        cfg.lines().any(|l| l.starts_with("type ")
+            && l.contains("q6_k")
+            && l.ends_with("environment O1_TYPE")),
+        "{cfg}"
+    );
+
+    std::fs::write(dir.path().join("config.toml"), "colour = \"blue\"\n").unwrap();
+    let bad = o1(&["config"], dir.path());
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("unknown field `colour`"),
+        "{}",
+        text(&bad.stderr)
+    );
 }
 
 #[test]
@@ -148,6 +234,8 @@ fn interrupted_or_killed_conversions_leave_nothing_behind() {
             .args(["convert", "mid", "--no-verify"])
             .current_dir(dir.path())
             .env("O1_LOG_FILE", "/dev/null")
+            .env("O1_MODELS_DIR", dir.path())
+            .env("O1_CONFIG", dir.path().join("no-config.toml"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()

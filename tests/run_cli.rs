@@ -30,6 +30,8 @@ fn o1(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_o1"))
         .args(args)
         .env("O1_LOG_FILE", fixture().dir.path().join("o1.log"))
+        .env("O1_MODELS_DIR", fixture().dir.path().join("store"))
+        .env("O1_CONFIG", fixture().dir.path().join("config.toml"))
         .env_remove("O1_MODEL")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -146,7 +148,16 @@ fn run_bad_input_exit_codes() {
             3,
             "no such model file",
         ),
-        (&["run", "hi"], 1, "no model given"),
+        (
+            &["run", "hi"],
+            3,
+            "no model yet: Laurie--Qwen2.5-1.5B-O1-q4_k_m is not in the model store",
+        ),
+        (
+            &["run", "some-name", "hi"],
+            3,
+            "some-name.gguf: no such model file (o1 ls lists",
+        ),
         (&["run", model(), "   "], 1, "the question is empty"),
         (
             &["run", model(), "hi", "--ctx", "64"],

@@ -1,52 +1,113 @@
-//! `o1 convert`: checkpoint folder → GGUF, with a progress bar and a summary.
+//! `o1 convert`: a checkpoint (a folder, or a repo pulled into the hub
+//! cache) → GGUF in the model store, with a progress bar and a summary.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use o1::settings::{self, FileSettings};
+use o1::store::Store;
+use o1_convert::{ConvertReport, OutputType};
 
 use crate::cli::ConvertArgs;
 
-pub fn run(args: ConvertArgs) -> Result<()> {
-    let output = args.output.clone().unwrap_or_else(|| default_output(&args));
-    let mut opts = o1_convert::ConvertOptions::new(&args.checkpoint, &output, args.out_type);
-    opts.force = args.force;
-    opts.verify = !args.no_verify;
-    opts.name = args.name.clone();
-    if let Some(n) = args.threads {
-        opts.threads = n.max(1);
-    }
-    if args.two_pass {
-        opts.pipeline = o1_convert::Pipeline::TwoPass;
-    }
-    if args.dry_run {
-        let plan = o1_convert::plan_only(&opts)?;
-        let types: Vec<String> = plan
-            .type_counts
-            .iter()
-            .map(|(t, n)| format!("{t} {n}"))
-            .collect();
-        println!(
-            "would write {} ({}, {:.2} GB, {} tensors: {}) from {:.2} GB of weights",
-            output.display(),
-            args.out_type,
-            plan.output_bytes as f64 / 1e9,
-            plan.n_tensors,
-            types.join(", "),
-            plan.source_bytes as f64 / 1e9
-        );
-        return Ok(());
-    }
-    let cancel = super::interrupt_flag();
-    let mut progress = crate::progress::ConvertProgress::new(args.quiet);
-    let report = o1_convert::convert(&opts, &mut progress, &cancel)?;
+/// Where the weights come from.
+pub struct Input {
+    pub dir: PathBuf,
+    /// The name the store entry is made from (repo id or folder name).
+    pub name: String,
+    /// What `o1.source` records: the repo and commit, or the folder's name.
+    pub source: String,
+}
 
-    let mut out = std::io::stdout().lock();
-    let types: Vec<String> = report
-        .type_counts
+/// A folder, or a repo id found in the hub cache.
+pub fn resolve_input(
+    checkpoint: &str,
+    revision: Option<&str>,
+    file: &FileSettings,
+) -> Result<Input> {
+    let path = Path::new(checkpoint);
+    let looks_like_repo =
+        checkpoint.split('/').count() == 2 && !checkpoint.starts_with('.') && !path.exists();
+    if !looks_like_repo {
+        // A folder (the converter reports a missing one clearly).
+        let name = path
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| checkpoint.trim_end_matches('/').to_string());
+        return Ok(Input {
+            dir: path.to_path_buf(),
+            name: name.clone(),
+            source: name,
+        });
+    }
+    let (repo, revision) = super::pull::repo_and_revision(Some(checkpoint), revision, file);
+    let cache = o1_hub::PullOptions::from_env().cache_dir;
+    let snap = o1_hub::find_cached(&repo, &revision, &cache)
+        .with_context(|| format!("{repo} is not pulled yet: run `o1 pull {repo}` first"))?;
+    Ok(Input {
+        dir: snap.dir,
+        name: repo.clone(),
+        source: format!("{repo}@{}", snap.commit),
+    })
+}
+
+/// The conversion's options; `output` defaults to the model store.
+fn options(
+    input: &Input,
+    output: Option<PathBuf>,
+    ty: OutputType,
+    args: Option<&ConvertArgs>,
+) -> Result<o1_convert::ConvertOptions> {
+    let output = match output {
+        Some(o) => o,
+        None => {
+            let store = Store::open_default();
+            std::fs::create_dir_all(store.dir())
+                .with_context(|| format!("creating the model store {}", store.dir().display()))?;
+            store.path_of(&Store::name_for(&input.name, ty.name()))
+        }
+    };
+    let mut opts = o1_convert::ConvertOptions::new(&input.dir, &output, ty);
+    opts.source = Some(input.source.clone());
+    if let Some(args) = args {
+        opts.force = args.force;
+        opts.verify = !args.no_verify;
+        opts.name = args.name.clone();
+        if let Some(n) = args.threads {
+            opts.threads = n.max(1);
+        }
+        if args.two_pass {
+            opts.pipeline = o1_convert::Pipeline::TwoPass;
+        }
+    }
+    Ok(opts)
+}
+
+/// Converts `input` with a progress bar (unless `quiet`).
+pub fn convert(
+    input: &Input,
+    output: Option<PathBuf>,
+    ty: OutputType,
+    args: Option<&ConvertArgs>,
+) -> Result<ConvertReport> {
+    let opts = options(input, output, ty, args)?;
+    let cancel = super::interrupt_flag();
+    let mut progress = crate::progress::ConvertProgress::new(args.is_some_and(|a| a.quiet));
+    Ok(o1_convert::convert(&opts, &mut progress, &cancel)?)
+}
+
+fn type_list(counts: &std::collections::BTreeMap<String, usize>) -> String {
+    counts
         .iter()
         .map(|(t, n)| format!("{t} {n}"))
-        .collect();
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn print_report(report: &ConvertReport) -> Result<()> {
+    let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "wrote {} ({}, {:.2} GB, {} tensors: {}) in {:.1} s",
@@ -54,7 +115,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         report.out_type,
         report.output_bytes as f64 / 1e9,
         report.n_tensors,
-        types.join(", "),
+        type_list(&report.type_counts),
         report.seconds
     )?;
     if let Some(v) = &report.verification {
@@ -76,15 +137,38 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     Ok(())
 }
 
-/// `./<checkpoint folder name>-<type>.gguf`
-fn default_output(args: &ConvertArgs) -> PathBuf {
-    let dir = args
-        .checkpoint
-        .canonicalize()
-        .unwrap_or_else(|_| args.checkpoint.clone());
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    PathBuf::from(format!("{name}-{}.gguf", args.out_type))
+pub fn run(args: ConvertArgs) -> Result<()> {
+    let file = FileSettings::load()?;
+    let ty = args
+        .out_type
+        .or(file.out_type())
+        .unwrap_or(OutputType::Q4KM);
+    let input = resolve_input(&args.checkpoint, args.revision.as_deref(), &file)?;
+    if args.dry_run {
+        let opts = options(&input, args.output.clone(), ty, Some(&args))?;
+        let plan = o1_convert::plan_only(&opts)?;
+        println!(
+            "would write {} ({ty}, {:.2} GB, {} tensors: {}) from {:.2} GB of weights",
+            opts.output.display(),
+            plan.output_bytes as f64 / 1e9,
+            plan.n_tensors,
+            type_list(&plan.type_counts),
+            plan.source_bytes as f64 / 1e9
+        );
+        return Ok(());
+    }
+    print_report(&convert(&input, args.output.clone(), ty, Some(&args))?)
+}
+
+/// The type of the default model: environment, config, built-in.
+pub fn default_type(file: &FileSettings) -> OutputType {
+    std::env::var("O1_TYPE")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .or(file.out_type())
+        .unwrap_or_else(|| {
+            settings::DEFAULT_TYPE
+                .parse()
+                .expect("the default type parses")
+        })
 }

@@ -12,7 +12,8 @@ fn mib(bytes: u64) -> String {
 }
 
 pub fn run(args: InfoArgs) -> Result<()> {
-    let i = ModelInfo::read(&args.model)?;
+    let file = o1::settings::FileSettings::load()?;
+    let i = ModelInfo::read(&super::resolve_model(Some(&args.model), &file)?)?;
     let n_ctx = args.n_ctx.unwrap_or(i.n_ctx_train);
     let kv = i.kv_bytes_per_token(args.kv_type) * u64::from(n_ctx);
     let types: Vec<String> = i
@@ -24,6 +25,9 @@ pub fn run(args: InfoArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "file            {}", i.path.display())?;
     writeln!(out, "name            {}", i.name)?;
+    if let Some(source) = &i.source {
+        writeln!(out, "source          {source}")?;
+    }
     writeln!(
         out,
         "architecture    {} ({:.2} B parameters)",

@@ -3,7 +3,9 @@
 pub mod bench;
 pub mod convert;
 pub mod info;
+pub mod pull;
 pub mod run;
+pub mod store;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -12,6 +14,8 @@ use std::sync::Arc;
 
 use o1::engine::{Engine, EngineConfig, EngineError};
 use o1::model::ModelError;
+use o1::settings::{self, FileSettings};
+use o1::store::Store;
 
 /// Exit codes beyond 0 (success) and 2 (usage, from clap).
 pub mod exit {
@@ -37,11 +41,14 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         return exit::INTERRUPTED;
     }
     let model_error = |e: &ModelError| match e {
-        ModelError::NotFound(_) => exit::MODEL_NOT_FOUND,
+        ModelError::NotFound(_) | ModelError::NoDefaultModel { .. } => exit::MODEL_NOT_FOUND,
         _ => exit::MODEL_UNUSABLE,
     };
     if let Some(e) = err.downcast_ref::<ModelError>() {
         return model_error(e);
+    }
+    if let Some(e) = err.downcast_ref::<o1_hub::HubError>() {
+        return e.exit_code();
     }
     let engine_error = err
         .downcast_ref::<EngineError>()
@@ -76,16 +83,21 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-/// Sets the returned flag on Ctrl+C or SIGTERM; a second signal exits at once.
+/// The flag Ctrl+C or SIGTERM sets (one handler per process); a second
+/// signal exits at once.
 pub fn interrupt_flag() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let handler_flag = flag.clone();
-    let _ = ctrlc::set_handler(move || {
-        if handler_flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(exit::INTERRUPTED.into());
-        }
-    });
-    flag
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let handler_flag = flag.clone();
+        let _ = ctrlc::set_handler(move || {
+            if handler_flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(exit::INTERRUPTED.into());
+            }
+        });
+        flag
+    })
+    .clone()
 }
 
 /// Loads a model, with a progress bar on a terminal.
@@ -120,16 +132,107 @@ pub fn start_engine(config: EngineConfig, quiet: bool) -> Result<Engine, EngineE
 
 /// `o1 tui`: the chat UI on a model.
 pub fn tui(args: crate::cli::TuiArgs) -> anyhow::Result<()> {
-    let mut config = args.engine.config(model_path(args.model.clone())?);
-    args.chat.apply(&mut config);
-    o1::tui::run(config, args.resume)
+    let file = FileSettings::load()?;
+    let model = model_or_first_run(args.model.as_deref(), &file, args.yes)?;
+    let mut config = args.engine.config(model, &file);
+    args.chat.apply(&mut config, &file);
+    let collapsed = match args.reasoning.as_deref().or(file.reasoning.as_deref()) {
+        Some("collapsed") => true,
+        Some("shown") | None => false,
+        Some(other) => anyhow::bail!("--reasoning is {other:?}: shown or collapsed"),
+    };
+    o1::tui::run(config, args.resume, collapsed)
 }
 
-/// A model given on the command line, or `$O1_MODEL`.
-pub fn model_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    given.or_else(|| std::env::var_os("O1_MODEL").map(PathBuf::from)).ok_or_else(|| {
-        anyhow::anyhow!(
-            "no model given: pass a .gguf file (make one with `o1 convert CHECKPOINT_DIR`) or set O1_MODEL"
-        )
+/// The repository and conversion type the default model comes from.
+pub fn default_source(file: &FileSettings) -> (String, String) {
+    let env = |k: &str| std::env::var(k).ok();
+    let repo = env("O1_REPO")
+        .or(file.repo.clone())
+        .unwrap_or_else(|| settings::DEFAULT_REPO.into());
+    let ty = env("O1_TYPE")
+        .or(file.out_type.clone())
+        .unwrap_or_else(|| settings::DEFAULT_TYPE.into());
+    (repo, ty)
+}
+
+/// The model a command uses: the argument (a path or a stored model's
+/// name), else `$O1_MODEL` or the config file's `model`, else the store's
+/// model for the default repository and type.
+pub fn resolve_model(arg: Option<&str>, file: &FileSettings) -> Result<PathBuf, ModelError> {
+    let store = Store::open_default();
+    let given = arg
+        .map(str::to_string)
+        .or_else(|| std::env::var("O1_MODEL").ok())
+        .or(file.model.clone());
+    if let Some(given) = given {
+        let path = PathBuf::from(&given);
+        if path.exists() {
+            return Ok(path);
+        }
+        return store.find(&given).ok_or(ModelError::NotFound(
+            if given.ends_with(".gguf") || given.contains('/') {
+                path
+            } else {
+                store.path_of(&given)
+            },
+        ));
+    }
+    let (repo, ty) = default_source(file);
+    let name = Store::name_for(&repo, &ty);
+    store.find(&name).ok_or(ModelError::NoDefaultModel {
+        name,
+        repo,
+        store: store.dir().to_path_buf(),
     })
+}
+
+/// [`resolve_model`], and when the default model is missing: the first
+/// run. It offers (or with `yes`, goes straight) to pull the default repo
+/// and convert it into the store, then returns the new model.
+pub fn model_or_first_run(
+    arg: Option<&str>,
+    file: &FileSettings,
+    yes: bool,
+) -> anyhow::Result<PathBuf> {
+    let missing = match resolve_model(arg, file) {
+        Err(e @ ModelError::NoDefaultModel { .. }) => e,
+        other => return Ok(other?),
+    };
+    let ModelError::NoDefaultModel { repo, .. } = &missing else {
+        unreachable!()
+    };
+    let (repo, revision) = pull::repo_and_revision(Some(repo), None, file);
+    let ty = convert::default_type(file);
+    let cache = o1_hub::PullOptions::from_env().cache_dir;
+    let cached = o1_hub::find_cached(&repo, &revision, &cache).ok();
+    if !yes {
+        if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+            return Err(anyhow::Error::new(missing)
+                .context("pass --yes to download and convert it without asking"));
+        }
+        let what = if cached.is_some() {
+            "convert the downloaded"
+        } else {
+            "download (about 3 GB) and convert"
+        };
+        eprint!("o1: no model yet. {what} {repo} to {ty}? [Y/n] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if answer.trim().eq_ignore_ascii_case("n") || answer.trim().eq_ignore_ascii_case("no") {
+            return Err(missing.into());
+        }
+    }
+    let snap = match cached {
+        Some(s) => s,
+        None => pull::pull(&repo, &revision, false)?,
+    };
+    let input = convert::Input {
+        dir: snap.dir.clone(),
+        name: repo.clone(),
+        source: format!("{repo}@{}", snap.commit),
+    };
+    let report = convert::convert(&input, None, ty, None)?;
+    convert::print_report(&report)?;
+    Ok(report.output)
 }

@@ -3,7 +3,6 @@
 //! with the statistics at the end instead.
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -11,6 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use o1::chat::Phase;
 use o1::engine::{Event, PhaseStats, Stop};
+use o1::settings::FileSettings;
+use o1::store::Store;
 use serde::Serialize;
 
 use crate::cli::RunArgs;
@@ -38,21 +39,25 @@ struct Stats {
 }
 
 /// Splits `[MODEL] [QUESTION]`: one argument is the model if it names a
-/// .gguf file, otherwise the question.
-fn model_and_question(args: &[String]) -> (Option<PathBuf>, Option<String>) {
+/// .gguf file or a stored model, otherwise the question.
+fn model_and_question(args: &[String]) -> (Option<String>, Option<String>) {
+    let is_model = |a: &str| {
+        a.ends_with(".gguf")
+            || std::path::Path::new(a).is_file()
+            || Store::open_default().find(a).is_some()
+    };
     match args {
         [] => (None, None),
-        [one] if one.ends_with(".gguf") || std::path::Path::new(one).is_file() => {
-            (Some(one.into()), None)
-        }
+        [one] if is_model(one) => (Some(one.clone()), None),
         [one] => (None, Some(one.clone())),
-        [model, question, ..] => (Some(model.into()), Some(question.clone())),
+        [model, question, ..] => (Some(model.clone()), Some(question.clone())),
     }
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
     let (model, question) = model_and_question(&args.args);
-    let model = super::model_path(model)?;
+    let file = FileSettings::load()?;
+    let model = super::model_or_first_run(model.as_deref(), &file, args.yes)?;
     let question = match question.as_deref() {
         Some("-") | None => {
             if std::io::stdin().is_terminal() {
@@ -70,8 +75,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         bail!(o1::engine::EngineError::EmptyQuestion);
     }
 
-    let mut config = args.engine.config(model);
-    args.chat.apply(&mut config);
+    let mut config = args.engine.config(model, &file);
+    args.chat.apply(&mut config, &file);
     let engine = super::start_engine(config, args.json)?;
     let interrupted = super::interrupt_flag();
     let (tx, rx) = mpsc::channel();

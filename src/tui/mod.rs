@@ -44,7 +44,7 @@ pub fn sessions_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".o1-sessions"))
 }
 
-pub fn run(config: EngineConfig, resume: bool) -> Result<()> {
+pub fn run(config: EngineConfig, resume: bool, reasoning_collapsed: bool) -> Result<()> {
     // Problems with the file are reported before the screen is taken over.
     let info = ModelInfo::read(&config.model)?;
     let export_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
@@ -68,6 +68,7 @@ pub fn run(config: EngineConfig, resume: bool) -> Result<()> {
     spawn_loader(config, info, tx.clone());
 
     let mut app = App::new(session, Some(tx));
+    app.reasoning_collapsed = reasoning_collapsed;
     let size = terminal.size()?;
     app.update(Msg::Resize(size.width, size.height));
     loop {
