@@ -51,10 +51,15 @@ impl Store {
 
     /// The store name for a conversion of `source` (a repo id or a folder) to `ty`.
     pub fn name_for(source: &str, ty: &str) -> String {
-        let base = source.trim_end_matches('/').replace('/', "--");
-        let base = Path::new(&base)
-            .file_name()
-            .map_or(base.clone(), |n| n.to_string_lossy().into_owned());
+        let source = source.trim_end_matches('/');
+        let is_repo = source.matches('/').count() == 1 && !source.starts_with(['/', '.']);
+        let base = if is_repo {
+            source.replace('/', "--")
+        } else {
+            Path::new(source)
+                .file_name()
+                .map_or(source.to_string(), |n| n.to_string_lossy().into_owned())
+        };
         format!("{base}-{ty}")
     }
 
