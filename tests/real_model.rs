@@ -39,19 +39,21 @@ struct Phase {
     greedy: Vec<u32>,
 }
 
+/// A JSON array of token ids.
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
 fn phases(golden: &Value) -> Vec<Phase> {
     let mut out = Vec::new();
     for case in golden["cases"].as_array().unwrap() {
         for (t, turn) in case["turns"].as_array().unwrap().iter().enumerate() {
             for phase in ["reasoning", "answer"] {
                 let p = &turn[phase];
-                let ids = |v: &Value| {
-                    v.as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|x| x.as_u64().unwrap() as u32)
-                        .collect::<Vec<_>>()
-                };
                 let top = p["first_top5"].as_array().unwrap();
                 out.push(Phase {
                     label: format!("{} turn {} {phase}", case["name"].as_str().unwrap(), t + 1),
@@ -252,13 +254,6 @@ fn golden_engine_prompts_and_greedy_tokens() {
     config.threads = Some(2);
     let engine = Engine::start(config, |_| true).unwrap();
     let system = golden["system"].as_str().unwrap();
-    let ids = |v: &Value| {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect::<Vec<_>>()
-    };
     let (mut matched, mut total) = (0, 0);
     let mut report =
         vec!["engine vs transformers (bf16), matching greedy prefix per phase:".to_string()];
