@@ -514,3 +514,21 @@ fn quantized_kv_cache_runs_turns() {
     );
     assert_eq!(f[1].4.reused_tokens, f[0].4.prompt_tokens + 4);
 }
+
+#[test]
+fn warm_rebuilds_the_cache_of_a_restored_conversation() {
+    let e = engine();
+    let history = vec![
+        Message::new(Role::User, "An earlier question"),
+        Message::new(Role::Reasoning, "what the model thought then"),
+        Message::new(Role::Assistant, "and what it answered"),
+    ];
+    e.set_history(history).unwrap();
+    e.warm().unwrap();
+    let mut next = e.history().unwrap();
+    next.push(Message::new(Role::User, "New"));
+    let p = e.probe(next, Phase::Reasoning, false).unwrap();
+    // Only the new question and the opener are left to process.
+    assert!(p.prefill.reused > 30, "{:?}", p.prefill);
+    assert!(p.prefill.prefilled < 12, "{:?}", p.prefill);
+}

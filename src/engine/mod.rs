@@ -366,6 +366,8 @@ enum Command {
         reply: Sender<Result<BenchRuns, EngineError>>,
     },
     SetHistory(Vec<Message>),
+    /// Prefill the conversation now, so the next turn starts at once.
+    Warm,
     History(Sender<Vec<Message>>),
     SetSampling(Sampling),
     Shutdown,
@@ -486,6 +488,12 @@ impl Engine {
     /// Replaces the conversation (after the system message), e.g. to resume one.
     pub fn set_history(&self, messages: Vec<Message>) -> Result<(), EngineError> {
         self.send(Command::SetHistory(messages))
+    }
+
+    /// Processes the conversation's prompt in the background (after a
+    /// resume), so the next turn only prefills the new question.
+    pub fn warm(&self) -> Result<(), EngineError> {
+        self.send(Command::Warm)
     }
 
     /// The conversation as the model sees it (after any trimming).
@@ -687,6 +695,12 @@ fn worker(
                 let _ = reply.send(w.bench(prompt, generate, reps));
             }
             Command::SetHistory(messages) => w.conversation = messages,
+            Command::Warm => {
+                let messages = w.messages();
+                if let Err(e) = w.probe(&messages, Phase::Reasoning, false) {
+                    tracing::warn!("warming the cache failed: {e}");
+                }
+            }
             Command::History(reply) => {
                 let _ = reply.send(w.messages());
             }

@@ -30,7 +30,7 @@ pub trait ChatEngine: Send {
     fn cancel(&self);
     fn answer_now(&self);
     fn reset(&self) -> Result<(), EngineError>;
-    /// Replaces the conversation (resuming a session).
+    /// Replaces the conversation and rebuilds its KV cache (resuming a session).
     fn restore(&self, history: Vec<Message>) -> Result<(), EngineError>;
 }
 
@@ -48,7 +48,8 @@ impl ChatEngine for Engine {
         Engine::reset(self)
     }
     fn restore(&self, history: Vec<Message>) -> Result<(), EngineError> {
-        self.set_history(history)
+        self.set_history(history)?;
+        self.warm()
     }
 }
 
