@@ -4,7 +4,6 @@
 //! changes it (apart from a cache of rendered Markdown).
 
 use std::cell::RefCell;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::mpsc::{self, Sender};
 use std::time::Instant;
@@ -660,9 +659,4 @@ pub fn history_of(turns: &[Turn]) -> Vec<Message> {
         }
     }
     m
-}
-
-/// Where transcripts are exported.
-pub fn export_dir() -> PathBuf {
-    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
 }
