@@ -28,6 +28,8 @@ pub enum Command {
     Pull(PullArgs),
     /// Convert a checkpoint (a folder, or a pulled repo) into a (quantized) GGUF file.
     Convert(ConvertArgs),
+    /// Chat in the terminal: reasoning and answer panes, a context meter.
+    Tui(TuiArgs),
     /// Ask one question: the reasoning goes to stderr, the answer to stdout.
     Run(RunArgs),
     /// Measure prompt processing and generation speed.
@@ -40,8 +42,6 @@ pub enum Command {
     Rm(RmArgs),
     /// Show the effective settings and where each comes from.
     Config,
-    /// Chat in the terminal: reasoning and answer panes, a context meter.
-    Tui(TuiArgs),
 }
 
 #[derive(Args, Debug)]
