@@ -498,8 +498,13 @@ impl Engine {
 
     /// The conversation as the model sees it (after any trimming).
     pub fn history(&self) -> Result<Vec<Message>, EngineError> {
+        self.request(Command::History)
+    }
+
+    /// Sends a command that carries its reply channel, and waits for the reply.
+    fn request<T>(&self, command: impl FnOnce(Sender<T>) -> Command) -> Result<T, EngineError> {
         let (reply, rx) = mpsc::channel();
-        self.send(Command::History(reply))?;
+        self.send(command(reply))?;
         rx.recv().map_err(|_| EngineError::Stopped)
     }
 
@@ -515,14 +520,12 @@ impl Engine {
         phase: Phase,
         fresh: bool,
     ) -> Result<Probe, EngineError> {
-        let (reply, rx) = mpsc::channel();
-        self.send(Command::Probe {
+        self.request(|reply| Command::Probe {
             messages,
             phase,
             fresh,
             reply,
-        })?;
-        rx.recv().map_err(|_| EngineError::Stopped)?
+        })?
     }
 
     /// Times `reps` prompt-processing runs of `prompt` tokens and generation runs of `generate` tokens.
@@ -532,14 +535,12 @@ impl Engine {
         generate: usize,
         reps: usize,
     ) -> Result<BenchRuns, EngineError> {
-        let (reply, rx) = mpsc::channel();
-        self.send(Command::Bench {
+        self.request(|reply| Command::Bench {
             prompt,
             generate,
             reps,
             reply,
-        })?;
-        rx.recv().map_err(|_| EngineError::Stopped)?
+        })?
     }
 }
 
