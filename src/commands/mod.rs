@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use o1::engine::{Engine, EngineConfig, EngineError};
 use o1::model::ModelError;
-use o1::settings::{self, FileSettings};
+use o1::settings::FileSettings;
 use o1::store::Store;
 
 /// Exit codes beyond 0 (success) and 2 (usage, from clap).
@@ -144,18 +144,6 @@ pub fn tui(args: crate::cli::TuiArgs) -> anyhow::Result<()> {
     o1::tui::run(config, args.resume, collapsed)
 }
 
-/// The repository and conversion type the default model comes from.
-pub fn default_source(file: &FileSettings) -> (String, String) {
-    let env = |k: &str| std::env::var(k).ok();
-    let repo = env("O1_REPO")
-        .or(file.repo.clone())
-        .unwrap_or_else(|| settings::DEFAULT_REPO.into());
-    let ty = env("O1_TYPE")
-        .or(file.out_type.clone())
-        .unwrap_or_else(|| settings::DEFAULT_TYPE.into());
-    (repo, ty)
-}
-
 /// The model a command uses: the argument (a path or a stored model's
 /// name), else `$O1_MODEL` or the config file's `model`, else the store's
 /// model for the default repository and type.
@@ -178,8 +166,8 @@ pub fn resolve_model(arg: Option<&str>, file: &FileSettings) -> Result<PathBuf, 
             },
         ));
     }
-    let (repo, ty) = default_source(file);
-    let name = Store::name_for(&repo, &ty);
+    let (repo, _) = pull::repo_and_revision(None, None, file);
+    let name = Store::name_for(&repo, convert::default_type(file).name());
     store.find(&name).ok_or(ModelError::NoDefaultModel {
         name,
         repo,
