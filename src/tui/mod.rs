@@ -46,7 +46,7 @@ pub fn sessions_dir() -> PathBuf {
 
 pub fn run(config: EngineConfig, resume: bool, reasoning_collapsed: bool) -> Result<()> {
     // Problems with the file are reported before the screen is taken over.
-    let info = ModelInfo::read(&config.model)?;
+    ModelInfo::read(&config.model)?;
     let export_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let session = if resume {
         Session::latest(&sessions_dir(), export_dir.clone())
@@ -65,7 +65,7 @@ pub fn run(config: EngineConfig, resume: bool, reasoning_collapsed: bool) -> Res
     let mut terminal = enter()?;
     let _guard = Guard;
     spawn_terminal_reader(tx.clone());
-    spawn_loader(config, info, tx.clone());
+    spawn_loader(config, tx.clone());
 
     let mut app = App::new(session, Some(tx));
     app.reasoning_collapsed = reasoning_collapsed;
@@ -171,7 +171,7 @@ fn spawn_terminal_reader(tx: Sender<Msg>) {
 }
 
 /// Loads the model off the UI thread, reporting progress.
-fn spawn_loader(config: EngineConfig, info: ModelInfo, tx: Sender<Msg>) {
+fn spawn_loader(config: EngineConfig, tx: Sender<Msg>) {
     std::thread::spawn(move || {
         let progress = tx.clone();
         let started = Engine::start(config, move |p| {
@@ -181,6 +181,7 @@ fn spawn_loader(config: EngineConfig, info: ModelInfo, tx: Sender<Msg>) {
         let msg = match started {
             Ok(engine) => {
                 let loaded = engine.loaded();
+                let info = &loaded.info;
                 let name = if info.name.is_empty() {
                     info.path
                         .file_stem()
