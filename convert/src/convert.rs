@@ -114,8 +114,10 @@ pub struct PlanReport {
     pub source_bytes: u64,
 }
 
-/// Plans the conversion of `opts.input` (types, sizes) without writing anything.
-pub fn plan_only(opts: &ConvertOptions) -> Result<PlanReport> {
+/// Opens the checkpoint, plans its tensors and builds the file's metadata.
+fn prepare(
+    opts: &ConvertOptions,
+) -> Result<(Checkpoint, Vec<PlannedTensor>, crate::gguf::Metadata)> {
     let ckpt = Checkpoint::open(&opts.input)?;
     let planned = plan::plan(&ckpt.config, &ckpt.weights, opts.out_type)?;
     let name = opts.name.clone().unwrap_or_else(|| ckpt.name());
@@ -127,6 +129,12 @@ pub fn plan_only(opts: &ConvertOptions) -> Result<PlanReport> {
         vocab: &ckpt.vocab,
         out_type: opts.out_type,
     });
+    Ok((ckpt, planned, meta))
+}
+
+/// Plans the conversion of `opts.input` (types, sizes) without writing anything.
+pub fn plan_only(opts: &ConvertOptions) -> Result<PlanReport> {
+    let (ckpt, planned, meta) = prepare(opts)?;
     let infos = planned.iter().map(|p| p.info.clone()).collect();
     let header = GgufWriter::new(Vec::new(), &meta, infos)
         .map_err(|e| write_error(&opts.output, 0, e))?
@@ -155,18 +163,7 @@ pub fn convert(
     cancel: &AtomicBool,
 ) -> Result<ConvertReport> {
     let started = Instant::now();
-    let ckpt = Checkpoint::open(&opts.input)?;
-    let planned = plan::plan(&ckpt.config, &ckpt.weights, opts.out_type)?;
-    let name = opts.name.clone().unwrap_or_else(|| ckpt.name());
-    let source = opts.source.clone().unwrap_or_else(|| name.clone());
-    let meta = metadata::build(&ModelMeta {
-        name: &name,
-        source: &source,
-        config: &ckpt.config,
-        generation: &ckpt.generation,
-        vocab: &ckpt.vocab,
-        out_type: opts.out_type,
-    });
+    let (ckpt, planned, meta) = prepare(opts)?;
 
     let removed_stale_temporaries = output::remove_stale_temporaries(&opts.output);
     let out_bytes = data_size(&planned);

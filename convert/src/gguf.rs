@@ -147,6 +147,9 @@ impl Value {
     }
 }
 
+/// The key/value pairs of a file's header, in order.
+pub type Metadata = Vec<(String, Value)>;
+
 /// A tensor as the header describes it. `dims` are in GGUF order
 /// (innermost first: the torch shape reversed).
 #[derive(Clone, PartialEq, Debug)]
