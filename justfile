@@ -66,6 +66,12 @@ bench-runtime: build (fixture "1.5b") llama-tools
     @test -f {{fixture_dir}}/o1-1.5b-q4_k_m.gguf || $CARGO_TARGET_DIR/release/o1 convert --quiet {{fixture_dir}}/o1-1.5b -o {{fixture_dir}}/o1-1.5b-q4_k_m.gguf
     scripts/bench-runtime {{fixture_dir}}/o1-1.5b-q4_k_m.gguf "$({{anchors}}/build-llama-tools --env | cut -d= -f2)/llama-bench"
 
-# Single-pass vs two-pass (llama.cpp's path) conversion of the 0.5B and 1.5B fixtures to q4_k_m: time, peak RSS, ratio.
-bench-convert: build (fixture "0.5b") (fixture "1.5b")
+# Conversion of the 0.5B and 1.5B fixtures to q4_k_m: o1's single pass, o1's two pass, and llama.cpp's
+# own convert_hf_to_gguf.py + llama-quantize, side by side: time, CPU, peak RSS, ratios, and a
+# tensor-by-tensor comparison. The first run builds llama.cpp's tools and downloads PyTorch (~5 GB).
+bench-convert: build llama-tools (fixture "0.5b") (fixture "1.5b")
+    cargo build --release -q -p o1-convert --example compare-gguf
+    src="$({{anchors}}/build-llama-tools --env | cut -d= -f2)/../.."; \
+    LLAMA_CPP_DIR="$src" LLAMA_PYTHON="$(scripts/setup-llama-convert "$src")" \
+    COMPARE_GGUF="$CARGO_TARGET_DIR/release/examples/compare-gguf" \
     scripts/bench-convert {{fixture_dir}}/o1-0.5b {{fixture_dir}}/o1-1.5b
