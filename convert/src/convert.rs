@@ -216,20 +216,25 @@ pub fn convert(
         }
     }
 
-    // Checked under its temporary name: the output appears only once verified.
-    let verification = if opts.verify {
-        progress.stage("verifying", 0);
-        let report = verify::verify(
-            out.path(),
-            &ckpt.tokenizer_path,
-            ckpt.config.vocab_size,
-            ckpt.vocab.reasoning_id,
-        );
-        progress.finish_stage();
-        Some(report.map_err(|e| e.at(&opts.output))?)
-    } else {
-        None
-    };
+    // Checked under its temporary name: the output appears only once
+    // verified. The data goes to disk meanwhile, on another thread.
+    let (synced, verification) = std::thread::scope(|scope| {
+        let synced = scope.spawn(|| out.sync());
+        let verification = opts.verify.then(|| {
+            progress.stage("verifying", 0);
+            let report = verify::verify(
+                out.path(),
+                &ckpt.tokenizer_path,
+                ckpt.config.vocab_size,
+                ckpt.vocab.reasoning_id,
+            );
+            progress.finish_stage();
+            report.map_err(|e| e.at(&opts.output))
+        });
+        (synced.join().expect("sync thread"), verification)
+    });
+    let verification = verification.transpose()?;
+    synced?;
     if cancel.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(ConvertError::Interrupted);
     }

@@ -38,11 +38,18 @@ impl TempOutput {
         self.file.take().expect("temporary file taken twice")
     }
 
-    /// Syncs the data to disk and renames the file onto `target`.
+    /// Flushes the written data to disk; callable from another thread while
+    /// the file is being read, so the wait overlaps other work.
+    pub fn sync(&self) -> Result<()> {
+        let sync = File::open(&self.path).and_then(|f| f.sync_all());
+        sync.map_err(|e| write_error(&self.target, 0, e))
+    }
+
+    /// Syncs the data to disk (quick when `sync` ran already) and renames
+    /// the file onto `target`.
     pub fn persist(mut self) -> Result<()> {
         drop(self.file.take());
-        let sync = File::open(&self.path).and_then(|f| f.sync_all());
-        sync.map_err(|e| write_error(&self.target, 0, e))?;
+        self.sync()?;
         fs::rename(&self.path, &self.target).map_err(|e| write_error(&self.target, 0, e))?;
         self.path = PathBuf::new();
         Ok(())

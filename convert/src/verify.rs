@@ -44,68 +44,90 @@ pub fn verify(
         path: gguf.to_path_buf(),
         problem,
     };
+    // The reference tokenization needs only tokenizer.json: it runs beside
+    // llama.cpp's load instead of after it.
+    std::thread::scope(|scope| {
+        let reference = scope.spawn(|| reference_tokens(tokenizer_json));
+        let model = load_vocab_only(gguf).map_err(&fail)?;
+        let n_vocab = model.n_vocab() as usize;
+        if n_vocab != expected_vocab {
+            return Err(fail(format!(
+                "llama.cpp sees {n_vocab} tokens, config.json has {expected_vocab}"
+            )));
+        }
+        let vocab = model.vocab();
+        let ids: Vec<i32> = vocab
+            .tokenize(REASONING_TOKEN.as_bytes(), false, true)
+            .iter()
+            .map(|t| t.0)
+            .collect();
+        if ids != [reasoning_id as i32] {
+            return Err(fail(format!(
+                "{REASONING_TOKEN} tokenizes to {ids:?}, not to the single token {reasoning_id}"
+            )));
+        }
+
+        let reference = reference
+            .join()
+            .expect("reference tokenizer thread")
+            .map_err(&fail)?;
+        let mut tokens_compared = 0;
+        for (sample, expected) in SAMPLES.iter().zip(&reference) {
+            let got: Vec<u32> = vocab
+                .tokenize(sample.as_bytes(), false, true)
+                .iter()
+                .map(|t| t.0 as u32)
+                .collect();
+            if &got != expected {
+                let at = got.iter().zip(expected).take_while(|(a, b)| a == b).count();
+                return Err(fail(format!(
+                    "llama.cpp and tokenizer.json disagree on {sample:?} at token {at}: llama.cpp {:?}, tokenizer.json {:?}",
+                    &got[at..got.len().min(at + 4)],
+                    &expected[at..expected.len().min(at + 4)]
+                )));
+            }
+            tokens_compared += got.len();
+        }
+        Ok(VerifyReport {
+            n_vocab,
+            reasoning_id,
+            samples: SAMPLES.len(),
+            tokens_compared,
+        })
+    })
+}
+
+/// Loads the file in llama.cpp without allocating tensor memory: the check
+/// is about the file, not about running it. llama.cpp still reads every
+/// header, builds every tensor and checks its shape against the model (a
+/// full load would map and repack the whole model).
+fn load_vocab_only(gguf: &Path) -> std::result::Result<LlamaModel, String> {
     let backend = crate::llama::backend();
     crate::llama::clear_recent_errors();
-    // The check is about the file, not about running it: llama.cpp reads
-    // every header, builds every tensor and checks its shape against the
-    // model, but allocates no tensor memory (a full load would map and
-    // repack the whole model).
     let params = LlamaModelParams::default()
         .with_n_gpu_layers(0)
         .with_no_alloc(true);
-    let model = LlamaModel::load_from_file(backend, gguf, &params).map_err(|e| {
+    LlamaModel::load_from_file(backend, gguf, &params).map_err(|e| {
         let detail = crate::llama::recent_errors().join("; ");
-        fail(format!("llama.cpp cannot load it ({e}): {detail}"))
-    })?;
-    let n_vocab = model.n_vocab() as usize;
-    if n_vocab != expected_vocab {
-        return Err(fail(format!(
-            "llama.cpp sees {n_vocab} tokens, config.json has {expected_vocab}"
-        )));
-    }
-    let vocab = model.vocab();
-    let ids: Vec<i32> = vocab
-        .tokenize(REASONING_TOKEN.as_bytes(), false, true)
-        .iter()
-        .map(|t| t.0)
-        .collect();
-    if ids != [reasoning_id as i32] {
-        return Err(fail(format!(
-            "{REASONING_TOKEN} tokenizes to {ids:?}, not to the single token {reasoning_id}"
-        )));
-    }
+        format!("llama.cpp cannot load it ({e}): {detail}")
+    })
+}
 
+/// The checkpoint tokenizer's ids for every sample.
+fn reference_tokens(tokenizer_json: &Path) -> std::result::Result<Vec<Vec<u32>>, String> {
     let reference = tokenizers::Tokenizer::from_file(tokenizer_json).map_err(|e| {
-        fail(format!(
+        format!(
             "the tokenizers crate cannot load {}: {e}",
             tokenizer_json.display()
-        ))
+        )
     })?;
-    let mut tokens_compared = 0;
-    for sample in SAMPLES {
-        let expected = reference
-            .encode(*sample, false)
-            .map_err(|e| fail(format!("tokenizers crate failed on {sample:?}: {e}")))?;
-        let expected = expected.get_ids();
-        let got: Vec<u32> = vocab
-            .tokenize(sample.as_bytes(), false, true)
-            .iter()
-            .map(|t| t.0 as u32)
-            .collect();
-        if got != expected {
-            let at = got.iter().zip(expected).take_while(|(a, b)| a == b).count();
-            return Err(fail(format!(
-                "llama.cpp and tokenizer.json disagree on {sample:?} at token {at}: llama.cpp {:?}, tokenizer.json {:?}",
-                &got[at..got.len().min(at + 4)],
-                &expected[at..expected.len().min(at + 4)]
-            )));
-        }
-        tokens_compared += got.len();
-    }
-    Ok(VerifyReport {
-        n_vocab,
-        reasoning_id,
-        samples: SAMPLES.len(),
-        tokens_compared,
-    })
+    SAMPLES
+        .iter()
+        .map(|sample| {
+            reference
+                .encode(*sample, false)
+                .map(|enc| enc.get_ids().to_vec())
+                .map_err(|e| format!("tokenizers crate failed on {sample:?}: {e}"))
+        })
+        .collect()
 }
