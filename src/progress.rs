@@ -1,34 +1,58 @@
-//! Progress bars on stderr for long work, hidden when stderr is not a
-//! terminal or when the user asked for quiet.
+//! Progress on stderr for long work: bars on a terminal, a plain line per
+//! step otherwise (logs, pipes), nothing when the user asked for quiet.
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Draws `o1_convert` progress: one bar per stage, bytes and ETA.
+/// Draws `o1_convert` progress: one bar per stage, bytes and ETA; without a
+/// terminal, a line when a stage starts and at every tenth of its bytes.
 pub struct ConvertProgress {
+    mode: Mode,
     bar: Option<ProgressBar>,
-    visible: bool,
     tensors_done: usize,
     current: String,
+    /// The plain mode's stage: name, bytes done, bytes in all, tenths reported.
+    plain: Option<(String, u64, u64, u64)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Quiet,
+    Bars,
+    Lines,
 }
 
 impl ConvertProgress {
     pub fn new(quiet: bool) -> Self {
+        let mode = if quiet {
+            Mode::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Mode::Bars
+        } else {
+            Mode::Lines
+        };
         Self {
+            mode,
             bar: None,
-            visible: !quiet && std::io::stderr().is_terminal(),
             tensors_done: 0,
             current: String::new(),
+            plain: None,
         }
     }
 }
 
 impl o1_convert::Progress for ConvertProgress {
     fn stage(&mut self, name: &str, total: u64) {
-        if !self.visible {
-            return;
+        match self.mode {
+            Mode::Quiet => return,
+            Mode::Lines => {
+                eprintln!("o1: {name}");
+                self.plain = Some((name.to_string(), 0, total, 0));
+                return;
+            }
+            Mode::Bars => {}
         }
         let bar = if total > 0 {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
@@ -56,6 +80,19 @@ impl o1_convert::Progress for ConvertProgress {
     }
 
     fn advance(&mut self, bytes: u64, tensor: &str) {
+        if let Some((name, done, total, reported)) = &mut self.plain {
+            *done += bytes;
+            let tenths = (*done * 10).checked_div(*total).unwrap_or(0);
+            if tenths > *reported {
+                *reported = tenths;
+                eprintln!(
+                    "o1: {name}: {}% ({:.2} of {:.2} GB)",
+                    tenths.min(10) * 10,
+                    *done as f64 / 1e9,
+                    *total as f64 / 1e9
+                );
+            }
+        }
         if let Some(bar) = &self.bar {
             if tensor != self.current {
                 self.tensors_done += 1;
@@ -67,6 +104,7 @@ impl o1_convert::Progress for ConvertProgress {
     }
 
     fn finish_stage(&mut self) {
+        self.plain = None;
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }

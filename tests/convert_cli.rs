@@ -38,11 +38,23 @@ fn converts_with_default_output_name_and_verifies() {
         stored.is_file(),
         "the default output goes to the model store"
     );
-    // Not a terminal: no progress bar, and llama.cpp's log went to the log file.
+    // Not a terminal: plain progress lines, no bar drawing, and llama.cpp's
+    // log went to the log file.
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.first(), Some(&"o1: converting to q8_0"), "{stderr}");
     assert!(
-        text(&out.stderr).is_empty(),
-        "stderr: {}",
-        text(&out.stderr)
+        lines
+            .iter()
+            .any(|l| l.starts_with("o1: converting to q8_0: 100% (")),
+        "{stderr}"
+    );
+    assert_eq!(lines.last(), Some(&"o1: verifying"), "{stderr}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("o1: ") && !l.contains('\x1b')),
+        "{stderr}"
     );
     assert!(std::fs::read_to_string(dir.path().join("o1.log"))
         .unwrap()
@@ -61,6 +73,11 @@ fn converts_with_default_output_name_and_verifies() {
         dir.path(),
     );
     assert!(forced.status.success(), "{}", text(&forced.stderr));
+    assert!(
+        text(&forced.stderr).is_empty(),
+        "--quiet: {}",
+        text(&forced.stderr)
+    );
 
     // The store lists it, `info` finds it by name, `rm` deletes it.
     let ls = text(&o1(&["ls"], dir.path()).stdout);
