@@ -60,7 +60,7 @@ pub struct PullArgs {
     #[arg(long, env = "O1_REVISION")]
     pub revision: Option<String>,
 
-    /// No progress bars.
+    /// No progress output (bars on a terminal, lines otherwise).
     #[arg(short, long)]
     pub quiet: bool,
 }
@@ -113,7 +113,7 @@ pub struct ConvertArgs {
     #[arg(long, hide = true)]
     pub two_pass: bool,
 
-    /// No progress bar.
+    /// No progress output (a bar on a terminal, lines otherwise).
     #[arg(short, long)]
     pub quiet: bool,
 }
