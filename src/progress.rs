@@ -10,11 +10,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// terminal, a line when a stage starts and at every tenth of its bytes.
 pub struct ConvertProgress {
     mode: Mode,
+    /// The stage's counter: drawn in `Bars` mode, hidden in `Lines` mode.
     bar: Option<ProgressBar>,
     tensors_done: usize,
     current: String,
-    /// The plain mode's stage: name, bytes done, bytes in all, tenths reported.
-    plain: Option<(String, u64, u64, u64)>,
+    /// `Lines` mode: tenths of the stage already reported.
+    tenths_reported: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -38,24 +39,23 @@ impl ConvertProgress {
             bar: None,
             tensors_done: 0,
             current: String::new(),
-            plain: None,
+            tenths_reported: 0,
         }
     }
 }
 
 impl o1_convert::Progress for ConvertProgress {
     fn stage(&mut self, name: &str, total: u64) {
-        match self.mode {
+        let target = match self.mode {
             Mode::Quiet => return,
+            Mode::Bars => ProgressDrawTarget::stderr(),
             Mode::Lines => {
                 eprintln!("o1: {name}");
-                self.plain = Some((name.to_string(), 0, total, 0));
-                return;
+                ProgressDrawTarget::hidden()
             }
-            Mode::Bars => {}
-        }
+        };
         let bar = if total > 0 {
-            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            let bar = ProgressBar::with_draw_target(Some(total), target);
             bar.set_style(
                 ProgressStyle::with_template(
                     "{prefix} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
@@ -65,46 +65,48 @@ impl o1_convert::Progress for ConvertProgress {
             );
             bar
         } else {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            let bar = ProgressBar::with_draw_target(None, target);
             bar.set_style(
                 ProgressStyle::with_template("{prefix} {spinner} {elapsed}")
                     .expect("valid template"),
             );
-            bar.enable_steady_tick(Duration::from_millis(120));
+            if self.mode == Mode::Bars {
+                bar.enable_steady_tick(Duration::from_millis(120));
+            }
             bar
         };
         bar.set_prefix(name.to_string());
         self.tensors_done = 0;
         self.current.clear();
+        self.tenths_reported = 0;
         self.bar = Some(bar);
     }
 
     fn advance(&mut self, bytes: u64, tensor: &str) {
-        if let Some((name, done, total, reported)) = &mut self.plain {
-            *done += bytes;
-            let tenths = (*done * 10).checked_div(*total).unwrap_or(0);
-            if tenths > *reported {
-                *reported = tenths;
+        let Some(bar) = &self.bar else { return };
+        if tensor != self.current {
+            self.tensors_done += 1;
+            self.current = tensor.to_string();
+            bar.set_message(format!("tensor {} {tensor}", self.tensors_done));
+        }
+        bar.inc(bytes);
+        if self.mode == Mode::Lines {
+            let (done, total) = (bar.position(), bar.length().unwrap_or(0));
+            let tenths = (done * 10).checked_div(total).unwrap_or(0).min(10);
+            if tenths > self.tenths_reported {
+                self.tenths_reported = tenths;
                 eprintln!(
-                    "o1: {name}: {}% ({:.2} of {:.2} GB)",
-                    tenths.min(10) * 10,
-                    *done as f64 / 1e9,
-                    *total as f64 / 1e9
+                    "o1: {}: {}% ({:.2} of {:.2} GB)",
+                    bar.prefix(),
+                    tenths * 10,
+                    done as f64 / 1e9,
+                    total as f64 / 1e9
                 );
             }
-        }
-        if let Some(bar) = &self.bar {
-            if tensor != self.current {
-                self.tensors_done += 1;
-                self.current = tensor.to_string();
-                bar.set_message(format!("tensor {} {tensor}", self.tensors_done));
-            }
-            bar.inc(bytes);
         }
     }
 
     fn finish_stage(&mut self) {
-        self.plain = None;
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
