@@ -65,7 +65,7 @@ fn run_streams_reasoning_to_stderr_and_answer_to_stdout() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(!stdout.trim().is_empty(), "no answer");
-    assert!(stderr.contains("[reasoning cut: Limit]"), "{stderr}");
+    assert!(stderr.contains("[reasoning cut: token limit]"), "{stderr}");
     assert!(!stderr.contains("llama"), "llama.cpp logs leaked: {stderr}");
 
     let hidden = o1(

@@ -157,14 +157,14 @@ fn chat_bench(engine: &Engine) -> Result<ChatResult> {
     if history.last().is_some_and(|m| m.role == Role::Assistant) {
         history.pop();
     }
-    let probe = engine.probe(history, Phase::Answer, true)?;
+    let full = engine.bench_prefill(history, Phase::Answer)?;
     Ok(ChatResult {
         turns: QUESTIONS.len(),
         prompt_tokens: stats.prompt_tokens,
         reused_tokens: stats.reused_tokens,
         prefilled_tokens: stats.prefilled_tokens,
         time_to_first_token: stats.time_to_first_token,
-        full_prefill_seconds: probe.prefill.seconds,
+        full_prefill_seconds: full.seconds,
     })
 }
 

@@ -130,7 +130,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                     eprintln!(
                         "{}",
                         if stop.is_cut() {
-                            format!(" [reasoning cut: {stop:?}]")
+                            format!(" [reasoning cut: {stop}]")
                         } else {
                             String::new()
                         }

@@ -188,6 +188,7 @@ impl<'m> Runner<'m> {
     }
 
     /// The logits of the last decoded token.
+    #[cfg(feature = "testing")]
     pub fn logits(&self) -> &[f32] {
         self.ctx.get_logits_ith(self.batch.n_tokens() - 1)
     }

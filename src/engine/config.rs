@@ -1,0 +1,145 @@
+//! What an engine is started with: the model, context and offload settings,
+//! the sampling (the user's overrides over the checkpoint's defaults) and
+//! the per-phase token limits.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::chat;
+use crate::model::{self, KvType};
+
+/// Layers to offload to a GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum GpuLayers {
+    /// As many as fit in the device's free memory, leaving headroom.
+    #[default]
+    Auto,
+    All,
+    Count(u32),
+}
+
+impl std::str::FromStr for GpuLayers {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(GpuLayers::Auto),
+            "all" => Ok(GpuLayers::All),
+            n => n
+                .parse()
+                .map(GpuLayers::Count)
+                .map_err(|_| format!("`{s}` is not auto, all or a number of layers")),
+        }
+    }
+}
+
+/// What to do when a turn does not fit in the context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OnFull {
+    /// Drop the oldest reasoning, then the oldest turns (never the system message).
+    #[default]
+    Drop,
+    /// End the chat with a message, as the model card's reference loop does.
+    Stop,
+}
+
+/// Sampling settings given by the user; unset ones come from the model.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SamplingOverrides {
+    pub temperature: Option<f32>,
+    pub top_k: Option<u32>,
+    pub top_p: Option<f32>,
+    pub min_p: Option<f32>,
+    pub repeat_penalty: Option<f32>,
+    pub seed: Option<u32>,
+}
+
+/// The sampling a phase uses. Temperature 0 is greedy decoding.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Sampling {
+    pub temperature: f32,
+    pub top_k: u32,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub repeat_penalty: f32,
+    pub seed: u32,
+    /// Added to a token's logit before sampling (tests force tokens with it).
+    #[cfg(feature = "testing")]
+    #[serde(skip)]
+    pub logit_bias: Vec<(u32, f32)>,
+}
+
+impl Sampling {
+    /// The checkpoint's defaults (greedy unless it samples) under the user's overrides.
+    pub fn resolve(model: &model::GenerationDefaults, o: &SamplingOverrides) -> Self {
+        let samples = model.do_sample.unwrap_or(false);
+        let model_temp = if samples {
+            model.temperature.unwrap_or(1.0)
+        } else {
+            0.0
+        };
+        Sampling {
+            temperature: o.temperature.unwrap_or(model_temp).max(0.0),
+            top_k: o.top_k.or(model.top_k.filter(|_| samples)).unwrap_or(0),
+            top_p: o.top_p.or(model.top_p.filter(|_| samples)).unwrap_or(1.0),
+            min_p: o.min_p.or(model.min_p.filter(|_| samples)).unwrap_or(0.0),
+            repeat_penalty: o.repeat_penalty.or(model.repetition_penalty).unwrap_or(1.0),
+            seed: o.seed.unwrap_or(0x5EED),
+            #[cfg(feature = "testing")]
+            logit_bias: Vec::new(),
+        }
+    }
+}
+
+/// Per-phase token budgets (the reference loop's `max_new_tokens`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub reasoning: usize,
+    pub answer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            reasoning: 3000,
+            answer: 3000,
+        }
+    }
+}
+
+/// Everything needed to start an engine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub model: PathBuf,
+    /// Context size; `None`: the trained length capped by a memory budget.
+    pub n_ctx: Option<u32>,
+    pub n_batch: u32,
+    /// `None`: every core.
+    pub threads: Option<usize>,
+    pub gpu_layers: GpuLayers,
+    pub kv_type: KvType,
+    pub mmap: bool,
+    /// The system message; empty for none.
+    pub system: String,
+    pub sampling: SamplingOverrides,
+    pub limits: Limits,
+    pub on_full: OnFull,
+}
+
+impl EngineConfig {
+    pub fn new(model: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            model: model.into(),
+            n_ctx: None,
+            n_batch: 512,
+            threads: None,
+            gpu_layers: GpuLayers::Auto,
+            kv_type: KvType::F16,
+            mmap: true,
+            system: chat::DEFAULT_SYSTEM.to_string(),
+            sampling: SamplingOverrides::default(),
+            limits: Limits::default(),
+            on_full: OnFull::Drop,
+        }
+    }
+}

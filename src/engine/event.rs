@@ -1,0 +1,152 @@
+//! What the engine reports: the events of a turn, why a phase stopped and
+//! its figures, how full the context is, the replies to requests, and what
+//! can go wrong.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::runner::{Prefill, RunError};
+use crate::chat::Phase;
+use crate::model::ModelError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("cannot create a llama.cpp context of {n_ctx} tokens: {detail}")]
+    Context { n_ctx: usize, detail: String },
+    #[error(
+        "a context of {n_ctx} tokens cannot hold this turn: the prompt needs {prompt} tokens plus room \
+         for {reserve} generated ones; raise --ctx or lower --max-reasoning/--max-answer"
+    )]
+    ContextTooSmall {
+        prompt: usize,
+        reserve: usize,
+        n_ctx: usize,
+    },
+    #[error(
+        "the context is full: the conversation needs {needed} of {n_ctx} tokens \
+         (with --on-full stop the chat ends here; start a new one)"
+    )]
+    ContextFull { needed: usize, n_ctx: usize },
+    #[error("the question is empty")]
+    EmptyQuestion,
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("the engine thread has stopped")]
+    Stopped,
+}
+
+/// Why a phase ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stop {
+    /// The model ended its turn (`<|im_end|>` or `<|endoftext|>`).
+    EndOfTurn,
+    /// The phase's token limit.
+    Limit,
+    /// The user stopped generation.
+    Cancelled,
+    /// The user cut the reasoning short to get the answer.
+    AnswerNow,
+    /// No room left in the context.
+    ContextFull,
+}
+
+impl Stop {
+    /// Whether the text was cut before the model finished it.
+    pub fn is_cut(self) -> bool {
+        self != Stop::EndOfTurn
+    }
+}
+
+/// The words a person reads, e.g. in "[reasoning cut: token limit]".
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stop::EndOfTurn => "done",
+            Stop::Limit => "token limit",
+            Stop::Cancelled => "stopped",
+            Stop::AnswerNow => "cut short",
+            Stop::ContextFull => "context full",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PhaseStats {
+    pub prompt_tokens: usize,
+    pub reused_tokens: usize,
+    pub prefilled_tokens: usize,
+    pub generated_tokens: usize,
+    pub prefill_seconds: f64,
+    /// From the start of the phase (prefill included) to the first token.
+    pub time_to_first_token: f64,
+    pub generation_seconds: f64,
+    pub tokens_per_second: f64,
+}
+
+/// How full the context is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ContextUsage {
+    pub used: usize,
+    pub n_ctx: usize,
+    /// Tokens of the conversation's reasoning messages.
+    pub reasoning: usize,
+}
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// Old messages were dropped so the turn fits.
+    Trimmed {
+        dropped_reasoning: usize,
+        dropped_turns: usize,
+        usage: ContextUsage,
+    },
+    /// Prompt processing, `done` of `total` new tokens.
+    Prefilling {
+        phase: Phase,
+        done: usize,
+        total: usize,
+    },
+    /// The prompt is in; tokens follow.
+    PhaseStarted {
+        phase: Phase,
+        prefill: Prefill,
+    },
+    /// More text (always whole characters).
+    Text {
+        phase: Phase,
+        text: String,
+    },
+    PhaseFinished {
+        phase: Phase,
+        text: String,
+        tokens: Vec<u32>,
+        stop: Stop,
+        stats: PhaseStats,
+    },
+    TurnFinished {
+        usage: ContextUsage,
+    },
+    Error(Arc<EngineError>),
+}
+
+/// `o1 bench` figures: seconds per repetition.
+#[derive(Clone, Debug, Default)]
+pub struct BenchRuns {
+    pub prompt_seconds: Vec<f64>,
+    pub generate_seconds: Vec<f64>,
+}
+
+/// A prefill without generation, for tests.
+#[cfg(feature = "testing")]
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub prompt: String,
+    pub tokens: Vec<u32>,
+    pub prefill: Prefill,
+    pub logits: Vec<f32>,
+}

@@ -1,0 +1,386 @@
+//! The turn worker: owns the runner and the conversation on the engine
+//! thread, fits each new turn into the context, and runs its two phases
+//! (reasoning, then answer), each a prefill followed by generation.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Instant;
+
+use llama_cpp_2::token::LlamaToken;
+
+use super::config::{EngineConfig, OnFull, Sampling};
+#[cfg(feature = "testing")]
+use super::event::Probe;
+use super::event::{BenchRuns, ContextUsage, EngineError, Event, PhaseStats, Stop};
+use super::generate::generate;
+use super::runner::{Prefill, RunError, Runner};
+use crate::chat::{self, Message, Phase, Role};
+
+/// Room kept for the generation markers around a phase's text.
+const MARKER_TOKENS: usize = 8;
+
+/// What the handle tells running turns without going through the command
+/// channel; the worker polls them at every token.
+#[derive(Default)]
+pub(super) struct Flags {
+    /// Turns with an id at or below this are cancelled.
+    cancel_upto: AtomicU64,
+    /// Reasoning of turns with an id at or below this is cut short.
+    answer_now_upto: AtomicU64,
+}
+
+impl Flags {
+    /// Cancels the turns with an id up to `id`.
+    pub(super) fn cancel_upto(&self, id: u64) {
+        self.cancel_upto.store(id, Ordering::SeqCst);
+    }
+
+    /// Cuts the reasoning of the turns with an id up to `id` short.
+    pub(super) fn answer_now_upto(&self, id: u64) {
+        self.answer_now_upto.store(id, Ordering::SeqCst);
+    }
+
+    fn cancelled(&self, id: u64) -> bool {
+        self.cancel_upto.load(Ordering::SeqCst) >= id
+    }
+
+    /// Why `phase` of turn `id` has to stop now, if it has to.
+    fn interruption(&self, id: u64, phase: Phase) -> Option<Stop> {
+        if self.cancelled(id) {
+            Some(Stop::Cancelled)
+        } else if phase == Phase::Reasoning && self.answer_now_upto.load(Ordering::SeqCst) >= id {
+            Some(Stop::AnswerNow)
+        } else {
+            None
+        }
+    }
+}
+
+pub(super) struct Worker<'m> {
+    runner: Runner<'m>,
+    flags: Arc<Flags>,
+    config: EngineConfig,
+    sampling: Sampling,
+    /// Messages after the system message.
+    conversation: Vec<Message>,
+}
+
+/// The result of one phase.
+pub(super) struct Outcome {
+    text: String,
+    stop: Stop,
+}
+
+impl<'m> Worker<'m> {
+    pub(super) fn new(
+        runner: Runner<'m>,
+        flags: Arc<Flags>,
+        config: EngineConfig,
+        sampling: Sampling,
+    ) -> Self {
+        Worker {
+            runner,
+            flags,
+            config,
+            sampling,
+            conversation: Vec::new(),
+        }
+    }
+
+    /// The system message, if any, then the conversation.
+    pub(super) fn messages(&self) -> Vec<Message> {
+        let mut m = Vec::with_capacity(self.conversation.len() + 1);
+        if !self.config.system.is_empty() {
+            m.push(Message::new(Role::System, self.config.system.clone()));
+        }
+        m.extend(self.conversation.iter().cloned());
+        m
+    }
+
+    /// Replaces the conversation after the system message.
+    pub(super) fn set_conversation(&mut self, messages: Vec<Message>) {
+        self.conversation = messages;
+    }
+
+    #[cfg(feature = "testing")]
+    pub(super) fn set_sampling(&mut self, sampling: Sampling) {
+        self.sampling = sampling;
+    }
+
+    fn prompt_tokens(
+        &self,
+        messages: &[Message],
+        phase: Phase,
+    ) -> Result<Vec<LlamaToken>, EngineError> {
+        Ok(self.runner.tokenize(&chat::render(messages, phase))?)
+    }
+
+    fn usage(&self) -> ContextUsage {
+        let vocab = self.runner.model().vocab();
+        let reasoning = self
+            .conversation
+            .iter()
+            .filter(|m| m.role == Role::Reasoning)
+            .map(|m| vocab.tokenize(m.content.as_bytes(), false, false).len() + 4)
+            .sum();
+        ContextUsage {
+            used: self.runner.cached().len(),
+            n_ctx: self.runner.n_ctx(),
+            reasoning,
+        }
+    }
+
+    /// Runs turn `id`: the user's message, the reasoning, then the answer,
+    /// each added to the conversation.
+    pub(super) fn turn(
+        &mut self,
+        id: u64,
+        user: String,
+        events: &Sender<Event>,
+    ) -> Result<(), EngineError> {
+        if user.trim().is_empty() {
+            return Err(EngineError::EmptyQuestion);
+        }
+        self.conversation.push(Message::new(Role::User, user));
+        if let Err(e) = self.make_room(events) {
+            self.conversation.pop();
+            return Err(e);
+        }
+        let limits = self.config.limits;
+        let messages = self.messages();
+        let reasoning =
+            self.run_phase(id, &messages, Phase::Reasoning, limits.reasoning, events)?;
+        self.conversation.push(Message {
+            role: Role::Reasoning,
+            content: reasoning.text,
+            cut: reasoning.stop.is_cut(),
+        });
+        if !matches!(reasoning.stop, Stop::Cancelled | Stop::ContextFull) {
+            let messages = self.messages();
+            let answer = self.run_phase(id, &messages, Phase::Answer, limits.answer, events)?;
+            self.conversation.push(Message {
+                role: Role::Assistant,
+                content: answer.text,
+                cut: answer.stop.is_cut(),
+            });
+        }
+        let _ = events.send(Event::TurnFinished {
+            usage: self.usage(),
+        });
+        Ok(())
+    }
+
+    /// Makes the new turn fit: the reasoning prompt plus both phases' budgets.
+    fn make_room(&mut self, events: &Sender<Event>) -> Result<(), EngineError> {
+        let n_ctx = self.runner.n_ctx();
+        let reserve = self.config.limits.reasoning + self.config.limits.answer + 2 * MARKER_TOKENS;
+        let (mut dropped_reasoning, mut dropped_turns) = (0, 0);
+        loop {
+            let prompt = self
+                .prompt_tokens(&self.messages(), Phase::Reasoning)?
+                .len();
+            if prompt + reserve <= n_ctx {
+                break;
+            }
+            if self.config.on_full == OnFull::Stop && self.conversation.len() > 1 {
+                return Err(EngineError::ContextFull {
+                    needed: prompt + reserve,
+                    n_ctx,
+                });
+            }
+            // Never the new user message (the last one).
+            let last = self.conversation.len() - 1;
+            if let Some(i) = self.conversation[..last]
+                .iter()
+                .position(|m| m.role == Role::Reasoning)
+            {
+                self.conversation.remove(i);
+                dropped_reasoning += 1;
+            } else if last > 0 {
+                // The oldest turn: its user message and what follows up to the next one.
+                let end = self.conversation[1..]
+                    .iter()
+                    .position(|m| m.role == Role::User)
+                    .map_or(last, |p| p + 1);
+                self.conversation.drain(..end);
+                dropped_turns += 1;
+            } else {
+                return Err(EngineError::ContextTooSmall {
+                    prompt,
+                    reserve,
+                    n_ctx,
+                });
+            }
+        }
+        if dropped_reasoning + dropped_turns > 0 {
+            let _ = events.send(Event::Trimmed {
+                dropped_reasoning,
+                dropped_turns,
+                usage: self.usage(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `phase` of turn `id` after `messages`: prefills its prompt,
+    /// generates up to `limit` tokens and reports both as events.
+    pub(super) fn run_phase(
+        &mut self,
+        id: u64,
+        messages: &[Message],
+        phase: Phase,
+        limit: usize,
+        events: &Sender<Event>,
+    ) -> Result<Outcome, EngineError> {
+        let started = Instant::now();
+        let prompt = self.prompt_tokens(messages, phase)?;
+        let flags = &self.flags;
+        let prefill = match self.runner.prefill(
+            &prompt,
+            |done, total| {
+                let _ = events.send(Event::Prefilling { phase, done, total });
+            },
+            || flags.cancelled(id),
+        ) {
+            Ok(p) => p,
+            Err(RunError::Cancelled) => {
+                let stats = PhaseStats {
+                    prompt_tokens: prompt.len(),
+                    ..Default::default()
+                };
+                let _ = events.send(Event::PhaseFinished {
+                    phase,
+                    text: String::new(),
+                    tokens: vec![],
+                    stop: Stop::Cancelled,
+                    stats,
+                });
+                return Ok(Outcome {
+                    text: String::new(),
+                    stop: Stop::Cancelled,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let _ = events.send(Event::PhaseStarted { phase, prefill });
+
+        let generation = generate(
+            &mut self.runner,
+            &self.sampling,
+            limit,
+            || flags.interruption(id, phase),
+            |text| {
+                let _ = events.send(Event::Text { phase, text });
+            },
+        )?;
+        let generated = generation.tokens.len();
+        let stats = PhaseStats {
+            prompt_tokens: prefill.prompt_tokens,
+            reused_tokens: prefill.reused,
+            prefilled_tokens: prefill.prefilled,
+            generated_tokens: generated,
+            prefill_seconds: prefill.seconds,
+            time_to_first_token: generation
+                .first_token
+                .map_or(0.0, |t| t.duration_since(started).as_secs_f64()),
+            generation_seconds: generation.seconds,
+            tokens_per_second: if generation.seconds > 0.0 {
+                generated as f64 / generation.seconds
+            } else {
+                0.0
+            },
+        };
+        let _ = events.send(Event::PhaseFinished {
+            phase,
+            text: generation.text.clone(),
+            tokens: generation.tokens,
+            stop: generation.stop,
+            stats,
+        });
+        Ok(Outcome {
+            text: generation.text,
+            stop: generation.stop,
+        })
+    }
+
+    /// Brings the cache to `prompt` without generating; `fresh` empties it
+    /// first (no re-use).
+    fn prefill(&mut self, prompt: &[LlamaToken], fresh: bool) -> Result<Prefill, EngineError> {
+        if fresh {
+            self.runner.clear();
+        }
+        Ok(self.runner.prefill(prompt, |_, _| {}, || false)?)
+    }
+
+    /// Prefills the conversation now, so the next turn only prefills its question.
+    pub(super) fn warm(&mut self) -> Result<Prefill, EngineError> {
+        let prompt = self.prompt_tokens(&self.messages(), Phase::Reasoning)?;
+        self.prefill(&prompt, false)
+    }
+
+    /// Prefills the prompt of `phase` after `messages` from an empty cache.
+    pub(super) fn bench_prefill(
+        &mut self,
+        messages: &[Message],
+        phase: Phase,
+    ) -> Result<Prefill, EngineError> {
+        let prompt = self.prompt_tokens(messages, phase)?;
+        self.prefill(&prompt, true)
+    }
+
+    /// Prefills the prompt of `phase` after `messages` and returns it with
+    /// the next-token logits.
+    #[cfg(feature = "testing")]
+    pub(super) fn probe(
+        &mut self,
+        messages: &[Message],
+        phase: Phase,
+        fresh: bool,
+    ) -> Result<Probe, EngineError> {
+        let segments = chat::render(messages, phase);
+        let tokens = self.runner.tokenize(&segments)?;
+        let prefill = self.prefill(&tokens, fresh)?;
+        Ok(Probe {
+            prompt: chat::to_text(&segments),
+            tokens: tokens.iter().map(|t| t.0 as u32).collect(),
+            prefill,
+            logits: self.runner.logits().to_vec(),
+        })
+    }
+
+    /// Times `reps` prompt-processing runs of `prompt` tokens and generation
+    /// runs of `generate` tokens, on an empty cache each.
+    pub(super) fn bench(
+        &mut self,
+        prompt: usize,
+        generate: usize,
+        reps: usize,
+    ) -> Result<BenchRuns, EngineError> {
+        let n_vocab = self.runner.model().n_vocab().max(2);
+        // Arbitrary ordinary tokens, as llama-bench uses.
+        let tokens: Vec<LlamaToken> = (0..prompt)
+            .map(|i| LlamaToken((i as i32 * 7919 + 1000) % (n_vocab / 2)))
+            .collect();
+        let token = LlamaToken(1000 % (n_vocab / 2));
+        let mut runs = BenchRuns::default();
+        // One warm-up of each, as llama-bench does.
+        if prompt > 0 {
+            self.runner.bench_prompt(&tokens)?;
+        }
+        if generate > 0 {
+            self.runner.bench_generate(token, 1)?;
+        }
+        for _ in 0..reps {
+            if prompt > 0 {
+                runs.prompt_seconds.push(self.runner.bench_prompt(&tokens)?);
+            }
+            if generate > 0 {
+                runs.generate_seconds
+                    .push(self.runner.bench_generate(token, generate)?);
+            }
+        }
+        self.runner.clear();
+        Ok(runs)
+    }
+}
