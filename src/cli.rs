@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use o1::engine::{EngineConfig, GpuLayers, Limits, OnFull, SamplingOverrides};
 use o1::model::KvType;
-use o1::settings::FileSettings;
+use o1::settings::{for_flag, AnySetting, ChatFlags, EngineFlags, ReasoningView};
 use o1_convert::OutputType;
 
 #[derive(Parser, Debug)]
@@ -56,8 +55,7 @@ pub struct PullArgs {
     /// The repository [default: Laurie/Qwen2.5-1.5B-O1, or the config's `repo`].
     pub repo: Option<String>,
 
-    /// Branch, tag or commit [default: main].
-    #[arg(long, env = "O1_REVISION")]
+    #[arg(long)]
     pub revision: Option<String>,
 
     /// No progress output (bars on a terminal, lines otherwise).
@@ -76,23 +74,20 @@ pub struct ConvertArgs {
     /// or a repo id pulled with `o1 pull`.
     pub checkpoint: String,
 
-    /// Revision of a pulled repo.
-    #[arg(long, env = "O1_REVISION")]
+    #[arg(long)]
     pub revision: Option<String>,
 
     /// Output file [default: <model store>/<repo or folder>-<type>.gguf].
     #[arg(short, long, value_name = "OUT.gguf")]
     pub output: Option<PathBuf>,
 
-    /// Output type [default: q4_k_m, or the config's `type`].
-    #[arg(short = 't', long = "type", value_parser = parse_type, env = "O1_TYPE")]
+    #[arg(short = 't', long = "type", value_parser = parse_type)]
     pub out_type: Option<OutputType>,
 
     /// Overwrite the output file if it exists.
     #[arg(short, long)]
     pub force: bool,
 
-    /// Threads for the quantization [default: all cores].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 
@@ -122,79 +117,6 @@ fn parse_type(s: &str) -> Result<OutputType, String> {
     s.parse()
 }
 
-/// Options of every command that loads a model. Unset ones come from the
-/// config file, then the built-in defaults (`o1 config` shows them).
-#[derive(Args, Debug, Clone)]
-pub struct EngineArgs {
-    /// Context size in tokens [default: the trained length, capped to fit in memory].
-    #[arg(long = "ctx", value_name = "TOKENS", env = "O1_CTX")]
-    pub n_ctx: Option<u32>,
-
-    /// Layers to offload to the GPU: auto, all or a number (CPU builds ignore it) [default: auto].
-    #[arg(long, value_name = "auto|all|N", env = "O1_GPU_LAYERS")]
-    pub gpu_layers: Option<GpuLayers>,
-
-    /// KV cache type: q8_0 halves its memory (turns on flash attention) [default: f16].
-    #[arg(long, value_enum, env = "O1_KV_TYPE")]
-    pub kv_type: Option<KvType>,
-
-    /// CPU threads [default: all cores].
-    #[arg(long, value_name = "N", env = "O1_THREADS")]
-    pub threads: Option<usize>,
-
-    /// Prompt tokens per llama.cpp batch.
-    #[arg(long, default_value_t = 512, value_name = "N")]
-    pub batch: u32,
-
-    /// Read the whole model into memory instead of mapping the file.
-    #[arg(long)]
-    pub no_mmap: bool,
-}
-
-/// Options of the commands that chat.
-#[derive(Args, Debug, Clone)]
-pub struct ChatArgs {
-    /// The system message ("" for none) [default: "You are a helpful assistant"].
-    #[arg(long, env = "O1_SYSTEM")]
-    pub system: Option<String>,
-
-    /// Token budget of the reasoning phase [default: 3000].
-    #[arg(long, value_name = "N", env = "O1_MAX_REASONING")]
-    pub max_reasoning: Option<usize>,
-
-    /// Token budget of the answer phase [default: 3000].
-    #[arg(long, value_name = "N", env = "O1_MAX_ANSWER")]
-    pub max_answer: Option<usize>,
-
-    /// When a turn does not fit: drop old reasoning, then old turns; or stop [default: drop].
-    #[arg(long, value_enum, env = "O1_ON_FULL")]
-    pub on_full: Option<OnFull>,
-
-    /// Sampling temperature (0: greedy) [default: the model's, greedy for O1].
-    #[arg(long, env = "O1_TEMPERATURE")]
-    pub temperature: Option<f32>,
-
-    /// Top-k sampling (0: off).
-    #[arg(long, env = "O1_TOP_K")]
-    pub top_k: Option<u32>,
-
-    /// Top-p (nucleus) sampling (1: off).
-    #[arg(long, env = "O1_TOP_P")]
-    pub top_p: Option<f32>,
-
-    /// Min-p sampling (0: off).
-    #[arg(long, env = "O1_MIN_P")]
-    pub min_p: Option<f32>,
-
-    /// Repetition penalty over the last 64 tokens (1: off).
-    #[arg(long, env = "O1_REPEAT_PENALTY")]
-    pub repeat_penalty: Option<f32>,
-
-    /// Random seed for sampling.
-    #[arg(long, env = "O1_SEED")]
-    pub seed: Option<u32>,
-}
-
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  \
     o1 run o1-q4_k_m.gguf \"What is 17 * 23?\"\n  \
@@ -220,10 +142,10 @@ pub struct RunArgs {
     pub yes: bool,
 
     #[command(flatten)]
-    pub chat: ChatArgs,
+    pub chat: ChatFlags,
 
     #[command(flatten)]
-    pub engine: EngineArgs,
+    pub engine: EngineFlags,
 }
 
 #[derive(Args, Debug)]
@@ -252,7 +174,7 @@ pub struct BenchArgs {
     pub json: bool,
 
     #[command(flatten)]
-    pub engine: EngineArgs,
+    pub engine: EngineFlags,
 }
 
 #[derive(Args, Debug)]
@@ -272,15 +194,14 @@ pub struct TuiArgs {
     #[arg(short, long)]
     pub yes: bool,
 
-    /// Start with the reasoning pane shown or collapsed [default: shown].
-    #[arg(long, value_name = "shown|collapsed", env = "O1_REASONING")]
-    pub reasoning: Option<String>,
+    #[arg(long, value_enum)]
+    pub reasoning: Option<ReasoningView>,
 
     #[command(flatten)]
-    pub chat: ChatArgs,
+    pub chat: ChatFlags,
 
     #[command(flatten)]
-    pub engine: EngineArgs,
+    pub engine: EngineFlags,
 }
 
 #[derive(Args, Debug)]
@@ -294,52 +215,47 @@ pub struct InfoArgs {
     /// The model: a .gguf file or a stored model's name.
     pub model: String,
 
-    /// Context size to estimate memory for [default: the trained length].
-    #[arg(long = "ctx", value_name = "TOKENS")]
-    pub n_ctx: Option<u32>,
+    /// The estimate's context size, as the engine would choose it.
+    #[arg(long, value_name = "TOKENS")]
+    pub ctx: Option<u32>,
 
-    /// KV cache type of the estimate.
-    #[arg(long, value_enum, default_value = "f16")]
-    pub kv_type: KvType,
+    /// The estimate's KV cache type.
+    #[arg(long, value_enum)]
+    pub kv_type: Option<KvType>,
 }
 
-impl EngineArgs {
-    pub fn config(&self, model: PathBuf, file: &FileSettings) -> EngineConfig {
-        let mut c = EngineConfig::new(model);
-        c.n_ctx = self.n_ctx.or(file.ctx);
-        c.gpu_layers = self.gpu_layers.or(file.gpu_layers()).unwrap_or_default();
-        c.kv_type = self.kv_type.or(file.kv_type()).unwrap_or_default();
-        c.threads = self.threads.or(file.threads);
-        c.n_batch = self.batch;
-        c.mmap = !self.no_mmap;
-        c
-    }
+/// The command line, with the help of each setting's flag taken from the
+/// settings table: its text, its default and its environment variable.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    with_setting_help(Cli::command())
 }
 
-impl ChatArgs {
-    pub fn apply(&self, c: &mut EngineConfig, file: &FileSettings) {
-        if let Some(system) = self.system.clone().or(file.system.clone()) {
-            c.system = system;
-        }
-        let defaults = Limits::default();
-        c.limits = Limits {
-            reasoning: self
-                .max_reasoning
-                .or(file.max_reasoning)
-                .unwrap_or(defaults.reasoning),
-            answer: self
-                .max_answer
-                .or(file.max_answer)
-                .unwrap_or(defaults.answer),
-        };
-        c.on_full = self.on_full.or(file.on_full()).unwrap_or_default();
-        c.sampling = SamplingOverrides {
-            temperature: self.temperature.or(file.temperature),
-            top_k: self.top_k.or(file.top_k),
-            top_p: self.top_p.or(file.top_p),
-            min_p: self.min_p.or(file.min_p),
-            repeat_penalty: self.repeat_penalty.or(file.repeat_penalty),
-            seed: self.seed.or(file.seed),
-        };
+fn with_setting_help(mut cmd: clap::Command) -> clap::Command {
+    let flags: Vec<(clap::Id, &'static dyn AnySetting)> = cmd
+        .get_arguments()
+        .filter_map(|a| Some((a.get_id().clone(), for_flag(a.get_long()?)?)))
+        .collect();
+    for (id, setting) in flags {
+        cmd = cmd.mut_arg(id, |a| {
+            // A flag with a text of its own keeps it and gains the notes.
+            let text = a
+                .get_help()
+                .map_or_else(|| setting.help().to_string(), |h| h.to_string());
+            a.help(format!(
+                "{text} [default: {}] [env: {}] [config: {}]",
+                setting.builtin_text(),
+                setting.env(),
+                setting.key()
+            ))
+        });
     }
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for name in names {
+        cmd = cmd.mut_subcommand(name, with_setting_help);
+    }
+    cmd
 }

@@ -3,12 +3,14 @@
 //! The library holds what the commands and the terminal UI share: the
 //! conversation format ([`chat`]), the engine thread that runs two-phase
 //! turns on llama.cpp ([`engine`]), model-file inspection ([`model`]) and
-//! the chat terminal UI ([`tui`]).
+//! the chat terminal UI ([`tui`]), the settings and where files live
+//! ([`settings`], [`paths`]) and the model store ([`store`]).
 //! Conversion lives in the `o1-convert` crate.
 
 pub mod chat;
 pub mod engine;
 pub mod model;
+pub mod paths;
 pub mod settings;
 pub mod store;
 pub mod tui;

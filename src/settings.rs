@@ -1,47 +1,120 @@
-//! The defaults a user keeps in `config.toml` (in the config directory, or
-//! `$O1_CONFIG`). Precedence: command-line flag > environment variable >
-//! config file > built-in default. Flags and environment variables are
-//! clap's (each flag names its variable); this module reads the file and
-//! says where each effective value came from (`o1 config`).
+//! Every setting a user can keep, in one table: its config-file key, its
+//! environment variable, its built-in default and its help. The command
+//! line's flags are named after the keys and take their help, `[default]`
+//! and `[env]` notes from here (`cli.rs`); [`Settings::get`] is the one
+//! place that applies the precedence flag > environment variable > config
+//! file > built-in default; `o1 config` prints the table with the source of
+//! each effective value. The engine's, the converter's and the hub's
+//! options are built from here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use clap::ValueEnum;
+use o1_convert::OutputType;
 
-use crate::engine::{GpuLayers, OnFull};
+use crate::engine::{EngineConfig, GpuLayers, Limits, OnFull, SamplingOverrides};
 use crate::model::KvType;
 
-/// The hub repository of the model and the default conversion type.
-pub const DEFAULT_REPO: &str = "Laurie/Qwen2.5-1.5B-O1";
-pub const DEFAULT_REVISION: &str = "main";
-pub const DEFAULT_TYPE: &str = "q4_k_m";
+pub use o1_hub::{DEFAULT_REPO, DEFAULT_REVISION};
 
-#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSettings {
-    /// The model `o1 run`/`o1 tui` use: a store name or a path.
-    pub model: Option<String>,
-    /// The conversion type (`o1 convert --type`, and the default model's type).
-    #[serde(rename = "type")]
-    pub out_type: Option<String>,
-    pub repo: Option<String>,
-    pub revision: Option<String>,
-    pub ctx: Option<u32>,
-    pub gpu_layers: Option<String>,
-    pub kv_type: Option<String>,
-    pub threads: Option<usize>,
-    pub system: Option<String>,
-    pub max_reasoning: Option<usize>,
-    pub max_answer: Option<usize>,
-    pub on_full: Option<String>,
-    pub temperature: Option<f32>,
-    pub top_k: Option<u32>,
-    pub top_p: Option<f32>,
-    pub min_p: Option<f32>,
-    pub repeat_penalty: Option<f32>,
-    pub seed: Option<u32>,
-    /// `shown` or `collapsed`: how `o1 tui` starts the reasoning pane.
-    pub reasoning: Option<String>,
+/// A setting's value when nothing sets it.
+pub enum Builtin<T> {
+    /// A fixed value.
+    Value(fn() -> T),
+    /// Worked out when it is used (from the model or the machine); the text
+    /// says how.
+    Derived(&'static str),
+}
+
+/// One setting of type `T`.
+pub struct Setting<T> {
+    /// The config file's key; the flag is the key with `-` for `_`.
+    pub key: &'static str,
+    pub env: &'static str,
+    pub builtin: Builtin<T>,
+    pub help: &'static str,
+}
+
+/// The table. One line per setting: name, type, key, environment variable,
+/// built-in default, help.
+macro_rules! settings {
+    ($($name:ident: $ty:ty = $key:literal, $env:literal, $builtin:expr, $help:literal;)*) => {
+        $(pub const $name: Setting<$ty> =
+            Setting { key: $key, env: $env, builtin: $builtin, help: $help };)*
+        /// Every setting, in the order `o1 config` lists them.
+        pub const ALL: &[&dyn AnySetting] = &[$(&$name),*];
+    };
+}
+
+use Builtin::{Derived, Value};
+
+settings! {
+    MODEL: String = "model", "O1_MODEL", Derived("the store's model of `repo` and `type`"),
+        "The model: a stored model's name or a .gguf file";
+    TYPE: OutputType = "type", "O1_TYPE", Value(|| OutputType::Q4KM),
+        "Conversion type, and the type of the default model";
+    REPO: String = "repo", "O1_REPO", Value(|| DEFAULT_REPO.to_string()),
+        "The Hugging Face repository of the model";
+    REVISION: String = "revision", "O1_REVISION", Value(|| DEFAULT_REVISION.to_string()),
+        "Branch, tag or commit of the repository";
+    CTX: u32 = "ctx", "O1_CTX", Derived("the trained length, capped so the KV cache takes at most 1/4 of RAM"),
+        "Context size in tokens";
+    GPU_LAYERS: GpuLayers = "gpu_layers", "O1_GPU_LAYERS", Value(GpuLayers::default),
+        "Layers to offload to the GPU: auto, all or a number (CPU builds ignore it)";
+    KV_TYPE: KvType = "kv_type", "O1_KV_TYPE", Value(KvType::default),
+        "KV cache type: q8_0 halves its memory (turns on flash attention)";
+    THREADS: usize = "threads", "O1_THREADS", Derived("all cores"),
+        "CPU threads";
+    SYSTEM: String = "system", "O1_SYSTEM", Value(|| crate::chat::DEFAULT_SYSTEM.to_string()),
+        "The system message (\"\" for none)";
+    MAX_REASONING: usize = "max_reasoning", "O1_MAX_REASONING", Value(|| Limits::default().reasoning),
+        "Token budget of the reasoning phase";
+    MAX_ANSWER: usize = "max_answer", "O1_MAX_ANSWER", Value(|| Limits::default().answer),
+        "Token budget of the answer phase";
+    ON_FULL: OnFull = "on_full", "O1_ON_FULL", Value(OnFull::default),
+        "When a turn does not fit: drop old reasoning, then old turns; or stop";
+    TEMPERATURE: f32 = "temperature", "O1_TEMPERATURE", Derived("the model's: greedy for O1"),
+        "Sampling temperature (0: greedy)";
+    TOP_K: u32 = "top_k", "O1_TOP_K", Derived("the model's"),
+        "Top-k sampling (0: off)";
+    TOP_P: f32 = "top_p", "O1_TOP_P", Derived("the model's"),
+        "Top-p (nucleus) sampling (1: off)";
+    MIN_P: f32 = "min_p", "O1_MIN_P", Derived("the model's"),
+        "Min-p sampling (0: off)";
+    REPEAT_PENALTY: f32 = "repeat_penalty", "O1_REPEAT_PENALTY", Derived("the model's"),
+        "Repetition penalty over the last 64 tokens (1: off)";
+    SEED: u32 = "seed", "O1_SEED", Derived("fixed"),
+        "Random seed for sampling";
+    REASONING: ReasoningView = "reasoning", "O1_REASONING", Value(ReasoningView::default),
+        "How `o1 tui` starts the reasoning pane";
+}
+
+/// How `o1 tui` starts the reasoning pane.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ReasoningView {
+    #[default]
+    Shown,
+    Collapsed,
+}
+
+/// Where an effective value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Env(&'static str),
+    File,
+    Default,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Flag => f.write_str("flag"),
+            Source::Env(var) => write!(f, "environment {var}"),
+            Source::File => f.write_str("config file"),
+            Source::Default => f.write_str("default"),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,169 +132,461 @@ pub enum SettingsError {
         key: &'static str,
         message: String,
     },
+    #[error("${var} {message}")]
+    Env { var: &'static str, message: String },
 }
 
-pub fn config_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("O1_CONFIG") {
-        return PathBuf::from(p);
+/// A type a setting can have: read from the text of a flag, a variable or
+/// the config file, and shown by `o1 config`.
+pub trait SettingValue: Sized {
+    /// `Err` completes the sentence "`key` …".
+    fn parse(text: &str) -> Result<Self, String>;
+    fn show(&self) -> String;
+}
+
+macro_rules! from_str_values {
+    ($($ty:ty: $what:literal),*) => {$(
+        impl SettingValue for $ty {
+            fn parse(text: &str) -> Result<Self, String> {
+                text.trim().parse().map_err(|_| format!("is {text:?}: {}", $what))
+            }
+            fn show(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+
+from_str_values!(u32: "a whole number", usize: "a whole number", f32: "a number");
+
+impl SettingValue for String {
+    fn parse(text: &str) -> Result<Self, String> {
+        Ok(text.to_string())
     }
-    directories::ProjectDirs::from("", "", "o1")
-        .map(|d| d.config_dir().join("config.toml"))
-        .unwrap_or_else(|| PathBuf::from("o1-config.toml"))
+    fn show(&self) -> String {
+        self.clone()
+    }
 }
 
-impl FileSettings {
-    /// Reads the config file; a missing file is an empty one.
+impl SettingValue for OutputType {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.parse()
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl SettingValue for GpuLayers {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.parse()
+    }
+    fn show(&self) -> String {
+        match self {
+            GpuLayers::Auto => "auto".into(),
+            GpuLayers::All => "all".into(),
+            GpuLayers::Count(n) => n.to_string(),
+        }
+    }
+}
+
+macro_rules! value_enum_values {
+    ($($ty:ty),*) => {$(
+        impl SettingValue for $ty {
+            fn parse(text: &str) -> Result<Self, String> {
+                <$ty as ValueEnum>::from_str(text, true).map_err(|_| {
+                    let names: Vec<String> =
+                        <$ty>::value_variants().iter().map(|v| v.show()).collect();
+                    format!("is {text:?}: {}", names.join(" or "))
+                })
+            }
+            fn show(&self) -> String {
+                self.to_possible_value()
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default()
+            }
+        }
+    )*};
+}
+
+value_enum_values!(KvType, OnFull, ReasoningView);
+
+/// What `o1 config`, the config file's check and the flags' help need of a
+/// setting, whatever its type.
+pub trait AnySetting {
+    fn key(&self) -> &'static str;
+    fn env(&self) -> &'static str;
+    fn help(&self) -> &'static str;
+    /// The built-in default as text.
+    fn builtin_text(&self) -> String;
+    /// The built-in default, if it is a fixed value.
+    fn fixed_default(&self) -> Option<String>;
+    /// Whether `text` is a valid value.
+    fn check(&self, text: &str) -> Result<(), String>;
+    /// The value without flags, as text, and where it came from.
+    fn effective(&self, settings: &Settings) -> Result<(String, Source), SettingsError>;
+}
+
+impl<T: SettingValue> AnySetting for Setting<T> {
+    fn key(&self) -> &'static str {
+        self.key
+    }
+    fn env(&self) -> &'static str {
+        self.env
+    }
+    fn help(&self) -> &'static str {
+        self.help
+    }
+    fn builtin_text(&self) -> String {
+        match &self.builtin {
+            Value(_) => self.fixed_default().unwrap_or_default(),
+            Derived(how) => how.to_string(),
+        }
+    }
+    fn fixed_default(&self) -> Option<String> {
+        match &self.builtin {
+            Value(value) => Some(value().show()),
+            Derived(_) => None,
+        }
+    }
+    fn check(&self, text: &str) -> Result<(), String> {
+        T::parse(text).map(drop)
+    }
+    fn effective(&self, settings: &Settings) -> Result<(String, Source), SettingsError> {
+        let (value, source) = settings.resolve(self, None)?;
+        Ok((
+            value.map_or_else(|| self.builtin_text(), |v| v.show()),
+            source,
+        ))
+    }
+}
+
+/// The setting whose flag is `--flag`, if any.
+pub fn for_flag(flag: &str) -> Option<&'static dyn AnySetting> {
+    ALL.iter()
+        .copied()
+        .find(|s| s.key().replace('_', "-") == flag)
+}
+
+/// The config file, read once, and the environment: what [`Settings::get`]
+/// resolves flags against.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    path: PathBuf,
+    file: toml::Table,
+}
+
+impl Settings {
+    /// Reads the config file (`$O1_CONFIG`, else the platform's); a missing
+    /// file is an empty one.
     pub fn load() -> Result<Self, SettingsError> {
-        let path = config_path();
-        let text = match std::fs::read_to_string(&path) {
+        Self::read(&crate::paths::config_file())
+    }
+
+    /// Reads and checks a config file: every key known, every value valid.
+    pub fn read(path: &Path) -> Result<Self, SettingsError> {
+        let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(source) => return Err(SettingsError::Read { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(SettingsError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
         };
-        let s: Self = toml::from_str(&text).map_err(|e| SettingsError::Parse {
+        Self::parse(path, &text)
+    }
+
+    fn parse(path: &Path, text: &str) -> Result<Self, SettingsError> {
+        let path = path.to_path_buf();
+        let file: toml::Table = toml::from_str(text).map_err(|e| SettingsError::Parse {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        s.validate()
-            .map_err(|(key, message)| SettingsError::Invalid { path, key, message })?;
-        Ok(s)
-    }
-
-    /// Checks the fields that have a fixed set of values.
-    fn validate(&self) -> Result<(), (&'static str, String)> {
-        use clap::ValueEnum;
-        if let Some(t) = &self.out_type {
-            t.parse::<o1_convert::OutputType>()
-                .map_err(|e| ("type", e))?;
-        }
-        if let Some(g) = &self.gpu_layers {
-            g.parse::<GpuLayers>().map_err(|e| ("gpu_layers", e))?;
-        }
-        if let Some(k) = &self.kv_type {
-            KvType::from_str(k, true).map_err(|_| ("kv_type", format!("is {k:?}: f16 or q8_0")))?;
-        }
-        if let Some(o) = &self.on_full {
-            OnFull::from_str(o, true)
-                .map_err(|_| ("on_full", format!("is {o:?}: drop or stop")))?;
-        }
-        if let Some(r) = &self.reasoning {
-            if r != "shown" && r != "collapsed" {
-                return Err(("reasoning", format!("is {r:?}: shown or collapsed")));
+        for (key, value) in &file {
+            let Some(setting) = ALL.iter().find(|s| s.key() == key) else {
+                let keys: Vec<&str> = ALL.iter().map(|s| s.key()).collect();
+                return Err(SettingsError::Parse {
+                    path,
+                    message: format!("unknown field `{key}`, expected one of {}", keys.join(", ")),
+                });
+            };
+            if let Err(message) = setting.check(&file_text(value)) {
+                return Err(SettingsError::Invalid {
+                    path,
+                    key: setting.key(),
+                    message,
+                });
             }
         }
-        Ok(())
+        Ok(Settings { path, file })
     }
 
-    pub fn gpu_layers(&self) -> Option<GpuLayers> {
-        self.gpu_layers.as_deref().and_then(|g| g.parse().ok())
+    /// The config file's path (whether or not it exists).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
-    pub fn kv_type(&self) -> Option<KvType> {
-        use clap::ValueEnum;
-        self.kv_type
-            .as_deref()
-            .and_then(|k| KvType::from_str(k, true).ok())
+    /// A setting's value: the flag, else its environment variable, else the
+    /// config file, else the built-in default (`None` for a default that is
+    /// worked out later).
+    pub fn get<T: SettingValue>(
+        &self,
+        setting: &Setting<T>,
+        flag: Option<T>,
+    ) -> Result<Option<T>, SettingsError> {
+        Ok(self.resolve(setting, flag)?.0)
     }
 
-    pub fn on_full(&self) -> Option<OnFull> {
-        use clap::ValueEnum;
-        self.on_full
-            .as_deref()
-            .and_then(|o| OnFull::from_str(o, true).ok())
+    /// [`Self::get`] of a setting with a fixed default.
+    pub fn value<T: SettingValue>(
+        &self,
+        setting: &Setting<T>,
+        flag: Option<T>,
+    ) -> Result<T, SettingsError> {
+        Ok(self
+            .get(setting, flag)?
+            .unwrap_or_else(|| panic!("`{}` has no fixed default", setting.key)))
     }
 
-    pub fn out_type(&self) -> Option<o1_convert::OutputType> {
-        self.out_type.as_deref().and_then(|t| t.parse().ok())
+    fn resolve<T: SettingValue>(
+        &self,
+        setting: &Setting<T>,
+        flag: Option<T>,
+    ) -> Result<(Option<T>, Source), SettingsError> {
+        if let Some(v) = flag {
+            return Ok((Some(v), Source::Flag));
+        }
+        if let Ok(text) = std::env::var(setting.env) {
+            let v = T::parse(&text).map_err(|message| SettingsError::Env {
+                var: setting.env,
+                message,
+            })?;
+            return Ok((Some(v), Source::Env(setting.env)));
+        }
+        if let Some(value) = self.file.get(setting.key) {
+            let v = T::parse(&file_text(value)).map_err(|message| SettingsError::Invalid {
+                path: self.path.clone(),
+                key: setting.key,
+                message,
+            })?;
+            return Ok((Some(v), Source::File));
+        }
+        let builtin = match &setting.builtin {
+            Value(value) => Some(value()),
+            Derived(_) => None,
+        };
+        Ok((builtin, Source::Default))
+    }
+
+    /// Every setting's effective value without flags, with its source.
+    pub fn effective(&self) -> Result<Vec<(&'static str, String, Source)>, SettingsError> {
+        ALL.iter()
+            .map(|s| s.effective(self).map(|(v, source)| (s.key(), v, source)))
+            .collect()
+    }
+
+    /// The repository and revision to pull and convert.
+    pub fn repo_and_revision(
+        &self,
+        repo: Option<String>,
+        revision: Option<String>,
+    ) -> Result<(String, String), SettingsError> {
+        Ok((self.value(&REPO, repo)?, self.value(&REVISION, revision)?))
+    }
+
+    /// Everything an engine needs besides the model.
+    pub fn engine_config(
+        &self,
+        model: PathBuf,
+        flags: &EngineFlags,
+        chat: Option<&ChatFlags>,
+    ) -> Result<EngineConfig, SettingsError> {
+        let mut c = EngineConfig::new(model);
+        c.n_ctx = self.get(&CTX, flags.ctx)?;
+        c.gpu_layers = self.value(&GPU_LAYERS, flags.gpu_layers)?;
+        c.kv_type = self.value(&KV_TYPE, flags.kv_type)?;
+        c.threads = self.get(&THREADS, flags.threads)?;
+        c.n_batch = flags.batch;
+        c.mmap = !flags.no_mmap;
+        let Some(chat) = chat else { return Ok(c) };
+        c.system = self.value(&SYSTEM, chat.system.clone())?;
+        c.limits = Limits {
+            reasoning: self.value(&MAX_REASONING, chat.max_reasoning)?,
+            answer: self.value(&MAX_ANSWER, chat.max_answer)?,
+        };
+        c.on_full = self.value(&ON_FULL, chat.on_full)?;
+        c.sampling = SamplingOverrides {
+            temperature: self.get(&TEMPERATURE, chat.temperature)?,
+            top_k: self.get(&TOP_K, chat.top_k)?,
+            top_p: self.get(&TOP_P, chat.top_p)?,
+            min_p: self.get(&MIN_P, chat.min_p)?,
+            repeat_penalty: self.get(&REPEAT_PENALTY, chat.repeat_penalty)?,
+            seed: self.get(&SEED, chat.seed)?,
+        };
+        Ok(c)
     }
 }
 
-/// Where an effective value came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Env(&'static str),
-    File,
-    Default,
+/// A config-file value as the text a flag or variable would give.
+fn file_text(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
-/// Every setting: its key, environment variable and built-in default.
-pub const KEYS: &[(&str, &str, &str)] = &[
-    ("model", "O1_MODEL", "the store's <repo>-<type> model"),
-    ("type", "O1_TYPE", DEFAULT_TYPE),
-    ("repo", "O1_REPO", DEFAULT_REPO),
-    ("revision", "O1_REVISION", DEFAULT_REVISION),
-    ("ctx", "O1_CTX", "trained length, capped to 1/4 of RAM"),
-    ("gpu_layers", "O1_GPU_LAYERS", "auto"),
-    ("kv_type", "O1_KV_TYPE", "f16"),
-    ("threads", "O1_THREADS", "all cores"),
-    ("system", "O1_SYSTEM", crate::chat::DEFAULT_SYSTEM),
-    ("max_reasoning", "O1_MAX_REASONING", "3000"),
-    ("max_answer", "O1_MAX_ANSWER", "3000"),
-    ("on_full", "O1_ON_FULL", "drop"),
-    ("temperature", "O1_TEMPERATURE", "the model's (greedy)"),
-    ("top_k", "O1_TOP_K", "the model's"),
-    ("top_p", "O1_TOP_P", "the model's"),
-    ("min_p", "O1_MIN_P", "the model's"),
-    ("repeat_penalty", "O1_REPEAT_PENALTY", "the model's"),
-    ("seed", "O1_SEED", "fixed"),
-    ("reasoning", "O1_REASONING", "shown"),
-];
+/// The flags of every command that loads a model. Help, defaults and
+/// variables of the settings among them come from the table.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EngineFlags {
+    #[arg(long, value_name = "TOKENS")]
+    pub ctx: Option<u32>,
 
-/// The effective value of each key, with its source (no flags: `o1 config`).
-pub fn effective(file: &FileSettings) -> Vec<(&'static str, String, Source)> {
-    let table = toml::Table::try_from(file).unwrap_or_default();
-    KEYS.iter()
-        .map(|&(key, env, default)| {
-            if let Ok(v) = std::env::var(env) {
-                (key, v, Source::Env(env))
-            } else if let Some(v) = table.get(key) {
-                let v = match v {
-                    toml::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                (key, v, Source::File)
-            } else {
-                (key, default.to_string(), Source::Default)
-            }
-        })
-        .collect()
+    #[arg(long, value_name = "auto|all|N")]
+    pub gpu_layers: Option<GpuLayers>,
+
+    #[arg(long, value_enum)]
+    pub kv_type: Option<KvType>,
+
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Prompt tokens per llama.cpp batch.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub batch: u32,
+
+    /// Read the whole model into memory instead of mapping the file.
+    #[arg(long)]
+    pub no_mmap: bool,
+}
+
+/// The flags of the commands that chat.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ChatFlags {
+    #[arg(long)]
+    pub system: Option<String>,
+
+    #[arg(long, value_name = "N")]
+    pub max_reasoning: Option<usize>,
+
+    #[arg(long, value_name = "N")]
+    pub max_answer: Option<usize>,
+
+    #[arg(long, value_enum)]
+    pub on_full: Option<OnFull>,
+
+    #[arg(long)]
+    pub temperature: Option<f32>,
+
+    #[arg(long)]
+    pub top_k: Option<u32>,
+
+    #[arg(long)]
+    pub top_p: Option<f32>,
+
+    #[arg(long)]
+    pub min_p: Option<f32>,
+
+    #[arg(long)]
+    pub repeat_penalty: Option<f32>,
+
+    #[arg(long)]
+    pub seed: Option<u32>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Result<FileSettings, (&'static str, String)> {
-        let f: FileSettings = toml::from_str(s).map_err(|e| ("toml", e.to_string()))?;
-        f.validate()?;
-        Ok(f)
+    fn parse(text: &str) -> Result<Settings, SettingsError> {
+        Settings::parse(Path::new("config.toml"), text)
     }
 
     #[test]
-    fn parses_and_validates() {
-        let f = parse("model = \"mine\"\ntype = \"q8_0\"\nctx = 8192\ngpu_layers = \"all\"\nkv_type = \"q8_0\"\ntemperature = 0.7\nreasoning = \"collapsed\"").unwrap();
-        assert_eq!(f.ctx, Some(8192));
-        assert_eq!(f.gpu_layers(), Some(GpuLayers::All));
-        assert_eq!(f.kv_type(), Some(KvType::Q8_0));
-        assert_eq!(f.out_type(), Some(o1_convert::OutputType::Q8_0));
-        assert_eq!(parse("type = \"q3_k\"").unwrap_err().0, "type");
-        assert_eq!(parse("gpu_layers = \"many\"").unwrap_err().0, "gpu_layers");
-        assert_eq!(parse("reasoning = \"hidden\"").unwrap_err().0, "reasoning");
-        let unknown = parse("colour = \"blue\"").unwrap_err();
-        assert!(unknown.1.contains("unknown field `colour`"), "{unknown:?}");
+    fn every_builtin_value_is_valid_and_every_key_has_a_flag_name() {
+        for s in ALL {
+            assert!(s.env().starts_with("O1_"), "{}", s.key());
+            assert_eq!(s.env(), format!("O1_{}", s.key().to_uppercase()));
+            assert!(for_flag(&s.key().replace('_', "-")).is_some());
+            if let Some(text) = s.fixed_default() {
+                s.check(&text).unwrap();
+            }
+        }
+        assert_eq!(TYPE.builtin_text(), "q4_k_m");
+        assert_eq!(MAX_ANSWER.builtin_text(), "3000");
+        assert_eq!(KV_TYPE.builtin_text(), "f16");
     }
 
     #[test]
-    fn effective_values_name_their_source() {
-        let f = FileSettings {
-            ctx: Some(4096),
-            system: Some("Be brief.".into()),
-            ..Default::default()
+    fn the_file_is_checked_when_read() {
+        let s = parse("model = \"mine\"\ntype = \"q8_0\"\nctx = 8192\ngpu_layers = \"all\"\nkv_type = \"q8_0\"\ntemperature = 0.7\nreasoning = \"collapsed\"").unwrap();
+        assert_eq!(s.get(&CTX, None).unwrap(), Some(8192));
+        assert_eq!(s.value(&GPU_LAYERS, None).unwrap(), GpuLayers::All);
+        assert_eq!(s.value(&KV_TYPE, None).unwrap(), KvType::Q8_0);
+        assert_eq!(s.value(&TYPE, None).unwrap(), OutputType::Q8_0);
+        assert_eq!(s.get(&TEMPERATURE, None).unwrap(), Some(0.7));
+        assert_eq!(s.value(&REASONING, None).unwrap(), ReasoningView::Collapsed);
+        let invalid = |text: &str| match parse(text) {
+            Err(SettingsError::Invalid { key, .. }) => key,
+            other => panic!("{text}: {other:?}"),
         };
-        let e = effective(&f);
+        assert_eq!(invalid("type = \"q3_k\""), "type");
+        assert_eq!(invalid("gpu_layers = \"many\""), "gpu_layers");
+        assert_eq!(invalid("reasoning = \"hidden\""), "reasoning");
+        assert_eq!(invalid("ctx = \"big\""), "ctx");
+        assert_eq!(invalid("on_full = \"wrap\""), "on_full");
+        let unknown = parse("colour = \"blue\"").unwrap_err().to_string();
+        assert!(unknown.contains("unknown field `colour`"), "{unknown}");
+    }
+
+    #[test]
+    fn a_flag_beats_the_file_which_beats_the_default() {
+        let s = parse("ctx = 4096\nsystem = \"Be brief.\"").unwrap();
+        assert_eq!(s.get(&CTX, Some(512)).unwrap(), Some(512));
+        assert_eq!(s.get(&CTX, None).unwrap(), Some(4096));
+        assert_eq!(s.get(&THREADS, None).unwrap(), None);
+        assert_eq!(s.value(&MAX_REASONING, None).unwrap(), 3000);
+        let e = s.effective().unwrap();
         let get = |k: &str| e.iter().find(|x| x.0 == k).unwrap().clone();
         assert_eq!(get("ctx"), ("ctx", "4096".into(), Source::File));
         assert_eq!(get("system"), ("system", "Be brief.".into(), Source::File));
         assert_eq!(get("type"), ("type", "q4_k_m".into(), Source::Default));
+        assert_eq!(get("on_full"), ("on_full", "drop".into(), Source::Default));
+    }
+
+    #[test]
+    fn the_engine_config_takes_every_setting() {
+        let s = parse("ctx = 2048\nkv_type = \"q8_0\"\nmax_answer = 7\ntop_k = 5").unwrap();
+        let flags = EngineFlags {
+            threads: Some(3),
+            batch: 256,
+            ..Default::default()
+        };
+        let chat = ChatFlags {
+            temperature: Some(0.5),
+            ..Default::default()
+        };
+        let c = s
+            .engine_config("m.gguf".into(), &flags, Some(&chat))
+            .unwrap();
+        assert_eq!(
+            (c.n_ctx, c.kv_type, c.threads, c.n_batch),
+            (Some(2048), KvType::Q8_0, Some(3), 256)
+        );
+        assert_eq!(
+            c.limits,
+            Limits {
+                reasoning: 3000,
+                answer: 7
+            }
+        );
+        assert_eq!(c.sampling.temperature, Some(0.5));
+        assert_eq!(c.sampling.top_k, Some(5));
+        assert_eq!(c.system, crate::chat::DEFAULT_SYSTEM);
+        // Without chat flags (o1 bench), the file's sampling does not apply.
+        let c = s.engine_config("m.gguf".into(), &flags, None).unwrap();
+        assert_eq!(c.sampling, SamplingOverrides::default());
     }
 }

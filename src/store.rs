@@ -25,14 +25,9 @@ pub struct Entry {
 impl Store {
     /// The store in the data directory (or `$O1_MODELS_DIR`).
     pub fn open_default() -> Self {
-        let dir = std::env::var_os("O1_MODELS_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                directories::ProjectDirs::from("", "", "o1")
-                    .map(|d| d.data_local_dir().join("models"))
-                    .unwrap_or_else(|| PathBuf::from(".o1-models"))
-            });
-        Store { dir }
+        Store {
+            dir: crate::paths::models_dir(),
+        }
     }
 
     pub fn at(dir: impl Into<PathBuf>) -> Self {

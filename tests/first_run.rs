@@ -14,8 +14,14 @@ use o1_convert::synthetic::{self, Spec};
 
 const REPO: &str = "Laurie/Qwen2.5-1.5B-O1";
 
-/// Serves the files of a checkpoint folder as the default repo.
+/// Serves the files of a checkpoint folder as the default repo, on `main`.
 fn serve(checkpoint: &Path) -> TestHub {
+    serve_revisions(checkpoint, &["main"])
+}
+
+/// Serves the files of a checkpoint folder as the default repo, under
+/// these branch names.
+fn serve_revisions(checkpoint: &Path, revisions: &[&str]) -> TestHub {
     let hub = TestHub::start();
     let mut files = Vec::new();
     for entry in std::fs::read_dir(checkpoint).unwrap() {
@@ -31,7 +37,7 @@ fn serve(checkpoint: &Path) -> TestHub {
     hub.add_repo(RepoSpec {
         id: REPO.into(),
         commit: "0123456789abcdef0123456789abcdef01234567".into(),
-        revisions: vec!["main".into()],
+        revisions: revisions.iter().map(|r| r.to_string()).collect(),
         files,
         token: None,
     });
@@ -184,6 +190,57 @@ fn first_run_downloads_and_converts_with_yes() {
     let again = check(&user.o1(&q, &[("O1_TYPE", "q8_0")]), "second run");
     assert!(!again.contains("wrote "), "{again}");
     assert_eq!(hub.downloads(), 5, "each file was downloaded once");
+}
+
+/// `o1 config` and the first run read `revision` (and every other
+/// setting) through the same resolver: what one reports, the other pulls.
+#[test]
+fn first_run_pulls_the_revision_o1_config_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic::write(&dir.path().join("ckpt"), &Spec::tiny()).unwrap();
+    let hub = serve_revisions(&dir.path().join("ckpt"), &["main", "v1"]);
+    let user = User {
+        home: tempfile::tempdir().unwrap(),
+        endpoint: hub.endpoint.clone(),
+    };
+    let q = [
+        "run",
+        "Hi",
+        "--yes",
+        "--max-reasoning",
+        "2",
+        "--max-answer",
+        "2",
+    ];
+    let env = [("O1_TYPE", "q8_0"), ("O1_REVISION", "v1")];
+
+    let config = check(&user.o1(&["config"], &env), "o1 config");
+    assert!(
+        config.lines().any(|l| l.starts_with("revision ")
+            && l.contains(" v1 ")
+            && l.ends_with("environment O1_REVISION")),
+        "{config}"
+    );
+    check(&user.o1(&q, &env), "first run on revision v1");
+    let refs = user
+        .home
+        .path()
+        .join("hf/models--Laurie--Qwen2.5-1.5B-O1/refs");
+    let mut pulled: Vec<String> = std::fs::read_dir(&refs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pulled.sort();
+    assert_eq!(
+        pulled,
+        ["v1"],
+        "the first run pulled what o1 config reports"
+    );
+
+    // A revision the hub does not have is an error, not a silent `main`.
+    std::fs::remove_dir_all(user.home.path().join("models")).unwrap();
+    let missing = user.o1(&q, &[("O1_TYPE", "q8_0"), ("O1_REVISION", "v2")]);
+    assert_eq!(missing.status.code(), Some(10), "{}", text(&missing.stderr));
 }
 
 #[test]

@@ -81,9 +81,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.reps == 0 || (args.prompt == 0 && args.generate == 0 && !args.chat) {
         bail!("nothing to measure: give -p or -n, and -r of at least 1");
     }
-    let file = o1::settings::FileSettings::load()?;
-    let model = super::resolve_model(args.model.as_deref(), &file)?;
-    let mut config = args.engine.config(model, &file);
+    let settings = o1::settings::Settings::load()?;
+    let model = super::resolve_model(args.model.as_deref(), &settings)?;
+    let mut config = settings.engine_config(model, &args.engine, None)?;
     if config.n_ctx.is_none() {
         // As llama-bench: a context just large enough for the test.
         let chat_room = if args.chat { 4096 } else { 0 };

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use o1::settings::{self, FileSettings};
+use o1::settings::{self, Settings};
 use o1::store::Store;
 use o1_convert::{ConvertReport, OutputType};
 
@@ -23,8 +23,8 @@ pub struct Input {
 /// A folder, or a repo id found in the hub cache.
 pub fn resolve_input(
     checkpoint: &str,
-    revision: Option<&str>,
-    file: &FileSettings,
+    revision: Option<String>,
+    settings: &Settings,
 ) -> Result<Input> {
     let path = Path::new(checkpoint);
     let looks_like_repo =
@@ -42,7 +42,7 @@ pub fn resolve_input(
             source: name,
         });
     }
-    let (repo, revision) = super::pull::repo_and_revision(Some(checkpoint), revision, file);
+    let (repo, revision) = settings.repo_and_revision(Some(checkpoint.to_string()), revision)?;
     let cache = o1_hub::PullOptions::from_env().cache_dir;
     let snap = o1_hub::find_cached(&repo, &revision, &cache)
         .with_context(|| format!("{repo} is not pulled yet: run `o1 pull {repo}` first"))?;
@@ -59,6 +59,7 @@ fn options(
     output: Option<PathBuf>,
     ty: OutputType,
     args: Option<&ConvertArgs>,
+    settings: &Settings,
 ) -> Result<o1_convert::ConvertOptions> {
     let output = match output {
         Some(o) => o,
@@ -71,13 +72,13 @@ fn options(
     };
     let mut opts = o1_convert::ConvertOptions::new(&input.dir, &output, ty);
     opts.source = Some(input.source.clone());
+    if let Some(n) = settings.get(&settings::THREADS, args.and_then(|a| a.threads))? {
+        opts.threads = n.max(1);
+    }
     if let Some(args) = args {
         opts.force = args.force;
         opts.verify = !args.no_verify;
         opts.name = args.name.clone();
-        if let Some(n) = args.threads {
-            opts.threads = n.max(1);
-        }
         if args.two_pass {
             opts.pipeline = o1_convert::Pipeline::TwoPass;
         }
@@ -91,8 +92,9 @@ pub fn convert(
     output: Option<PathBuf>,
     ty: OutputType,
     args: Option<&ConvertArgs>,
+    settings: &Settings,
 ) -> Result<ConvertReport> {
-    let opts = options(input, output, ty, args)?;
+    let opts = options(input, output, ty, args, settings)?;
     let cancel = super::interrupt_flag();
     let mut progress = crate::progress::ConvertProgress::new(args.is_some_and(|a| a.quiet));
     Ok(o1_convert::convert(&opts, &mut progress, &cancel)?)
@@ -138,14 +140,11 @@ pub fn print_report(report: &ConvertReport) -> Result<()> {
 }
 
 pub fn run(args: ConvertArgs) -> Result<()> {
-    let file = FileSettings::load()?;
-    let ty = args
-        .out_type
-        .or(file.out_type())
-        .unwrap_or(OutputType::Q4KM);
-    let input = resolve_input(&args.checkpoint, args.revision.as_deref(), &file)?;
+    let settings = Settings::load()?;
+    let ty = settings.value(&settings::TYPE, args.out_type)?;
+    let input = resolve_input(&args.checkpoint, args.revision.clone(), &settings)?;
     if args.dry_run {
-        let opts = options(&input, args.output.clone(), ty, Some(&args))?;
+        let opts = options(&input, args.output.clone(), ty, Some(&args), &settings)?;
         let plan = o1_convert::plan_only(&opts)?;
         println!(
             "would write {} ({ty}, {:.2} GB, {} tensors: {}) from {:.2} GB of weights",
@@ -157,18 +156,11 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         );
         return Ok(());
     }
-    print_report(&convert(&input, args.output.clone(), ty, Some(&args))?)
-}
-
-/// The type of the default model: environment, config, built-in.
-pub fn default_type(file: &FileSettings) -> OutputType {
-    std::env::var("O1_TYPE")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .or(file.out_type())
-        .unwrap_or_else(|| {
-            settings::DEFAULT_TYPE
-                .parse()
-                .expect("the default type parses")
-        })
+    print_report(&convert(
+        &input,
+        args.output.clone(),
+        ty,
+        Some(&args),
+        &settings,
+    )?)
 }

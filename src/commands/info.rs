@@ -4,6 +4,7 @@ use std::io::Write;
 
 use anyhow::Result;
 use o1::model::{KvType, ModelInfo};
+use o1::settings::{self, Settings};
 
 use crate::cli::InfoArgs;
 
@@ -12,10 +13,13 @@ fn mib(bytes: u64) -> String {
 }
 
 pub fn run(args: InfoArgs) -> Result<()> {
-    let file = o1::settings::FileSettings::load()?;
-    let i = ModelInfo::read(&super::resolve_model(Some(&args.model), &file)?)?;
-    let n_ctx = args.n_ctx.unwrap_or(i.n_ctx_train);
-    let kv = i.kv_bytes_per_token(args.kv_type) * u64::from(n_ctx);
+    let settings = Settings::load()?;
+    let i = ModelInfo::read(&super::resolve_model(Some(&args.model), &settings)?)?;
+    let n_ctx = settings
+        .get(&settings::CTX, args.ctx)?
+        .unwrap_or(i.n_ctx_train);
+    let kv_type = settings.value(&settings::KV_TYPE, args.kv_type)?;
+    let kv = i.kv_bytes_per_token(kv_type) * u64::from(n_ctx);
     let types: Vec<String> = i
         .tensor_types
         .iter()
@@ -76,7 +80,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
         "memory at {n_ctx} tokens: {} weights + {} KV cache ({}) = {} (plus compute buffers)",
         mib(i.file_bytes),
         mib(kv),
-        args.kv_type.name(),
+        kv_type.name(),
         mib(i.file_bytes + kv)
     )?;
     Ok(())

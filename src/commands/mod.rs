@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod convert;
+mod first_run;
 pub mod info;
 pub mod pull;
 pub mod run;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 
 use o1::engine::{Engine, EngineConfig, EngineError};
 use o1::model::ModelError;
-use o1::settings::FileSettings;
+use o1::settings::{self, Settings};
 use o1::store::Store;
 
 /// Exit codes beyond 0 (success) and 2 (usage, from clap).
@@ -132,95 +133,40 @@ pub fn start_engine(config: EngineConfig, quiet: bool) -> Result<Engine, EngineE
 
 /// `o1 tui`: the chat UI on a model.
 pub fn tui(args: crate::cli::TuiArgs) -> anyhow::Result<()> {
-    let file = FileSettings::load()?;
-    let model = model_or_first_run(args.model.as_deref(), &file, args.yes)?;
-    let mut config = args.engine.config(model, &file);
-    args.chat.apply(&mut config, &file);
-    let collapsed = match args.reasoning.as_deref().or(file.reasoning.as_deref()) {
-        Some("collapsed") => true,
-        Some("shown") | None => false,
-        Some(other) => anyhow::bail!("--reasoning is {other:?}: shown or collapsed"),
-    };
-    o1::tui::run(config, args.resume, collapsed)
+    let settings = Settings::load()?;
+    let model = first_run::model_or_first_run(args.model.as_deref(), &settings, args.yes)?;
+    let config = settings.engine_config(model, &args.engine, Some(&args.chat))?;
+    let view = settings.value(&settings::REASONING, args.reasoning)?;
+    o1::tui::run(
+        config,
+        args.resume,
+        view == settings::ReasoningView::Collapsed,
+    )
 }
 
 /// The model a command uses: the argument (a path or a stored model's
-/// name), else `$O1_MODEL` or the config file's `model`, else the store's
-/// model for the default repository and type.
-pub fn resolve_model(arg: Option<&str>, file: &FileSettings) -> Result<PathBuf, ModelError> {
+/// name), else the `model` setting, else the store's model for the
+/// `repo` and `type` settings.
+pub fn resolve_model(arg: Option<&str>, settings: &Settings) -> anyhow::Result<PathBuf> {
     let store = Store::open_default();
-    let given = arg
-        .map(str::to_string)
-        .or_else(|| std::env::var("O1_MODEL").ok())
-        .or(file.model.clone());
-    if let Some(given) = given {
+    if let Some(given) = settings.get(&settings::MODEL, arg.map(str::to_string))? {
         let path = PathBuf::from(&given);
         if path.exists() {
             return Ok(path);
         }
-        return store.find(&given).ok_or(ModelError::NotFound(
-            if given.ends_with(".gguf") || given.contains('/') {
-                path
-            } else {
-                store.path_of(&given)
-            },
-        ));
+        let missing = if given.ends_with(".gguf") || given.contains('/') {
+            path
+        } else {
+            store.path_of(&given)
+        };
+        return Ok(store.find(&given).ok_or(ModelError::NotFound(missing))?);
     }
-    let (repo, _) = pull::repo_and_revision(None, None, file);
-    let name = Store::name_for(&repo, convert::default_type(file).name());
-    store.find(&name).ok_or(ModelError::NoDefaultModel {
+    let repo = settings.value(&settings::REPO, None)?;
+    let ty = settings.value(&settings::TYPE, None)?;
+    let name = Store::name_for(&repo, ty.name());
+    Ok(store.find(&name).ok_or(ModelError::NoDefaultModel {
         name,
         repo,
         store: store.dir().to_path_buf(),
-    })
-}
-
-/// [`resolve_model`], and when the default model is missing: the first
-/// run. It offers (or with `yes`, goes straight) to pull the default repo
-/// and convert it into the store, then returns the new model.
-pub fn model_or_first_run(
-    arg: Option<&str>,
-    file: &FileSettings,
-    yes: bool,
-) -> anyhow::Result<PathBuf> {
-    let missing = match resolve_model(arg, file) {
-        Err(e @ ModelError::NoDefaultModel { .. }) => e,
-        other => return Ok(other?),
-    };
-    let ModelError::NoDefaultModel { repo, .. } = &missing else {
-        unreachable!()
-    };
-    let (repo, revision) = pull::repo_and_revision(Some(repo), None, file);
-    let ty = convert::default_type(file);
-    let cache = o1_hub::PullOptions::from_env().cache_dir;
-    let cached = o1_hub::find_cached(&repo, &revision, &cache).ok();
-    if !yes {
-        if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
-            return Err(anyhow::Error::new(missing)
-                .context("pass --yes to download and convert it without asking"));
-        }
-        let what = if cached.is_some() {
-            "convert the downloaded"
-        } else {
-            "download (about 3 GB) and convert"
-        };
-        eprint!("o1: no model yet. {what} {repo} to {ty}? [Y/n] ");
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if answer.trim().eq_ignore_ascii_case("n") || answer.trim().eq_ignore_ascii_case("no") {
-            return Err(missing.into());
-        }
-    }
-    let snap = match cached {
-        Some(s) => s,
-        None => pull::pull(&repo, &revision, false)?,
-    };
-    let input = convert::Input {
-        dir: snap.dir.clone(),
-        name: repo.clone(),
-        source: format!("{repo}@{}", snap.commit),
-    };
-    let report = convert::convert(&input, None, ty, None)?;
-    convert::print_report(&report)?;
-    Ok(report.output)
+    })?)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use o1::chat::Phase;
 use o1::engine::{Event, PhaseStats, Stop};
-use o1::settings::FileSettings;
+use o1::settings::Settings;
 use o1::store::Store;
 use serde::Serialize;
 
@@ -56,8 +56,8 @@ fn model_and_question(args: &[String]) -> (Option<String>, Option<String>) {
 
 pub fn run(args: RunArgs) -> Result<()> {
     let (model, question) = model_and_question(&args.args);
-    let file = FileSettings::load()?;
-    let model = super::model_or_first_run(model.as_deref(), &file, args.yes)?;
+    let settings = Settings::load()?;
+    let model = super::first_run::model_or_first_run(model.as_deref(), &settings, args.yes)?;
     let question = match question.as_deref() {
         Some("-") | None => {
             if std::io::stdin().is_terminal() {
@@ -75,8 +75,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         bail!(o1::engine::EngineError::EmptyQuestion);
     }
 
-    let mut config = args.engine.config(model, &file);
-    args.chat.apply(&mut config, &file);
+    let config = settings.engine_config(model, &args.engine, Some(&args.chat))?;
     let engine = super::start_engine(config, args.json)?;
     let interrupted = super::interrupt_flag();
     let (tx, rx) = mpsc::channel();

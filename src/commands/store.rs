@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Result;
-use o1::settings::{self, FileSettings, Source};
+use o1::settings::{self, Settings};
 use o1::store::Store;
 
 use crate::cli::RmArgs;
@@ -57,8 +57,8 @@ pub fn rm(args: RmArgs) -> Result<()> {
 }
 
 pub fn config() -> Result<()> {
-    let path = settings::config_path();
-    let file = FileSettings::load()?;
+    let settings = Settings::load()?;
+    let path = settings.path();
     let mut out = std::io::stdout().lock();
     let present = if path.exists() {
         ""
@@ -75,12 +75,7 @@ pub fn config() -> Result<()> {
         out,
         "precedence: flag > environment variable > config file > default\n"
     )?;
-    for (key, value, source) in settings::effective(&file) {
-        let source = match source {
-            Source::Env(var) => format!("environment {var}"),
-            Source::File => "config file".to_string(),
-            Source::Default => "default".to_string(),
-        };
+    for (key, value, source) in settings.effective()? {
         writeln!(out, "{key:15} {value:40} {source}")?;
     }
     Ok(())

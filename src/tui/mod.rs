@@ -37,28 +37,21 @@ use crate::model::ModelInfo;
 use app::{App, ModelSummary, Msg};
 use session::Session;
 
-/// The folder of saved conversations.
-pub fn sessions_dir() -> PathBuf {
-    directories::ProjectDirs::from("", "", "o1")
-        .map(|d| d.data_local_dir().join("sessions"))
-        .unwrap_or_else(|| PathBuf::from(".o1-sessions"))
-}
-
 pub fn run(config: EngineConfig, resume: bool, reasoning_collapsed: bool) -> Result<()> {
     // Problems with the file are reported before the screen is taken over.
     ModelInfo::read(&config.model)?;
     let export_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let session = if resume {
-        Session::latest(&sessions_dir(), export_dir.clone())
+        Session::latest(&crate::paths::sessions_dir(), export_dir.clone())
             .context("reading the last conversation")?
             .ok_or_else(|| {
                 anyhow::anyhow!(
                     "no saved conversation to resume in {}",
-                    sessions_dir().display()
+                    crate::paths::sessions_dir().display()
                 )
             })?
     } else {
-        Session::new(sessions_dir(), export_dir)
+        Session::new(crate::paths::sessions_dir(), export_dir)
     };
 
     let (tx, rx) = mpsc::channel();
