@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::app::{stop_text, ModelSummary, Turn};
+use super::transcript::{stop_text, ModelSummary, Turn};
 
 const FORMAT: u32 = 1;
 
