@@ -1,66 +1,23 @@
 //! The UI's state and the one place that changes it: [`App::update`] takes
 //! every message of the inbox (keys, paste, mouse, resize, ticks, engine
-//! events, model loading) in order. Rendering reads the state and never
-//! changes it (apart from a cache of rendered Markdown).
+//! events, model loading) in order. Drawing reads the state and never
+//! changes it (apart from the cache of rendered transcript lines).
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::mpsc::{self, Sender};
 use std::time::Instant;
 
 use crossterm::event::{KeyEvent, MouseEvent, MouseEventKind};
 use ratatui::layout::Rect;
-use ratatui::style::Style;
-use ratatui::text::Line;
-use serde::{Deserialize, Serialize};
 
-use crate::chat::{Message, Phase, Role};
-use crate::engine::{ContextUsage, Engine, EngineError, Event, PhaseStats, Stop};
+use crate::chat::{Message, Phase};
+use crate::engine::{ContextUsage, Event, PhaseStats};
 
+use super::chat_engine::ChatEngine;
 use super::input::Input;
 use super::keys::{self, Action, Focus, Mode};
 use super::layout;
-use super::markdown;
 use super::session::Session;
-
-/// What the UI needs from the engine; the tests drive a scripted fake.
-pub trait ChatEngine: Send {
-    fn turn(&self, user: String, events: Sender<Event>) -> Result<(), EngineError>;
-    fn cancel(&self);
-    fn answer_now(&self);
-    fn reset(&self) -> Result<(), EngineError>;
-    /// Replaces the conversation and rebuilds its KV cache (resuming a session).
-    fn restore(&self, history: Vec<Message>) -> Result<(), EngineError>;
-}
-
-impl ChatEngine for Engine {
-    fn turn(&self, user: String, events: Sender<Event>) -> Result<(), EngineError> {
-        Engine::turn(self, user, events)
-    }
-    fn cancel(&self) {
-        Engine::cancel(self)
-    }
-    fn answer_now(&self) {
-        Engine::answer_now(self)
-    }
-    fn reset(&self) -> Result<(), EngineError> {
-        Engine::reset(self)
-    }
-    fn restore(&self, history: Vec<Message>) -> Result<(), EngineError> {
-        self.set_history(history)?;
-        self.warm()
-    }
-}
-
-/// The model as the status line shows it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ModelSummary {
-    pub name: String,
-    pub file_type: String,
-    pub gpu_layers: u32,
-    pub n_layers: u32,
-    pub n_ctx: usize,
-}
+use super::transcript::{history_of, ModelSummary, Pane, RenderCache, Turn};
 
 /// Everything that reaches the UI, in one inbox.
 pub enum Msg {
@@ -75,18 +32,6 @@ pub enum Msg {
     LoadProgress(f32),
     Ready(Box<dyn ChatEngine>, ModelSummary),
     LoadFailed(String),
-}
-
-/// One user turn as the transcript shows it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Turn {
-    pub question: String,
-    pub reasoning: String,
-    pub answer: String,
-    pub reasoning_stop: Option<Stop>,
-    pub answer_stop: Option<Stop>,
-    /// Things that happened during the turn (context trimmed, errors).
-    pub notes: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -106,12 +51,6 @@ pub enum State {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Scroll {
     pub from_bottom: usize,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pane {
-    Reasoning,
-    Answer,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -141,17 +80,8 @@ pub struct App {
     pub quit: bool,
     /// Messages to restore once the engine is ready (a resumed session).
     pending_restore: Option<Vec<Message>>,
-    cache: RefCell<RenderCache>,
-}
-
-/// A turn's rendered lines and the content key they were made from.
-type CachedLines = Option<(u64, Rc<Vec<Line<'static>>>)>;
-
-/// Rendered lines per (pane, turn), valid for one width.
-#[derive(Default)]
-struct RenderCache {
-    width: [u16; 2],
-    turns: [Vec<CachedLines>; 2],
+    /// The transcript's lines as drawn, kept across frames.
+    pub(super) rendered: RenderCache,
 }
 
 impl App {
@@ -174,7 +104,7 @@ impl App {
             pending_restore: (!session.turns.is_empty()).then(|| history_of(&session.turns)),
             session,
             quit: false,
-            cache: RefCell::default(),
+            rendered: RenderCache::default(),
         }
     }
 
@@ -358,7 +288,7 @@ impl App {
     fn clamp_scroll(&mut self, pane: Pane) {
         let rect = self.pane_rect(pane);
         let inner = layout::inner(rect);
-        let total = self.total_lines(pane, inner.width);
+        let total = self.rendered.total_lines(&self.turns, pane, inner.width);
         let max = total.saturating_sub(inner.height as usize);
         let s = &mut self.scroll[pane as usize];
         s.from_bottom = s.from_bottom.min(max);
@@ -513,150 +443,4 @@ impl App {
             Err(e) => self.note(format!("could not save the transcript: {e}"), true),
         }
     }
-
-    /// Total rendered lines of a pane at `width`.
-    pub fn total_lines(&self, pane: Pane, width: u16) -> usize {
-        (0..self.turns.len())
-            .map(|i| self.turn_lines(pane, i, width).len())
-            .sum()
-    }
-
-    /// The rendered lines of turn `i` in `pane`, cached until the text changes.
-    pub fn turn_lines(&self, pane: Pane, i: usize, width: u16) -> Rc<Vec<Line<'static>>> {
-        let turn = &self.turns[i];
-        let key = content_key(pane, turn);
-        let mut cache = self.cache.borrow_mut();
-        let p = pane as usize;
-        if cache.width[p] != width {
-            cache.width[p] = width;
-            cache.turns[p].clear();
-        }
-        if cache.turns[p].len() < self.turns.len() {
-            cache.turns[p].resize(self.turns.len(), None);
-        }
-        if let Some((k, lines)) = &cache.turns[p][i] {
-            if *k == key {
-                return lines.clone();
-            }
-        }
-        let lines = Rc::new(render_turn(pane, i, turn, width as usize));
-        cache.turns[p][i] = Some((key, lines.clone()));
-        lines
-    }
-}
-
-/// A key that changes whenever what a turn shows in `pane` changes.
-fn content_key(pane: Pane, t: &Turn) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    t.question.hash(&mut h);
-    t.notes.hash(&mut h);
-    match pane {
-        Pane::Reasoning => (&t.reasoning, t.reasoning_stop.map(|s| s as u8)).hash(&mut h),
-        Pane::Answer => (
-            &t.answer,
-            t.answer_stop.map(|s| s as u8),
-            t.reasoning_stop.map(|s| s as u8),
-        )
-            .hash(&mut h),
-    }
-    h.finish()
-}
-
-fn render_turn(pane: Pane, i: usize, t: &Turn, width: usize) -> Vec<Line<'static>> {
-    use ratatui::style::{Color, Modifier};
-    let mut lines = Vec::new();
-    let header = Style::default()
-        .fg(Color::Cyan)
-        .add_modifier(Modifier::BOLD);
-    let question: String = t
-        .question
-        .lines()
-        .next()
-        .unwrap_or("")
-        .chars()
-        .take(width.saturating_sub(12))
-        .collect();
-    match pane {
-        Pane::Reasoning => {
-            lines.push(Line::styled(
-                format!("── turn {} · {question}", i + 1),
-                header,
-            ));
-            let body = Style::default().fg(Color::Gray);
-            lines.extend(markdown::render(&t.reasoning, width, body));
-            if let Some(stop) = t.reasoning_stop.filter(|s| s.is_cut()) {
-                lines.push(Line::styled(
-                    format!("[reasoning cut: {}]", stop_text(stop)),
-                    Style::default().fg(Color::Yellow),
-                ));
-            }
-        }
-        Pane::Answer => {
-            lines.push(Line::styled(format!("── turn {}", i + 1), header));
-            let you = Style::default()
-                .fg(Color::Blue)
-                .add_modifier(Modifier::BOLD);
-            for (k, l) in markdown::render(&t.question, width.saturating_sub(5), Style::default())
-                .into_iter()
-                .enumerate()
-            {
-                let mut spans = vec![ratatui::text::Span::styled(
-                    if k == 0 { "You: " } else { "     " },
-                    you,
-                )];
-                spans.extend(l.spans);
-                lines.push(Line::from(spans));
-            }
-            lines.extend(markdown::render(&t.answer, width, Style::default()));
-            if let Some(stop) = t.answer_stop.filter(|s| s.is_cut()) {
-                lines.push(Line::styled(
-                    format!("[answer cut: {}]", stop_text(stop)),
-                    Style::default().fg(Color::Yellow),
-                ));
-            }
-            for n in &t.notes {
-                lines.extend(markdown::render(
-                    &format!("! {n}"),
-                    width,
-                    Style::default().fg(Color::Red),
-                ));
-            }
-        }
-    }
-    lines.push(Line::default());
-    lines
-}
-
-pub fn stop_text(stop: Stop) -> &'static str {
-    match stop {
-        Stop::EndOfTurn => "done",
-        Stop::Limit => "token limit",
-        Stop::Cancelled => "stopped",
-        Stop::AnswerNow => "cut short",
-        Stop::ContextFull => "context full",
-    }
-}
-
-/// The model's conversation for a transcript (resume).
-pub fn history_of(turns: &[Turn]) -> Vec<Message> {
-    let mut m = Vec::new();
-    for t in turns {
-        m.push(Message::new(Role::User, t.question.clone()));
-        if let Some(stop) = t.reasoning_stop {
-            m.push(Message {
-                role: Role::Reasoning,
-                content: t.reasoning.clone(),
-                cut: stop.is_cut(),
-            });
-        }
-        if let Some(stop) = t.answer_stop {
-            m.push(Message {
-                role: Role::Assistant,
-                content: t.answer.clone(),
-                cut: stop.is_cut(),
-            });
-        }
-    }
-    m
 }

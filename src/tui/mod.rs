@@ -7,11 +7,13 @@
 //! a panic hook put the terminal back however the UI ends.
 
 pub mod app;
+pub mod chat_engine;
 pub mod input;
 pub mod keys;
 pub mod layout;
 pub mod markdown;
 pub mod session;
+pub mod transcript;
 pub mod ui;
 
 use std::io::{self, Stdout};
@@ -34,7 +36,7 @@ use ratatui::Terminal;
 use crate::engine::{Engine, EngineConfig};
 use crate::model::ModelInfo;
 
-use app::{App, ModelSummary, Msg};
+use app::{App, Msg};
 use session::Session;
 
 pub fn run(config: EngineConfig, resume: bool, reasoning_collapsed: bool) -> Result<()> {
@@ -173,23 +175,7 @@ fn spawn_loader(config: EngineConfig, tx: Sender<Msg>) {
         });
         let msg = match started {
             Ok(engine) => {
-                let loaded = engine.loaded();
-                let info = &loaded.info;
-                let name = if info.name.is_empty() {
-                    info.path
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .unwrap_or_default()
-                } else {
-                    info.name.clone()
-                };
-                let summary = ModelSummary {
-                    name,
-                    file_type: info.file_type.clone(),
-                    gpu_layers: loaded.gpu_layers,
-                    n_layers: info.n_layer,
-                    n_ctx: loaded.n_ctx,
-                };
+                let summary = chat_engine::model_summary(&engine);
                 Msg::Ready(Box::new(engine), summary)
             }
             Err(e) => Msg::LoadFailed(e.to_string()),

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::app::{stop_text, ModelSummary, Turn};
+use super::transcript::{ModelSummary, Turn};
 
 const FORMAT: u32 = 1;
 
@@ -134,12 +134,12 @@ pub fn markdown(model: &ModelSummary, turns: &[Turn]) -> String {
         out.push_str("<details><summary>Reasoning</summary>\n\n");
         out.push_str(&t.reasoning);
         if let Some(s) = t.reasoning_stop.filter(|s| s.is_cut()) {
-            out.push_str(&format!("\n\n*[reasoning cut: {}]*", stop_text(s)));
+            out.push_str(&format!("\n\n*[reasoning cut: {}]*", s));
         }
         out.push_str("\n\n</details>\n\n");
         out.push_str(&t.answer);
         if let Some(s) = t.answer_stop.filter(|s| s.is_cut()) {
-            out.push_str(&format!("\n\n*[answer cut: {}]*", stop_text(s)));
+            out.push_str(&format!("\n\n*[answer cut: {}]*", s));
         }
         out.push('\n');
     }

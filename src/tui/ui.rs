@@ -9,9 +9,10 @@ use ratatui::Frame;
 
 use crate::chat::Phase;
 
-use super::app::{App, Pane, State};
+use super::app::{App, State};
 use super::keys::{Focus, BINDINGS};
 use super::layout::{self, MIN_HEIGHT, MIN_WIDTH};
+use super::transcript::Pane;
 
 pub fn draw(f: &mut Frame, app: &App) {
     let area = f.area();
@@ -125,13 +126,13 @@ fn draw_pane(f: &mut Frame, app: &App, pane: Pane, rect: Rect) {
     }
     // Only the visible window of lines is gathered, from the per-turn cache.
     let height = inner.height as usize;
-    let total = app.total_lines(pane, inner.width);
+    let total = app.rendered.total_lines(&app.turns, pane, inner.width);
     let end = total.saturating_sub(scrolled.min(total.saturating_sub(height)));
     let start = end.saturating_sub(height);
     let mut visible = Vec::with_capacity(height);
     let mut at = 0;
     for i in 0..app.turns.len() {
-        let lines = app.turn_lines(pane, i, inner.width);
+        let lines = app.rendered.turn_lines(&app.turns, pane, i, inner.width);
         let (from, to) = (at, at + lines.len());
         at = to;
         if to <= start {

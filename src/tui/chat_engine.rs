@@ -1,0 +1,61 @@
+//! How the UI talks to the engine thread: the few calls it makes, as a
+//! trait the real [`Engine`] implements and the tests replace with a
+//! scripted fake, and the model summary a loaded engine shows.
+
+use std::sync::mpsc::Sender;
+
+use crate::chat::Message;
+use crate::engine::{Engine, EngineError, Event};
+
+use super::transcript::ModelSummary;
+
+/// What the UI needs from the engine; the tests drive a scripted fake.
+pub trait ChatEngine: Send {
+    fn turn(&self, user: String, events: Sender<Event>) -> Result<(), EngineError>;
+    fn cancel(&self);
+    fn answer_now(&self);
+    fn reset(&self) -> Result<(), EngineError>;
+    /// Replaces the conversation and rebuilds its KV cache (resuming a session).
+    fn restore(&self, history: Vec<Message>) -> Result<(), EngineError>;
+}
+
+impl ChatEngine for Engine {
+    fn turn(&self, user: String, events: Sender<Event>) -> Result<(), EngineError> {
+        Engine::turn(self, user, events)
+    }
+    fn cancel(&self) {
+        Engine::cancel(self)
+    }
+    fn answer_now(&self) {
+        Engine::answer_now(self)
+    }
+    fn reset(&self) -> Result<(), EngineError> {
+        Engine::reset(self)
+    }
+    fn restore(&self, history: Vec<Message>) -> Result<(), EngineError> {
+        self.set_history(history)?;
+        self.warm()
+    }
+}
+
+/// The loaded model as the status line shows it (the file's name when the
+/// model has none).
+pub fn model_summary(engine: &Engine) -> ModelSummary {
+    let loaded = engine.loaded();
+    let info = &loaded.info;
+    let name = if info.name.is_empty() {
+        info.path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        info.name.clone()
+    };
+    ModelSummary {
+        name,
+        file_type: info.file_type.clone(),
+        gpu_layers: loaded.gpu_layers,
+        n_layers: info.n_layer,
+        n_ctx: loaded.n_ctx,
+    }
+}
