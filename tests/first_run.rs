@@ -180,16 +180,78 @@ fn first_run_downloads_and_converts_with_yes() {
         text(&offline.stderr)
     );
 
-    let first = user.o1(&[&q[..], &["--yes"]].concat(), &[("O1_TYPE", "q8_0")]);
-    let out = check(&first, "o1 run --yes");
-    assert!(
-        out.contains("wrote ") && out.contains("Laurie--Qwen2.5-1.5B-O1-q8_0.gguf"),
-        "{out}"
+    // The first run's report goes to stderr; stdout holds the answer only,
+    // as it does on every later run (`answer=$(o1 run --yes …)`).
+    let first = user.o1(
+        &[&q[..], &["--yes", "--hide-reasoning"]].concat(),
+        &[("O1_TYPE", "q8_0")],
     );
-    // The second run starts at once from the store.
-    let again = check(&user.o1(&q, &[("O1_TYPE", "q8_0")]), "second run");
-    assert!(!again.contains("wrote "), "{again}");
+    let answer = check(&first, "o1 run --yes");
+    let log = text(&first.stderr);
+    assert!(
+        log.contains("wrote ") && log.contains("Laurie--Qwen2.5-1.5B-O1-q8_0.gguf"),
+        "{log}"
+    );
+    assert!(log.contains("verified: "), "{log}");
+    let again = user.o1(
+        &[&q[..], &["--hide-reasoning"]].concat(),
+        &[("O1_TYPE", "q8_0")],
+    );
+    assert_eq!(
+        answer,
+        check(&again, "second run"),
+        "the same answer, nothing else"
+    );
+    assert!(
+        !text(&again.stderr).contains("wrote "),
+        "the second run starts from the store"
+    );
     assert_eq!(hub.downloads(), 5, "each file was downloaded once");
+
+    // The model is named for its repo, not for the snapshot's commit folder.
+    let info = check(
+        &user.o1(&["info", "Laurie--Qwen2.5-1.5B-O1-q8_0"], &[]),
+        "o1 info",
+    );
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("name ") && l.ends_with(" Qwen2.5-1.5B-O1")),
+        "{info}"
+    );
+    assert!(info.contains(&format!("{REPO}@0123456789abcdef")), "{info}");
+}
+
+#[test]
+fn first_run_with_json_prints_one_document() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic::write(&dir.path().join("ckpt"), &Spec::tiny()).unwrap();
+    let hub = serve(&dir.path().join("ckpt"));
+    let user = User {
+        home: tempfile::tempdir().unwrap(),
+        endpoint: hub.endpoint.clone(),
+    };
+    let out = user.o1(
+        &[
+            "run",
+            "Hi",
+            "--yes",
+            "--json",
+            "--max-reasoning",
+            "3",
+            "--max-answer",
+            "3",
+        ],
+        &[("O1_TYPE", "q8_0")],
+    );
+    let stdout = check(&out, "o1 run --yes --json");
+    let v: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {stdout}"));
+    assert!(v["stats"]["answer"].is_object(), "{v}");
+    assert!(
+        text(&out.stderr).contains("wrote "),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// `o1 config` and the first run read `revision` (and every other

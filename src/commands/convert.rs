@@ -16,8 +16,23 @@ pub struct Input {
     pub dir: PathBuf,
     /// The name the store entry is made from (repo id or folder name).
     pub name: String,
+    /// The model's own name (`general.name`, shown by `o1 info`, `o1 tui`
+    /// and saved chats): the repo's name without its owner, or the folder's.
+    pub model_name: String,
     /// What `o1.source` records: the repo and commit, or the folder's name.
     pub source: String,
+}
+
+impl Input {
+    /// A repo's snapshot in the hub cache (its folder is named for the commit).
+    pub fn pulled(repo: &str, snapshot: o1_hub::Snapshot) -> Self {
+        Input {
+            dir: snapshot.dir,
+            name: repo.to_string(),
+            model_name: repo.rsplit('/').next().unwrap_or(repo).to_string(),
+            source: format!("{repo}@{}", snapshot.commit),
+        }
+    }
 }
 
 /// A folder, or a repo id found in the hub cache.
@@ -39,6 +54,7 @@ pub fn resolve_input(
         return Ok(Input {
             dir: path.to_path_buf(),
             name: name.clone(),
+            model_name: name.clone(),
             source: name,
         });
     }
@@ -46,11 +62,7 @@ pub fn resolve_input(
     let cache = o1_hub::PullOptions::from_env().cache_dir;
     let snap = o1_hub::find_cached(&repo, &revision, &cache)
         .with_context(|| format!("{repo} is not pulled yet: run `o1 pull {repo}` first"))?;
-    Ok(Input {
-        dir: snap.dir,
-        name: repo.clone(),
-        source: format!("{repo}@{}", snap.commit),
-    })
+    Ok(Input::pulled(&repo, snap))
 }
 
 /// The conversion's options; `output` defaults to the model store.
@@ -72,13 +84,16 @@ fn options(
     };
     let mut opts = o1_convert::ConvertOptions::new(&input.dir, &output, ty);
     opts.source = Some(input.source.clone());
+    opts.name = Some(input.model_name.clone());
     if let Some(n) = settings.get(&settings::THREADS, args.and_then(|a| a.threads))? {
         opts.threads = n.max(1);
     }
     if let Some(args) = args {
         opts.force = args.force;
         opts.verify = !args.no_verify;
-        opts.name = args.name.clone();
+        if let Some(name) = &args.name {
+            opts.name = Some(name.clone());
+        }
         if args.two_pass {
             opts.pipeline = o1_convert::Pipeline::TwoPass;
         }
@@ -108,8 +123,9 @@ fn type_list(counts: &std::collections::BTreeMap<String, usize>) -> String {
         .join(", ")
 }
 
-pub fn print_report(report: &ConvertReport) -> Result<()> {
-    let mut out = std::io::stdout().lock();
+/// What was written and verified, to `out`: stdout for `o1 convert`,
+/// stderr in the first run, whose stdout belongs to the answer.
+pub fn print_report(report: &ConvertReport, out: &mut dyn Write) -> Result<()> {
     writeln!(
         out,
         "wrote {} ({}, {:.2} GB, {} tensors: {}) in {:.1} s",
@@ -156,11 +172,6 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         );
         return Ok(());
     }
-    print_report(&convert(
-        &input,
-        args.output.clone(),
-        ty,
-        Some(&args),
-        &settings,
-    )?)
+    let report = convert(&input, args.output.clone(), ty, Some(&args), &settings)?;
+    print_report(&report, &mut std::io::stdout().lock())
 }

@@ -13,7 +13,8 @@ use super::{convert, pull, resolve_model};
 
 /// [`resolve_model`], and when the default model is missing: the first
 /// run. It offers (or with `yes`, goes straight) to pull the default repo
-/// and convert it into the store, then returns the new model.
+/// and convert it into the store, then returns the new model. Everything
+/// it prints goes to stderr: stdout is the command's own (`o1 run`'s answer).
 pub fn model_or_first_run(
     arg: Option<&str>,
     settings: &Settings,
@@ -52,12 +53,8 @@ pub fn model_or_first_run(
         Some(s) => s,
         None => pull::pull(&repo, &revision, false)?,
     };
-    let input = convert::Input {
-        dir: snap.dir.clone(),
-        name: repo.clone(),
-        source: format!("{repo}@{}", snap.commit),
-    };
+    let input = convert::Input::pulled(&repo, snap);
     let report = convert::convert(&input, None, ty, None, settings)?;
-    convert::print_report(&report)?;
+    convert::print_report(&report, &mut std::io::stderr().lock())?;
     Ok(report.output)
 }
