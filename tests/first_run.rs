@@ -44,6 +44,19 @@ fn serve_revisions(checkpoint: &Path, revisions: &[&str]) -> TestHub {
     hub
 }
 
+/// A hub serving a tiny synthetic checkpoint as the default repo under
+/// these branch names, and a user with an empty home who talks to it.
+fn hub_and_user(revisions: &[&str]) -> (TestHub, User) {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic::write(&dir.path().join("ckpt"), &Spec::tiny()).unwrap();
+    let hub = serve_revisions(&dir.path().join("ckpt"), revisions);
+    let user = User {
+        home: tempfile::tempdir().unwrap(),
+        endpoint: hub.endpoint.clone(),
+    };
+    (hub, user)
+}
+
 struct User {
     home: tempfile::TempDir,
     endpoint: String,
@@ -150,13 +163,7 @@ fn pull_convert_run_from_an_empty_cache() {
 
 #[test]
 fn first_run_downloads_and_converts_with_yes() {
-    let dir = tempfile::tempdir().unwrap();
-    synthetic::write(&dir.path().join("ckpt"), &Spec::tiny()).unwrap();
-    let hub = serve(&dir.path().join("ckpt"));
-    let user = User {
-        home: tempfile::tempdir().unwrap(),
-        endpoint: hub.endpoint.clone(),
-    };
+    let (hub, user) = hub_and_user(&["main"]);
     let q = ["run", "Hello", "--max-reasoning", "4", "--max-answer", "4"];
 
     // Not a terminal and no --yes: say what to do, change nothing.
@@ -223,13 +230,7 @@ fn first_run_downloads_and_converts_with_yes() {
 
 #[test]
 fn first_run_with_json_prints_one_document() {
-    let dir = tempfile::tempdir().unwrap();
-    synthetic::write(&dir.path().join("ckpt"), &Spec::tiny()).unwrap();
-    let hub = serve(&dir.path().join("ckpt"));
-    let user = User {
-        home: tempfile::tempdir().unwrap(),
-        endpoint: hub.endpoint.clone(),
-    };
+    let (_hub, user) = hub_and_user(&["main"]);
     let out = user.o1(
         &[
             "run",
@@ -258,13 +259,7 @@ fn first_run_with_json_prints_one_document() {
 /// setting) through the same resolver: what one reports, the other pulls.
 #[test]
 fn first_run_pulls_the_revision_o1_config_reports() {
-    let dir = tempfile::tempdir().unwrap();
-    synthetic::write(&dir.path().join("ckpt"), &Spec::tiny()).unwrap();
-    let hub = serve_revisions(&dir.path().join("ckpt"), &["main", "v1"]);
-    let user = User {
-        home: tempfile::tempdir().unwrap(),
-        endpoint: hub.endpoint.clone(),
-    };
+    let (_hub, user) = hub_and_user(&["main", "v1"]);
     let q = [
         "run",
         "Hi",
