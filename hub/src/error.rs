@@ -157,7 +157,7 @@ impl HubError {
     ) -> Self {
         if source.raw_os_error() == Some(libc::ENOSPC) {
             let dir = path.parent().unwrap_or(path).to_path_buf();
-            let available = crate::cache::free_space(&dir).unwrap_or(0);
+            let available = fs4::available_space(&dir).unwrap_or(0);
             return HubError::DiskFull {
                 path: dir,
                 needed: None,

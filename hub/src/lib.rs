@@ -17,7 +17,7 @@
 //! same repo download each blob once.
 
 #[cfg(not(unix))]
-compile_error!("o1-hub needs a Unix system: it uses symlinks, flock and statvfs");
+compile_error!("o1-hub needs a Unix system: it uses symlinks and flock");
 
 mod api;
 mod cache;
@@ -262,7 +262,7 @@ fn check_space(cache: &RepoCache, files: &[&RemoteFile], keep_free: u64) -> Resu
         });
         needed = needed.saturating_add(size - have);
     }
-    let available = cache::free_space(&blobs)
+    let available = fs4::available_space(&blobs)
         .map_err(|e| HubError::io("checking free disk space", &blobs, e))?;
     if available < needed {
         return Err(HubError::DiskFull {
