@@ -30,7 +30,7 @@ mod progress;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-pub use error::{HubError, Result};
+pub use error::{exit_code_help, HubError, Result, EXIT_CODES};
 pub use options::{HfToken, PullOptions, RetryPolicy, DEFAULT_ENDPOINT};
 pub use progress::{NoProgress, PullProgress};
 
