@@ -11,9 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{GpuLayers, OnFull};
 use crate::model::KvType;
 
-/// The hub repository of the model and the default conversion type.
-pub const DEFAULT_REPO: &str = "Laurie/Qwen2.5-1.5B-O1";
-pub const DEFAULT_REVISION: &str = "main";
+pub use o1_hub::{DEFAULT_REPO, DEFAULT_REVISION};
+/// The default conversion type.
 pub const DEFAULT_TYPE: &str = "q4_k_m";
 
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
