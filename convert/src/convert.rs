@@ -18,14 +18,16 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use llama_cpp_sys_2 as sys;
+use o1_gguf::format::{self, GgufWriter, Metadata, TensorInfo, Value};
+use o1_gguf::ggml::OutputType;
+use o1_gguf::llama;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{write_error, ConvertError, Result};
-use crate::ggml::OutputType;
-use crate::gguf::{GgufWriter, TensorInfo};
 use crate::metadata::{self, ModelMeta};
 use crate::output::{self, TempOutput};
 use crate::plan::{self, PlannedTensor};
+use crate::progress::Progress;
 use crate::safetensors::Weights;
 use crate::stream;
 use crate::verify::{self, VerifyReport};
@@ -75,20 +77,6 @@ impl ConvertOptions {
     }
 }
 
-/// Receives progress; called from the converting thread only.
-pub trait Progress {
-    /// A new stage begins (`total` bytes of source data to go through).
-    fn stage(&mut self, _name: &str, _total: u64) {}
-    /// `bytes` more source bytes are done; `tensor` is being converted.
-    fn advance(&mut self, _bytes: u64, _tensor: &str) {}
-    /// A stage ended.
-    fn finish_stage(&mut self) {}
-}
-
-/// Progress that goes nowhere.
-pub struct NoProgress;
-impl Progress for NoProgress {}
-
 #[derive(Debug, Clone)]
 pub struct ConvertReport {
     pub output: PathBuf,
@@ -115,9 +103,7 @@ pub struct PlanReport {
 }
 
 /// Opens the checkpoint, plans its tensors and builds the file's metadata.
-fn prepare(
-    opts: &ConvertOptions,
-) -> Result<(Checkpoint, Vec<PlannedTensor>, crate::gguf::Metadata)> {
+fn prepare(opts: &ConvertOptions) -> Result<(Checkpoint, Vec<PlannedTensor>, Metadata)> {
     let ckpt = Checkpoint::open(&opts.input)?;
     let planned = plan::plan(&ckpt.config, &ckpt.weights, opts.out_type)?;
     let name = opts.name.clone().unwrap_or_else(|| ckpt.name());
@@ -260,7 +246,7 @@ pub fn convert(
 fn data_size(planned: &[PlannedTensor]) -> u64 {
     planned
         .iter()
-        .map(|p| crate::gguf::align(p.info.n_bytes()))
+        .map(|p| format::align(p.info.n_bytes()))
         .sum()
 }
 
@@ -281,7 +267,7 @@ fn lossless_types(planned: &[PlannedTensor]) -> Vec<PlannedTensor> {
 #[allow(clippy::too_many_arguments)]
 fn write_gguf(
     file: std::fs::File,
-    meta: &[(String, crate::gguf::Value)],
+    meta: &[(String, Value)],
     planned: &[PlannedTensor],
     weights: &Weights,
     opts: &ConvertOptions,
@@ -311,8 +297,8 @@ fn write_gguf(
 
 /// Pass 2 of the reference pipeline: llama.cpp's own quantizer.
 fn quantize_file(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<()> {
-    crate::llama::backend();
-    crate::llama::clear_recent_errors();
+    llama::backend();
+    llama::clear_recent_errors();
     let cstr = |p: &Path| CString::new(p.to_string_lossy().as_bytes()).expect("path without NUL");
     let (inp, outp) = (cstr(input), cstr(output));
     // SAFETY: plain C struct returned by value.
@@ -324,7 +310,7 @@ fn quantize_file(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<(
     if rc != 0 {
         return Err(ConvertError::Quantize {
             path: opts.output.clone(),
-            detail: crate::llama::recent_errors().join("; "),
+            detail: llama::recent_errors().join("; "),
         });
     }
     Ok(())

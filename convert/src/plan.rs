@@ -10,10 +10,11 @@
 
 use std::cmp::Ordering;
 
+use o1_gguf::format::TensorInfo;
+use o1_gguf::ggml::{GgmlType, OutputType};
+
 use crate::config::ModelConfig;
 use crate::error::{ConvertError, Result};
-use crate::ggml::{GgmlType, OutputType};
-use crate::gguf::TensorInfo;
 use crate::safetensors::{SourceTensor, Weights};
 
 /// One output tensor and where its data comes from.

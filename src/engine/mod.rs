@@ -565,18 +565,18 @@ fn worker(
     ready: Sender<Result<Loaded, EngineError>>,
     progress: impl FnMut(f32) -> bool + Send + 'static,
 ) {
-    let backend = o1_convert::llama::backend();
+    let backend = o1_gguf::llama::backend();
     let mut notes = Vec::new();
     let gpu_layers = choose_gpu_layers(&config, &info, &mut notes);
     let params = LlamaModelParams::default()
         .with_n_gpu_layers(gpu_layers)
         .with_use_mmap(config.mmap)
         .with_progress_callback(progress);
-    o1_convert::llama::clear_recent_errors();
+    o1_gguf::llama::clear_recent_errors();
     let model = match LlamaModel::load_from_file(backend, &config.model, &params) {
         Ok(m) => m,
         Err(e) => {
-            let detail = o1_convert::llama::recent_errors().join("; ");
+            let detail = o1_gguf::llama::recent_errors().join("; ");
             let detail = if detail.is_empty() {
                 e.to_string()
             } else {
@@ -618,7 +618,7 @@ fn worker(
     let ctx = match model.new_context(backend, ctx_params) {
         Ok(c) => c,
         Err(e) => {
-            let detail = o1_convert::llama::recent_errors().join("; ");
+            let detail = o1_gguf::llama::recent_errors().join("; ");
             let _ = ready.send(Err(EngineError::Context {
                 n_ctx,
                 detail: if detail.is_empty() {
