@@ -17,6 +17,8 @@ pub mod plan;
 mod progress;
 pub mod safetensors;
 mod stream;
+/// Test fixtures, for this workspace's tests, examples and benchmarks.
+#[cfg(any(test, feature = "synthetic"))]
 pub mod synthetic;
 pub mod verify;
 pub mod vocab;
