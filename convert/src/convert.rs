@@ -158,48 +158,33 @@ pub fn convert(
     let needed = out_bytes + intermediate.as_deref().map_or(0, data_size);
     output::check_target(&opts.output, opts.force, needed)?;
 
-    let mut warnings = Vec::new();
     let mut out = TempOutput::create(&opts.output, "out")?;
-    match &intermediate {
-        None => {
-            let stage = format!("converting to {}", opts.out_type);
-            progress.stage(&stage, ckpt.weights.total_bytes());
-            let file = out.take_file();
-            write_gguf(
-                file,
-                &meta,
-                &planned,
-                &ckpt.weights,
-                opts,
-                progress,
-                cancel,
-                &mut warnings,
-            )?;
-            progress.finish_stage();
-        }
-        Some(lossless) => {
-            let mut tmp = TempOutput::create(&opts.output, "lossless")?;
-            progress.stage(
-                "writing lossless GGUF (pass 1 of 2)",
-                ckpt.weights.total_bytes(),
-            );
-            let file = tmp.take_file();
-            write_gguf(
-                file,
-                &meta,
-                lossless,
-                &ckpt.weights,
-                opts,
-                progress,
-                cancel,
-                &mut warnings,
-            )?;
-            progress.finish_stage();
-            progress.stage("quantizing with llama.cpp (pass 2 of 2)", 0);
-            drop(out.take_file());
-            quantize_file(tmp.path(), out.path(), opts)?;
-            progress.finish_stage();
-        }
+    // Two pass writes a lossless file first and quantizes it into `out`.
+    let mut lossless = match intermediate {
+        Some(plan) => Some((plan, TempOutput::create(&opts.output, "lossless")?)),
+        None => None,
+    };
+    let (stage, tensors, file) = match &mut lossless {
+        Some((plan, tmp)) => (
+            "writing lossless GGUF (pass 1 of 2)".to_string(),
+            &plan[..],
+            tmp.take_file(),
+        ),
+        None => (
+            format!("converting to {}", opts.out_type),
+            &planned[..],
+            out.take_file(),
+        ),
+    };
+    progress.stage(&stage, ckpt.weights.total_bytes());
+    let warnings = write_gguf(file, &meta, tensors, &ckpt.weights, opts, progress, cancel)?;
+    progress.finish_stage();
+    // The lossless file goes once quantized (on drop).
+    if let Some((_, tmp)) = lossless {
+        progress.stage("quantizing with llama.cpp (pass 2 of 2)", 0);
+        drop(out.take_file());
+        quantize_file(tmp.path(), out.path(), opts)?;
+        progress.finish_stage();
     }
 
     // Checked under its temporary name: the output appears only once
@@ -264,7 +249,8 @@ fn lossless_types(planned: &[PlannedTensor]) -> Vec<PlannedTensor> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Writes `planned` as a GGUF file with `meta` into `file`; returns a warning
+/// per tensor whose values overflowed f16.
 fn write_gguf(
     file: std::fs::File,
     meta: &[(String, Value)],
@@ -273,8 +259,7 @@ fn write_gguf(
     opts: &ConvertOptions,
     progress: &mut dyn Progress,
     cancel: &AtomicBool,
-    warnings: &mut Vec<String>,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let needed = data_size(planned);
     let werr = |e| write_error(&opts.output, needed, e);
     let infos: Vec<TensorInfo> = planned.iter().map(|p| p.info.clone()).collect();
@@ -289,10 +274,9 @@ fn write_gguf(
         progress,
     )
     .map_err(|e| e.into_convert_error(werr))?;
-    warnings.extend(overflow);
     let buffered = writer.finish().map_err(werr)?;
     buffered.into_inner().map_err(|e| werr(e.into_error()))?;
-    Ok(())
+    Ok(overflow)
 }
 
 /// Pass 2 of the reference pipeline: llama.cpp's own quantizer.
