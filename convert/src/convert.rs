@@ -179,7 +179,7 @@ pub fn convert(
     progress.stage(&stage, ckpt.weights.total_bytes());
     let warnings = write_gguf(file, &meta, tensors, &ckpt.weights, opts, progress, cancel)?;
     progress.finish_stage();
-    // The lossless file goes once quantized (on drop).
+    // Pass 2; the lossless temporary is deleted as `tmp` drops at its end.
     if let Some((_, tmp)) = lossless {
         progress.stage("quantizing with llama.cpp (pass 2 of 2)", 0);
         drop(out.take_file());
