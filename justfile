@@ -43,7 +43,7 @@ fixture size:
 
 # Write a synthetic checkpoint with random weights (preset: tiny, 0.5b, 1.5b).
 synthetic dir preset="tiny" *args="":
-    cargo run --release -q -p o1-convert --example make-synthetic -- {{dir}} --preset {{preset}} {{args}}
+    cargo run --release -q -p o1-convert -F synthetic --example make-synthetic -- {{dir}} --preset {{preset}} {{args}}
 
 # Convert with o1.
 convert *args:

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub const IM_START: &str = "<|im_start|>";
 pub const IM_END: &str = "<|im_end|>";
-pub const REASONING: &str = "<|reasoning|>";
+pub use o1_gguf::keys::REASONING_TOKEN as REASONING;
 /// The system message of the model card's reference loop.
 pub const DEFAULT_SYSTEM: &str = "You are a helpful assistant";
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use o1::model::KvType;
 use o1::settings::{for_flag, AnySetting, ChatFlags, EngineFlags, ReasoningView};
-use o1_convert::OutputType;
+use o1_gguf::ggml::OutputType;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,11 +45,12 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Environment: HF_ENDPOINT (a mirror), HF_TOKEN (gated repos; else the token file\n\
-    in HF_HOME), HF_HUB_CACHE or HF_HOME (the cache, shared with Python and llama.cpp),\n\
-    HF_HUB_OFFLINE=1 (no network: use what is cached).\n\n\
-    Exit codes: 10 not found, 11 access denied, 12 network, 13 server error, 14/15 corrupt\n\
-    download, 16 disk full, 17 offline and not cached, 18 unsafe file name, 19 corrupt cache."
+    after_help = format!(
+        "Environment: HF_ENDPOINT (a mirror), HF_TOKEN (gated repos; else the token file\n\
+        in HF_HOME), HF_HUB_CACHE or HF_HOME (the cache, shared with Python and llama.cpp),\n\
+        HF_HUB_OFFLINE=1 (no network: use what is cached).\n\n{}",
+        o1_hub::exit_code_help()
+    )
 )]
 pub struct PullArgs {
     /// The repository [default: Laurie/Qwen2.5-1.5B-O1, or the config's `repo`].

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use o1_convert::gguf::{GgufFile, Value};
-use o1_convert::metadata::{GENERATION_PREFIX, KEY_REASONING_TOKEN_ID};
-use o1_convert::OutputType;
+use o1_gguf::format::{GgufFile, Value};
+use o1_gguf::ggml::OutputType;
+use o1_gguf::keys::{GENERATION_PREFIX, KEY_REASONING_TOKEN_ID, KEY_SOURCE, REASONING_TOKEN};
 
 /// Why a model file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +147,7 @@ impl ModelInfo {
             .or_else(|| {
                 tokens
                     .iter()
-                    .position(|t| t.as_str() == Some("<|reasoning|>"))
+                    .position(|t| t.as_str() == Some(REASONING_TOKEN))
                     .map(|i| i as u32)
             });
         let Some(reasoning_token_id) = reasoning_token_id else {
@@ -204,7 +204,7 @@ impl ModelInfo {
             n_vocab: tokens.len() as u32,
             reasoning_token_id: Some(reasoning_token_id),
             source: g
-                .get(o1_convert::metadata::KEY_SOURCE)
+                .get(KEY_SOURCE)
                 .and_then(Value::as_str)
                 .map(str::to_string),
             generation,

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
-use o1_convert::OutputType;
+use o1_gguf::ggml::OutputType;
 
 use crate::engine::{EngineConfig, GpuLayers, Limits, OnFull, SamplingOverrides};
 use crate::model::KvType;

@@ -97,7 +97,7 @@ fn convert(ckpt: &Path, out: &Path, ty: &str) {
 
 /// Prompt ids, first-token top-1 and greedy continuation under llama.cpp.
 fn run(model: &LlamaModel, phase: &Phase, max_new: usize) -> (Vec<u32>, u32, Vec<u32>) {
-    let backend = o1_convert::llama::backend();
+    let backend = o1_gguf::llama::backend();
     let prompt: Vec<LlamaToken> = model.vocab().tokenize(phase.prompt.as_bytes(), false, true);
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(1024))
@@ -149,7 +149,7 @@ fn golden_real_model_matches_transformers() {
     for ty in ["bf16", "q4_k_m"] {
         let path = converted(ty);
         let model = LlamaModel::load_from_file(
-            o1_convert::llama::backend(),
+            o1_gguf::llama::backend(),
             &path,
             &LlamaModelParams::default().with_n_gpu_layers(0),
         )
@@ -223,10 +223,10 @@ fn real_model_single_pass_equals_llama_quantize() {
     assert!(status.success());
     let (a, b) = (std::fs::read(&one).unwrap(), std::fs::read(&two).unwrap());
     let (a, b) = (
-        o1_convert::gguf::GgufFile::parse(&a).unwrap(),
-        o1_convert::gguf::GgufFile::parse(&b).unwrap(),
+        o1_gguf::format::GgufFile::parse(&a).unwrap(),
+        o1_gguf::format::GgufFile::parse(&b).unwrap(),
     );
-    let diffs = o1_convert::gguf::tensor_differences(&a, &b);
+    let diffs = o1_gguf::format::tensor_differences(&a, &b);
     assert!(
         diffs.is_empty(),
         "single pass differs:\n{}",

@@ -7,7 +7,7 @@
 
 use std::process::ExitCode;
 
-use o1_convert::gguf::{tensor_differences, GgufFile};
+use o1_gguf::format::{tensor_differences, GgufFile};
 
 fn main() -> ExitCode {
     let paths: Vec<String> = std::env::args().skip(1).collect();

@@ -18,14 +18,16 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use llama_cpp_sys_2 as sys;
+use o1_gguf::format::{self, GgufWriter, Metadata, TensorInfo, Value};
+use o1_gguf::ggml::OutputType;
+use o1_gguf::llama;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{write_error, ConvertError, Result};
-use crate::ggml::OutputType;
-use crate::gguf::{GgufWriter, TensorInfo};
 use crate::metadata::{self, ModelMeta};
 use crate::output::{self, TempOutput};
 use crate::plan::{self, PlannedTensor};
+use crate::progress::Progress;
 use crate::safetensors::Weights;
 use crate::stream;
 use crate::verify::{self, VerifyReport};
@@ -75,20 +77,6 @@ impl ConvertOptions {
     }
 }
 
-/// Receives progress; called from the converting thread only.
-pub trait Progress {
-    /// A new stage begins (`total` bytes of source data to go through).
-    fn stage(&mut self, _name: &str, _total: u64) {}
-    /// `bytes` more source bytes are done; `tensor` is being converted.
-    fn advance(&mut self, _bytes: u64, _tensor: &str) {}
-    /// A stage ended.
-    fn finish_stage(&mut self) {}
-}
-
-/// Progress that goes nowhere.
-pub struct NoProgress;
-impl Progress for NoProgress {}
-
 #[derive(Debug, Clone)]
 pub struct ConvertReport {
     pub output: PathBuf,
@@ -115,9 +103,7 @@ pub struct PlanReport {
 }
 
 /// Opens the checkpoint, plans its tensors and builds the file's metadata.
-fn prepare(
-    opts: &ConvertOptions,
-) -> Result<(Checkpoint, Vec<PlannedTensor>, crate::gguf::Metadata)> {
+fn prepare(opts: &ConvertOptions) -> Result<(Checkpoint, Vec<PlannedTensor>, Metadata)> {
     let ckpt = Checkpoint::open(&opts.input)?;
     let planned = plan::plan(&ckpt.config, &ckpt.weights, opts.out_type)?;
     let name = opts.name.clone().unwrap_or_else(|| ckpt.name());
@@ -172,48 +158,33 @@ pub fn convert(
     let needed = out_bytes + intermediate.as_deref().map_or(0, data_size);
     output::check_target(&opts.output, opts.force, needed)?;
 
-    let mut warnings = Vec::new();
     let mut out = TempOutput::create(&opts.output, "out")?;
-    match &intermediate {
-        None => {
-            let stage = format!("converting to {}", opts.out_type);
-            progress.stage(&stage, ckpt.weights.total_bytes());
-            let file = out.take_file();
-            write_gguf(
-                file,
-                &meta,
-                &planned,
-                &ckpt.weights,
-                opts,
-                progress,
-                cancel,
-                &mut warnings,
-            )?;
-            progress.finish_stage();
-        }
-        Some(lossless) => {
-            let mut tmp = TempOutput::create(&opts.output, "lossless")?;
-            progress.stage(
-                "writing lossless GGUF (pass 1 of 2)",
-                ckpt.weights.total_bytes(),
-            );
-            let file = tmp.take_file();
-            write_gguf(
-                file,
-                &meta,
-                lossless,
-                &ckpt.weights,
-                opts,
-                progress,
-                cancel,
-                &mut warnings,
-            )?;
-            progress.finish_stage();
-            progress.stage("quantizing with llama.cpp (pass 2 of 2)", 0);
-            drop(out.take_file());
-            quantize_file(tmp.path(), out.path(), opts)?;
-            progress.finish_stage();
-        }
+    // Two pass writes a lossless file first and quantizes it into `out`.
+    let mut lossless = match intermediate {
+        Some(plan) => Some((plan, TempOutput::create(&opts.output, "lossless")?)),
+        None => None,
+    };
+    let (stage, tensors, file) = match &mut lossless {
+        Some((plan, tmp)) => (
+            "writing lossless GGUF (pass 1 of 2)".to_string(),
+            &plan[..],
+            tmp.take_file(),
+        ),
+        None => (
+            format!("converting to {}", opts.out_type),
+            &planned[..],
+            out.take_file(),
+        ),
+    };
+    progress.stage(&stage, ckpt.weights.total_bytes());
+    let warnings = write_gguf(file, &meta, tensors, &ckpt.weights, opts, progress, cancel)?;
+    progress.finish_stage();
+    // Pass 2; the lossless temporary is deleted as `tmp` drops at its end.
+    if let Some((_, tmp)) = lossless {
+        progress.stage("quantizing with llama.cpp (pass 2 of 2)", 0);
+        drop(out.take_file());
+        quantize_file(tmp.path(), out.path(), opts)?;
+        progress.finish_stage();
     }
 
     // Checked under its temporary name: the output appears only once
@@ -260,7 +231,7 @@ pub fn convert(
 fn data_size(planned: &[PlannedTensor]) -> u64 {
     planned
         .iter()
-        .map(|p| crate::gguf::align(p.info.n_bytes()))
+        .map(|p| format::align(p.info.n_bytes()))
         .sum()
 }
 
@@ -278,17 +249,17 @@ fn lossless_types(planned: &[PlannedTensor]) -> Vec<PlannedTensor> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Writes `planned` as a GGUF file with `meta` into `file`; returns a warning
+/// per tensor whose values overflowed f16.
 fn write_gguf(
     file: std::fs::File,
-    meta: &[(String, crate::gguf::Value)],
+    meta: &[(String, Value)],
     planned: &[PlannedTensor],
     weights: &Weights,
     opts: &ConvertOptions,
     progress: &mut dyn Progress,
     cancel: &AtomicBool,
-    warnings: &mut Vec<String>,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let needed = data_size(planned);
     let werr = |e| write_error(&opts.output, needed, e);
     let infos: Vec<TensorInfo> = planned.iter().map(|p| p.info.clone()).collect();
@@ -303,16 +274,15 @@ fn write_gguf(
         progress,
     )
     .map_err(|e| e.into_convert_error(werr))?;
-    warnings.extend(overflow);
     let buffered = writer.finish().map_err(werr)?;
     buffered.into_inner().map_err(|e| werr(e.into_error()))?;
-    Ok(())
+    Ok(overflow)
 }
 
 /// Pass 2 of the reference pipeline: llama.cpp's own quantizer.
 fn quantize_file(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<()> {
-    crate::llama::backend();
-    crate::llama::clear_recent_errors();
+    llama::backend();
+    llama::clear_recent_errors();
     let cstr = |p: &Path| CString::new(p.to_string_lossy().as_bytes()).expect("path without NUL");
     let (inp, outp) = (cstr(input), cstr(output));
     // SAFETY: plain C struct returned by value.
@@ -324,7 +294,7 @@ fn quantize_file(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<(
     if rc != 0 {
         return Err(ConvertError::Quantize {
             path: opts.output.clone(),
-            detail: crate::llama::recent_errors().join("; "),
+            detail: llama::recent_errors().join("; "),
         });
     }
     Ok(())

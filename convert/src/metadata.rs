@@ -1,20 +1,15 @@
 //! The GGUF key/value metadata of a converted O1 model: llama.cpp's Qwen2
 //! keys, the vocabulary, a chat template for stock llama.cpp tools, and
-//! o1's own keys (`o1.*`) that the runtime reads.
+//! o1's own keys (`o1.*`, named in [`o1_gguf::keys`]) that the runtime reads.
+
+use o1_gguf::format::Value;
+use o1_gguf::ggml::OutputType;
+use o1_gguf::keys::{
+    GENERATION_PREFIX, KEY_FORMAT, KEY_REASONING_TOKEN_ID, KEY_SOURCE, O1_FORMAT_VERSION,
+};
 
 use crate::config::{GenerationConfig, ModelConfig};
-use crate::ggml::OutputType;
-use crate::gguf::Value;
 use crate::vocab::Vocab;
-
-/// Version of the `o1.*` keys; bump when their meaning changes.
-pub const O1_FORMAT_VERSION: u32 = 1;
-
-pub const KEY_FORMAT: &str = "o1.format_version";
-pub const KEY_REASONING_TOKEN_ID: &str = "o1.reasoning_token_id";
-pub const KEY_SOURCE: &str = "o1.source";
-/// Prefix of the checkpoint's generation defaults (`generation_config.json`).
-pub const GENERATION_PREFIX: &str = "o1.generation.";
 
 /// A Jinja chat template that renders the two-phase turn: after a user
 /// message the generation prompt opens the reasoning phase, after a

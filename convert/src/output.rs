@@ -150,19 +150,11 @@ pub fn check_target(target: &Path, force: bool, needed: u64) -> Result<()> {
     Ok(())
 }
 
+/// Bytes available to this user in `dir`, if the file system says.
 fn free_space(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is NUL-terminated and `st` is a valid out-pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
+    let stats = fs4::statvfs(dir).ok()?;
     // Pseudo file systems (/proc, /sys) report no blocks at all: unknown.
-    if st.f_blocks == 0 {
-        return None;
-    }
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
+    (stats.total_space() != 0).then(|| stats.available_space())
 }
 
 #[cfg(test)]

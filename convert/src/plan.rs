@@ -10,10 +10,11 @@
 
 use std::cmp::Ordering;
 
+use o1_gguf::format::TensorInfo;
+use o1_gguf::ggml::{GgmlType, OutputType};
+
 use crate::config::ModelConfig;
 use crate::error::{ConvertError, Result};
-use crate::ggml::{GgmlType, OutputType};
-use crate::gguf::TensorInfo;
 use crate::safetensors::{SourceTensor, Weights};
 
 /// One output tensor and where its data comes from.
@@ -23,103 +24,118 @@ pub struct PlannedTensor {
     pub source: SourceTensor,
 }
 
-/// Maps a Hugging Face tensor name to its GGUF name. `Ok(None)` means the
-/// tensor is dropped on purpose.
+/// A tensor dimension, in terms of config.json.
+#[derive(Clone, Copy)]
+enum Dim {
+    Vocab,
+    Hidden,
+    /// Query heads × head size.
+    Q,
+    /// Key/value heads × head size.
+    Kv,
+    Ffn,
+}
+
+/// One Qwen2 tensor: its Hugging Face name, its GGUF name and its torch
+/// shape. Layer tensors' names are relative to `model.layers.{i}.` and
+/// `blk.{i}.`.
+struct Qwen2Tensor {
+    hf: &'static str,
+    gguf: &'static str,
+    shape: &'static [Dim],
+}
+
+const fn tensor(hf: &'static str, gguf: &'static str, shape: &'static [Dim]) -> Qwen2Tensor {
+    Qwen2Tensor { hf, gguf, shape }
+}
+
+/// The GGUF names of the token embedding and the output head.
+const TOKEN_EMBD: &str = "token_embd.weight";
+const OUTPUT: &str = "output.weight";
+
+/// The tensors outside the layers; the output head is absent from tied
+/// checkpoints.
+#[rustfmt::skip]
+const GLOBAL_TENSORS: [Qwen2Tensor; 3] = [
+    tensor("model.embed_tokens.weight", TOKEN_EMBD,           &[Dim::Vocab, Dim::Hidden]),
+    tensor("model.norm.weight",         "output_norm.weight", &[Dim::Hidden]),
+    tensor("lm_head.weight",            OUTPUT,               &[Dim::Vocab, Dim::Hidden]),
+];
+
+/// The tensors of every layer.
+#[rustfmt::skip]
+const LAYER_TENSORS: [Qwen2Tensor; 12] = [
+    tensor("input_layernorm.weight",          "attn_norm.weight",   &[Dim::Hidden]),
+    tensor("post_attention_layernorm.weight", "ffn_norm.weight",    &[Dim::Hidden]),
+    tensor("self_attn.q_proj.weight",         "attn_q.weight",      &[Dim::Q, Dim::Hidden]),
+    tensor("self_attn.q_proj.bias",           "attn_q.bias",        &[Dim::Q]),
+    tensor("self_attn.k_proj.weight",         "attn_k.weight",      &[Dim::Kv, Dim::Hidden]),
+    tensor("self_attn.k_proj.bias",           "attn_k.bias",        &[Dim::Kv]),
+    tensor("self_attn.v_proj.weight",         "attn_v.weight",      &[Dim::Kv, Dim::Hidden]),
+    tensor("self_attn.v_proj.bias",           "attn_v.bias",        &[Dim::Kv]),
+    tensor("self_attn.o_proj.weight",         "attn_output.weight", &[Dim::Hidden, Dim::Q]),
+    tensor("mlp.gate_proj.weight",            "ffn_gate.weight",    &[Dim::Ffn, Dim::Hidden]),
+    tensor("mlp.up_proj.weight",              "ffn_up.weight",      &[Dim::Ffn, Dim::Hidden]),
+    tensor("mlp.down_proj.weight",            "ffn_down.weight",    &[Dim::Hidden, Dim::Ffn]),
+];
+
+/// Maps a Hugging Face tensor name to its GGUF name. `Some(None)` means the
+/// tensor is dropped on purpose, `None` that it is not a Qwen2 tensor.
 fn gguf_name(hf: &str, tied: bool) -> Option<Option<String>> {
     if hf.ends_with(".rotary_emb.inv_freq") {
         return Some(None);
     }
-    let fixed = match hf {
-        "model.embed_tokens.weight" => Some("token_embd.weight"),
-        "model.norm.weight" => Some("output_norm.weight"),
+    if let Some(t) = GLOBAL_TENSORS.iter().find(|t| t.hf == hf) {
         // Tied checkpoints sometimes still carry the (identical) head.
-        "lm_head.weight" if tied => return Some(None),
-        "lm_head.weight" => Some("output.weight"),
-        _ => None,
-    };
-    if let Some(name) = fixed {
-        return Some(Some(name.to_string()));
+        let dropped = tied && t.gguf == OUTPUT;
+        return Some((!dropped).then(|| t.gguf.to_string()));
     }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (layer, part) = rest.split_once('.')?;
+    let (layer, part) = hf.strip_prefix("model.layers.")?.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
-    let part = match part {
-        "input_layernorm.weight" => "attn_norm.weight",
-        "post_attention_layernorm.weight" => "ffn_norm.weight",
-        "self_attn.q_proj.weight" => "attn_q.weight",
-        "self_attn.q_proj.bias" => "attn_q.bias",
-        "self_attn.k_proj.weight" => "attn_k.weight",
-        "self_attn.k_proj.bias" => "attn_k.bias",
-        "self_attn.v_proj.weight" => "attn_v.weight",
-        "self_attn.v_proj.bias" => "attn_v.bias",
-        "self_attn.o_proj.weight" => "attn_output.weight",
-        "mlp.gate_proj.weight" => "ffn_gate.weight",
-        "mlp.up_proj.weight" => "ffn_up.weight",
-        "mlp.down_proj.weight" => "ffn_down.weight",
-        "self_attn.rotary_emb.inv_freq" => return Some(None),
-        _ => return None,
-    };
-    Some(Some(format!("blk.{layer}.{part}")))
+    let t = LAYER_TENSORS.iter().find(|t| t.hf == part)?;
+    Some(Some(format!("blk.{layer}.{}", t.gguf)))
+}
+
+/// The table entry of a GGUF name, with the layer for a layer tensor.
+fn by_gguf_name(gguf: &str) -> Option<(&'static Qwen2Tensor, Option<&str>)> {
+    if let Some(t) = GLOBAL_TENSORS.iter().find(|t| t.gguf == gguf) {
+        return Some((t, None));
+    }
+    let (layer, part) = gguf.strip_prefix("blk.")?.split_once('.')?;
+    let t = LAYER_TENSORS.iter().find(|t| t.gguf == part)?;
+    Some((t, Some(layer)))
 }
 
 /// The torch shape config.json implies for a GGUF tensor name.
 fn expected_shape(config: &ModelConfig, gguf: &str) -> Option<Vec<usize>> {
-    let h = config.hidden_size;
-    let q = config.num_attention_heads * config.head_dim();
-    let kv = config.n_kv_heads() * config.head_dim();
-    let ff = config.intermediate_size;
-    let shape = match gguf {
-        "token_embd.weight" | "output.weight" => vec![config.vocab_size, h],
-        "output_norm.weight" => vec![h],
-        _ => {
-            let (layer, part) = gguf.strip_prefix("blk.")?.split_once('.')?;
-            if layer.parse::<usize>().ok()? >= config.num_hidden_layers {
-                return None;
-            }
-            match part {
-                "attn_norm.weight" | "ffn_norm.weight" => vec![h],
-                "attn_q.weight" => vec![q, h],
-                "attn_q.bias" => vec![q],
-                "attn_k.weight" | "attn_v.weight" => vec![kv, h],
-                "attn_k.bias" | "attn_v.bias" => vec![kv],
-                "attn_output.weight" => vec![h, q],
-                "ffn_gate.weight" | "ffn_up.weight" => vec![ff, h],
-                "ffn_down.weight" => vec![h, ff],
-                _ => return None,
-            }
+    let (t, layer) = by_gguf_name(gguf)?;
+    if let Some(layer) = layer {
+        if layer.parse::<usize>().ok()? >= config.num_hidden_layers {
+            return None;
         }
+    }
+    let size = |d: &Dim| match d {
+        Dim::Vocab => config.vocab_size,
+        Dim::Hidden => config.hidden_size,
+        Dim::Q => config.num_attention_heads * config.head_dim(),
+        Dim::Kv => config.n_kv_heads() * config.head_dim(),
+        Dim::Ffn => config.intermediate_size,
     };
-    Some(shape)
+    Some(t.shape.iter().map(size).collect())
 }
 
-/// The names every Qwen2 checkpoint must provide.
+/// The GGUF names every Qwen2 checkpoint must provide.
 fn required_names(config: &ModelConfig) -> Vec<String> {
-    let mut names = vec![
-        "token_embd.weight".to_string(),
-        "output_norm.weight".to_string(),
-    ];
-    if !config.tie_word_embeddings {
-        names.push("output.weight".into());
-    }
-    for l in 0..config.num_hidden_layers {
-        for part in [
-            "attn_norm.weight",
-            "ffn_norm.weight",
-            "attn_q.weight",
-            "attn_q.bias",
-            "attn_k.weight",
-            "attn_k.bias",
-            "attn_v.weight",
-            "attn_v.bias",
-            "attn_output.weight",
-            "ffn_gate.weight",
-            "ffn_up.weight",
-            "ffn_down.weight",
-        ] {
-            names.push(format!("blk.{l}.{part}"));
-        }
-    }
-    names
+    let global = GLOBAL_TENSORS
+        .iter()
+        .filter(|t| !(config.tie_word_embeddings && t.gguf == OUTPUT))
+        .map(|t| t.gguf.to_string());
+    let layers = (0..config.num_hidden_layers).flat_map(|l| {
+        LAYER_TENSORS
+            .iter()
+            .map(move |t| format!("blk.{l}.{}", t.gguf))
+    });
+    global.chain(layers).collect()
 }
 
 /// llama.cpp's loader order: tensors outside blocks first, then by layer
@@ -190,7 +206,7 @@ pub fn plan(
     let chooser = TypeChooser::new(
         config,
         out_type,
-        !planned.iter().any(|p| p.info.name == "output.weight"),
+        !planned.iter().any(|p| p.info.name == OUTPUT),
     );
     chooser.assign(&mut planned);
     Ok(planned)
@@ -198,30 +214,11 @@ pub fn plan(
 
 /// The HF name of a GGUF tensor name, for messages about missing tensors.
 fn hf_name(gguf: &str) -> String {
-    let Some(rest) = gguf.strip_prefix("blk.") else {
-        return match gguf {
-            "token_embd.weight" => "model.embed_tokens.weight",
-            "output_norm.weight" => "model.norm.weight",
-            _ => "lm_head.weight",
-        }
-        .to_string();
-    };
-    let (layer, part) = rest.split_once('.').unwrap_or((rest, ""));
-    let hf_part = match part {
-        "attn_norm.weight" => "input_layernorm.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_q.bias" => "self_attn.q_proj.bias",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_k.bias" => "self_attn.k_proj.bias",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_v.bias" => "self_attn.v_proj.bias",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        _ => "mlp.down_proj.weight",
-    };
-    format!("model.layers.{layer}.{hf_part}")
+    match by_gguf_name(gguf) {
+        Some((t, None)) => t.hf.to_string(),
+        Some((t, Some(layer))) => format!("model.layers.{layer}.{}", t.hf),
+        None => gguf.to_string(),
+    }
 }
 
 /// llama.cpp's per-tensor type choice for one output type.
@@ -243,9 +240,9 @@ enum Category {
 }
 
 fn category(name: &str) -> Category {
-    if name == "output.weight" {
+    if name == OUTPUT {
         Category::Output
-    } else if name == "token_embd.weight" {
+    } else if name == TOKEN_EMBD {
         Category::TokenEmbd
     } else if name.contains("attn_v.weight") {
         Category::AttnV

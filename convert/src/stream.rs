@@ -14,11 +14,12 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use crate::convert::Progress;
+use o1_gguf::format::GgufWriter;
+use o1_gguf::ggml::GgmlType;
+
 use crate::error::ConvertError;
-use crate::ggml::GgmlType;
-use crate::gguf::GgufWriter;
 use crate::plan::PlannedTensor;
+use crate::progress::Progress;
 use crate::safetensors::{SourceDtype, Weights};
 
 /// Elements per block: 1 Mi values, 4 MiB as f32.

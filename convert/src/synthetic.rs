@@ -13,6 +13,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
+use o1_gguf::keys::REASONING_TOKEN;
 use serde_json::json;
 
 use crate::safetensors::SourceDtype;
@@ -111,7 +112,7 @@ const ADDED: &[(&str, bool)] = &[
     ("<tool_call>", false),
     ("</tool_call>", false),
     ("<|fim_prefix|>", false),
-    ("<|reasoning|>", true),
+    (REASONING_TOKEN, true),
 ];
 
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -199,7 +200,7 @@ pub fn write(dir: &Path, spec: &Spec) -> io::Result<Written> {
     Ok(Written {
         vocab_size,
         tokenizer_len,
-        reasoning_id: id_of("<|reasoning|>"),
+        reasoning_id: id_of(REASONING_TOKEN),
         tensors: tensors.len(),
         bytes,
     })

@@ -7,9 +7,10 @@ use std::path::Path;
 
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
+use o1_gguf::keys::REASONING_TOKEN;
+use o1_gguf::llama;
 
 use crate::error::{ConvertError, Result};
-use crate::vocab::REASONING_TOKEN;
 
 /// Text on which both tokenizers must agree: prose, code, Chinese, emoji,
 /// numbers, odd whitespace and the chat format's special tokens.
@@ -102,13 +103,13 @@ pub fn verify(
 /// header, builds every tensor and checks its shape against the model (a
 /// full load would map and repack the whole model).
 fn load_vocab_only(gguf: &Path) -> std::result::Result<LlamaModel, String> {
-    let backend = crate::llama::backend();
-    crate::llama::clear_recent_errors();
+    let backend = llama::backend();
+    llama::clear_recent_errors();
     let params = LlamaModelParams::default()
         .with_n_gpu_layers(0)
         .with_no_alloc(true);
     LlamaModel::load_from_file(backend, gguf, &params).map_err(|e| {
-        let detail = crate::llama::recent_errors().join("; ");
+        let detail = llama::recent_errors().join("; ");
         format!("llama.cpp cannot load it ({e}): {detail}")
     })
 }

@@ -9,13 +9,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use o1_gguf::keys::REASONING_TOKEN;
 use serde::Deserialize;
 
 use crate::config::{ModelConfig, TokenizerConfig};
 use crate::error::{ConvertError, Result};
-
-/// The special token the O1 fine-tune added; its role in the chat format.
-pub const REASONING_TOKEN: &str = "<|reasoning|>";
 
 /// llama.cpp's token types (`llama_token_type`).
 pub mod token_type {

@@ -5,9 +5,9 @@
 mod common;
 
 use common::{convert_with, Fixture};
-use o1_convert::gguf::GgufFile;
 use o1_convert::synthetic::Spec;
 use o1_convert::{OutputType, Pipeline};
+use o1_gguf::format::GgufFile;
 
 /// Rows of 256 so the k-quants apply, an FFN of 320 so `ffn_down` needs
 /// the fallback types, 8 layers so the Q4_K_M/Q5_K_M layer pattern varies,
@@ -32,7 +32,7 @@ fn compare(fx: &Fixture, ty: OutputType) -> usize {
     convert_with(&fx.ckpt(), &two, ty, Pipeline::TwoPass).unwrap();
     let (a, b) = (std::fs::read(&one).unwrap(), std::fs::read(&two).unwrap());
     let (a, b) = (GgufFile::parse(&a).unwrap(), GgufFile::parse(&b).unwrap());
-    let diffs = o1_convert::gguf::tensor_differences(&a, &b);
+    let diffs = o1_gguf::format::tensor_differences(&a, &b);
     assert!(
         diffs.is_empty(),
         "{ty}: single pass differs from llama_model_quantize:\n{}",

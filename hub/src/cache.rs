@@ -263,20 +263,6 @@ pub(crate) fn create_dir_all(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| HubError::io("creating a cache folder", dir, e))
 }
 
-/// Bytes available to this user on the file system holding `path`.
-#[allow(clippy::unnecessary_cast)] // the field types differ across platforms
-pub(crate) fn free_space(path: &Path) -> io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c_path is NUL-terminated and stat is a valid out-pointer.
-    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
-}
-
 /// An exclusive `flock` on a lock file, released when dropped (the file is
 /// closed). `flock` locks belong to the open file, so two threads of one
 /// process exclude each other just as two processes do.
@@ -409,10 +395,5 @@ mod tests {
         cache.write_ref("refs/pr/1", &commit).unwrap();
         assert_eq!(cache.read_ref("refs/pr/1").unwrap(), Some(commit));
         assert_eq!(cache.read_ref("main").unwrap(), None);
-    }
-
-    #[test]
-    fn free_space_is_reported() {
-        assert!(free_space(Path::new("/")).unwrap() > 0);
     }
 }

@@ -109,26 +109,48 @@ pub enum HubError {
     Interrupted,
 }
 
+/// Every exit code a failed pull ends with and what it means, in the words
+/// of `o1 pull --help`; [`HubError::exit_code`] picks one per variant.
+pub const EXIT_CODES: [(u8, &str); 14] = [
+    (10, "not found"),
+    (11, "access denied"),
+    (12, "network"),
+    (13, "server error"),
+    (14, "hash mismatch"),
+    (15, "size mismatch"),
+    (16, "disk full"),
+    (17, "offline and not cached"),
+    (18, "unsafe file name"),
+    (19, "corrupt cache"),
+    (20, "local file error"),
+    (21, "unexpected answer from the hub"),
+    (22, "invalid repo id or revision"),
+    (130, "interrupted"),
+];
+
+/// The exit codes as help text: `Exit codes: 10 not found, 11 …`, in lines
+/// of at most 90 characters.
+pub fn exit_code_help() -> String {
+    let mut text = String::from("Exit codes:");
+    let mut line_start = 0;
+    for (i, (code, meaning)) in EXIT_CODES.iter().enumerate() {
+        let sep = if i + 1 == EXIT_CODES.len() { "." } else { "," };
+        let item = format!("{code} {meaning}{sep}");
+        if text.len() - line_start + 1 + item.len() > 90 {
+            text.push('\n');
+            line_start = text.len();
+        } else {
+            text.push(' ');
+        }
+        text.push_str(&item);
+    }
+    text
+}
+
 impl HubError {
-    /// The process exit code for this error: distinct per variant, clear of
-    /// 0–5 (used by the o1 binary and clap) and matching 130 for an interrupt.
-    ///
-    /// | variant | code |
-    /// |---|---|
-    /// | `NotFound` | 10 |
-    /// | `Unauthorized` | 11 |
-    /// | `Network` | 12 |
-    /// | `Server` | 13 |
-    /// | `HashMismatch` | 14 |
-    /// | `SizeMismatch` | 15 |
-    /// | `DiskFull` | 16 |
-    /// | `OfflineNotCached` | 17 |
-    /// | `UnsafePath` | 18 |
-    /// | `CorruptCache` | 19 |
-    /// | `Io` | 20 |
-    /// | `Protocol` | 21 |
-    /// | `InvalidInput` | 22 |
-    /// | `Interrupted` | 130 |
+    /// The process exit code for this error: distinct per variant (see
+    /// [`EXIT_CODES`]), clear of 0–5 (used by the o1 binary and clap) and
+    /// matching 130 for an interrupt.
     pub fn exit_code(&self) -> u8 {
         match self {
             HubError::NotFound { .. } => 10,
@@ -157,7 +179,7 @@ impl HubError {
     ) -> Self {
         if source.raw_os_error() == Some(libc::ENOSPC) {
             let dir = path.parent().unwrap_or(path).to_path_buf();
-            let available = crate::cache::free_space(&dir).unwrap_or(0);
+            let available = fs4::available_space(&dir).unwrap_or(0);
             return HubError::DiskFull {
                 path: dir,
                 needed: None,
@@ -266,5 +288,18 @@ mod tests {
         codes.sort_unstable();
         codes.dedup();
         assert_eq!(codes.len(), errors.len());
+        let listed: Vec<u8> = EXIT_CODES.iter().map(|&(code, _)| code).collect();
+        assert_eq!(codes, listed, "EXIT_CODES lists every variant's code once");
+    }
+
+    #[test]
+    fn exit_code_help_lists_every_code_in_short_lines() {
+        let help = exit_code_help();
+        assert!(help.starts_with("Exit codes: 10 not found, 11 access denied,"));
+        assert!(help.ends_with("130 interrupted."), "{help}");
+        for (code, meaning) in EXIT_CODES {
+            assert!(help.contains(&format!("{code} {meaning}")), "{help}");
+        }
+        assert!(help.lines().all(|l| l.len() <= 90), "{help}");
     }
 }

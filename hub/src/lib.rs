@@ -17,7 +17,7 @@
 //! same repo download each blob once.
 
 #[cfg(not(unix))]
-compile_error!("o1-hub needs a Unix system: it uses symlinks, flock and statvfs");
+compile_error!("o1-hub needs a Unix system: it uses symlinks and flock");
 
 mod api;
 mod cache;
@@ -30,7 +30,7 @@ mod progress;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-pub use error::{HubError, Result};
+pub use error::{exit_code_help, HubError, Result, EXIT_CODES};
 pub use options::{HfToken, PullOptions, RetryPolicy, DEFAULT_ENDPOINT};
 pub use progress::{NoProgress, PullProgress};
 
@@ -262,7 +262,7 @@ fn check_space(cache: &RepoCache, files: &[&RemoteFile], keep_free: u64) -> Resu
         });
         needed = needed.saturating_add(size - have);
     }
-    let available = cache::free_space(&blobs)
+    let available = fs4::available_space(&blobs)
         .map_err(|e| HubError::io("checking free disk space", &blobs, e))?;
     if available < needed {
         return Err(HubError::DiskFull {

@@ -43,14 +43,14 @@ impl Weights {
         info: &ModelInfo,
         progress: impl FnMut(f32) -> bool + Send + 'static,
     ) -> Result<Self, EngineError> {
-        let backend = o1_convert::llama::backend();
+        let backend = o1_gguf::llama::backend();
         let mut notes = Vec::new();
         let gpu_layers = choose_gpu_layers(config, info, &mut notes);
         let params = LlamaModelParams::default()
             .with_n_gpu_layers(gpu_layers)
             .with_use_mmap(config.mmap)
             .with_progress_callback(progress);
-        o1_convert::llama::clear_recent_errors();
+        o1_gguf::llama::clear_recent_errors();
         let model = LlamaModel::load_from_file(backend, &config.model, &params).map_err(|e| {
             ModelError::LoadFailed {
                 path: config.model.clone(),
@@ -98,7 +98,7 @@ impl Weights {
         }
         let ctx = self
             .model
-            .new_context(o1_convert::llama::backend(), params)
+            .new_context(o1_gguf::llama::backend(), params)
             .map_err(|e| EngineError::Context {
                 n_ctx,
                 detail: llama_failure(e),
@@ -128,7 +128,7 @@ impl Weights {
 /// Why a llama.cpp call failed: the errors llama.cpp logged, or the
 /// binding's own error when it logged none.
 fn llama_failure(error: impl Display) -> String {
-    let logged = o1_convert::llama::recent_errors().join("; ");
+    let logged = o1_gguf::llama::recent_errors().join("; ");
     if logged.is_empty() {
         error.to_string()
     } else {

@@ -30,7 +30,7 @@ pub fn backend() -> &'static LlamaBackend {
     BACKEND.get_or_init(|| {
         // SAFETY: the callback is a plain function that never unwinds.
         unsafe { sys::llama_log_set(Some(log_callback), std::ptr::null_mut()) };
-        LlamaBackend::init().expect("llama.cpp backend initialised twice outside o1_convert::llama")
+        LlamaBackend::init().expect("llama.cpp backend initialised twice outside o1_gguf::llama")
     })
 }
 
