@@ -20,6 +20,7 @@ model without access to the model hub:
 import argparse
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -147,6 +148,9 @@ def model_config(meta, rows, tied, dtype):
 
 
 def build(gguf_file, tokenizer_file, out_dir, dtype, shards, pad_to, tie, untie):
+    is_checkpoint = os.path.exists(os.path.join(out_dir, "config.json"))
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not is_checkpoint:
+        sys.exit(f"{out_dir} exists and is not a checkpoint: not replacing it")
     reader = GGUFReader(gguf_file)
 
     def field(key):
@@ -162,17 +166,23 @@ def build(gguf_file, tokenizer_file, out_dir, dtype, shards, pad_to, tie, untie)
 
     tensors, tied = apply_tie(read_tensors(reader, rows, reasoning_id), tie, untie)
     tensors.sort(key=lambda named: named[0])
-    os.makedirs(out_dir, exist_ok=True)
-    size = write_weights(out_dir, tensors, dtype, shards)
+    # Written beside OUT_DIR and renamed at the end: an interrupted build leaves no
+    # folder that looks finished.
+    staging = out_dir.rstrip("/") + ".partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    size = write_weights(staging, tensors, dtype, shards)
 
     config = model_config(lambda key: field(f"qwen2.{key}"), rows, tied, dtype)
     generation = {"bos_token_id": END_OF_TEXT_ID, "eos_token_id": END_OF_TEXT_ID,
                   "max_new_tokens": 2048, "do_sample": False,
                   "transformers_version": TRANSFORMERS_VERSION}
     for name, value in (("config.json", config), ("generation_config.json", generation)):
-        with open(os.path.join(out_dir, name), "w") as f:
+        with open(os.path.join(staging, name), "w") as f:
             json.dump(value, f, indent=2)
-    tokenizer.write(out_dir, tok, field("tokenizer.chat_template"), config["max_position_embeddings"])
+    tokenizer.write(staging, tok, field("tokenizer.chat_template"), config["max_position_embeddings"])
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(staging, out_dir)
     print(f"{out_dir}: {len(tensors)} tensors, {size / 1e9:.2f} GB {dtype}, {vocab} tokens in "
           f"{rows} rows, {tokenizer.REASONING} = {reasoning_id}, tied: {tied}", file=sys.stderr)
 
