@@ -3,11 +3,8 @@
 # Keep llama.cpp's build between runs: it takes minutes to compile.
 export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", home_directory() / ".cache/o1/target")
 
-# The checkpoint builder and the golden reference for the real-model tests.
-fixtures := env_var_or_default("O1_FIXTURES", justfile_directory() / "../shared/fixtures")
+# Where scripts/make-o1-checkpoint puts the real O1-shaped checkpoints (and their conversions).
 fixture_dir := env_var_or_default("O1_FIXTURE_DIR", home_directory() / ".cache/o1/fixtures")
-# The script that builds llama.cpp's own tools, for side-by-side benchmarks.
-anchors := env_var_or_default("O1_ANCHORS", justfile_directory() / "../shared/anchors")
 
 default:
     @just --list
@@ -20,10 +17,9 @@ setup:
 build:
     cargo build --release
 
-# Every test, with the real 0.5B model (against transformers' golden output and llama.cpp's own path).
+# Every test, with the real 0.5B model (against transformers' golden output in tests/data and llama.cpp's own path).
 test: (fixture "0.5b")
-    O1_FIXTURE_0_5B={{fixture_dir}}/o1-0.5b O1_GOLDEN={{fixtures}}/golden-0.5b.json \
-      cargo test --release --workspace -- --include-ignored --nocapture
+    O1_FIXTURE_0_5B={{fixture_dir}}/o1-0.5b cargo test --release --workspace -- --include-ignored --nocapture
 
 # Tests that need no download (synthetic models only).
 test-fast:
@@ -37,9 +33,13 @@ lint:
 # What CI runs.
 ci: lint test
 
-# Build a real O1-shaped checkpoint (0.5b or 1.5b) into the fixture cache.
+# Build a real O1-shaped checkpoint (0.5b or 1.5b) from public weights into the fixture cache.
 fixture size:
-    @test -f {{fixture_dir}}/o1-{{size}}/config.json || {{fixtures}}/make-o1-checkpoint {{fixture_dir}}/o1-{{size}} --size {{size}}
+    @test -f {{fixture_dir}}/o1-{{size}}/config.json || scripts/make-o1-checkpoint {{fixture_dir}}/o1-{{size}} --size {{size}}
+
+# Regenerate the transformers reference of the golden tests (tests/data/golden-0.5b.json); installs PyTorch once.
+golden: (fixture "0.5b")
+    scripts/make-golden {{fixture_dir}}/o1-0.5b
 
 # Write a synthetic checkpoint with random weights (preset: tiny, 0.5b, 1.5b).
 synthetic dir preset="tiny" *args="":
@@ -57,21 +57,21 @@ bench-tui: (fixture "0.5b")
     @test -f {{fixture_dir}}/o1-0.5b-q4_k_m.gguf || cargo run --release -q -- convert --quiet {{fixture_dir}}/o1-0.5b -o {{fixture_dir}}/o1-0.5b-q4_k_m.gguf
     cargo run --release -q --example tui-bench -- {{fixture_dir}}/o1-0.5b-q4_k_m.gguf
 
-# Build llama.cpp's own tools (llama-bench, llama-quantize, ...) once into a cache folder.
+# Build llama.cpp's own tools (llama-bench, llama-quantize, ...) once into ~/.cache/o1/llama.cpp.
 llama-tools:
-    {{anchors}}/build-llama-tools
+    scripts/build-llama-tools
 
 # o1 bench beside llama-bench on the 1.5B q4_k_m (same file, same threads), and the 5-turn chat measurement.
-bench-runtime: build (fixture "1.5b") llama-tools
+bench-runtime: build (fixture "1.5b")
     @test -f {{fixture_dir}}/o1-1.5b-q4_k_m.gguf || $CARGO_TARGET_DIR/release/o1 convert --quiet {{fixture_dir}}/o1-1.5b -o {{fixture_dir}}/o1-1.5b-q4_k_m.gguf
-    scripts/bench-runtime {{fixture_dir}}/o1-1.5b-q4_k_m.gguf "$({{anchors}}/build-llama-tools --env | cut -d= -f2)/llama-bench"
+    scripts/bench-runtime {{fixture_dir}}/o1-1.5b-q4_k_m.gguf "$(scripts/build-llama-tools)/build/bin/llama-bench"
 
 # Conversion of the 0.5B and 1.5B fixtures to q4_k_m: o1's single pass, o1's two pass, and llama.cpp's
 # own convert_hf_to_gguf.py + llama-quantize, side by side: time, CPU, peak RSS, ratios, and a
 # tensor-by-tensor comparison. The first run builds llama.cpp's tools and downloads PyTorch (~5 GB).
-bench-convert: build llama-tools (fixture "0.5b") (fixture "1.5b")
+bench-convert: build (fixture "0.5b") (fixture "1.5b")
     cargo build --release -q -p o1-convert --example compare-gguf
-    src="$({{anchors}}/build-llama-tools --env | cut -d= -f2)/../.."; \
+    src="$(scripts/build-llama-tools)"; \
     LLAMA_CPP_DIR="$src" LLAMA_PYTHON="$(scripts/setup-llama-convert "$src")" \
     COMPARE_GGUF="$CARGO_TARGET_DIR/release/examples/compare-gguf" \
     scripts/bench-convert {{fixture_dir}}/o1-0.5b {{fixture_dir}}/o1-1.5b

@@ -3,6 +3,7 @@
 //! the one-command first run (`o1 run --yes`). The synthetic model runs
 //! everywhere; the real 0.5B checkpoint runs through `just test`.
 
+mod fixture;
 #[path = "../hub/tests/common/mod.rs"]
 mod hub;
 
@@ -321,6 +322,5 @@ fn hub_errors_have_their_exit_codes() {
 #[test]
 #[ignore = "needs the real 0.5B checkpoint: run through `just test`"]
 fn real_model_pull_convert_run_from_an_empty_cache() {
-    let ckpt = std::env::var_os("O1_FIXTURE_0_5B").expect("set O1_FIXTURE_0_5B (just test does)");
-    pull_convert_run(Path::new(&ckpt), "q4_k_m");
+    pull_convert_run(&fixture::checkpoint_0_5b(), "q4_k_m");
 }

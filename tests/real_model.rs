@@ -6,8 +6,11 @@
 //! - against llama.cpp's own convert-then-quantize path: the same bytes for
 //!   every tensor.
 //!
-//! Needs `O1_FIXTURE_0_5B` (a folder made by make-o1-checkpoint) and
-//! `O1_GOLDEN` (golden-0.5b.json); `just test` provides both.
+//! Needs `O1_FIXTURE_0_5B` (a folder made by scripts/make-o1-checkpoint;
+//! `just test` builds it). The reference is tests/data/golden-0.5b.json,
+//! written by scripts/make-golden; `O1_GOLDEN` may name another.
+
+mod fixture;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -26,8 +29,21 @@ use serde_json::Value;
 /// reported, not asserted.
 const NEAR_TIE: f64 = 0.5;
 
-fn env_path(name: &str) -> PathBuf {
-    PathBuf::from(std::env::var_os(name).unwrap_or_else(|| panic!("set {name} (just test does)")))
+/// The transformers reference: `$O1_GOLDEN`, by default the committed one.
+fn golden() -> Value {
+    let path = std::env::var_os("O1_GOLDEN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden-0.5b.json")
+        });
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read the golden file {}: {e} (scripts/make-golden writes it)",
+            path.display()
+        )
+    });
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{}: not a golden file: {e}", path.display()))
 }
 
 struct Phase {
@@ -79,7 +95,7 @@ fn converted(ty: &str) -> PathBuf {
     done.entry(ty.to_string())
         .or_insert_with(|| {
             let path = dir.path().join(format!("o1-0.5b-{ty}.gguf"));
-            convert(&env_path("O1_FIXTURE_0_5B"), &path, ty);
+            convert(&fixture::checkpoint_0_5b(), &path, ty);
             path
         })
         .clone()
@@ -139,8 +155,7 @@ fn run(model: &LlamaModel, phase: &Phase, max_new: usize) -> (Vec<u32>, u32, Vec
 #[test]
 #[ignore = "needs the real 0.5B checkpoint: run through `just test`"]
 fn golden_real_model_matches_transformers() {
-    let golden: Value =
-        serde_json::from_slice(&std::fs::read(env_path("O1_GOLDEN")).unwrap()).unwrap();
+    let golden = golden();
     let phases = phases(&golden);
     let mut report = vec![format!(
         "golden comparison, {} prompts (near-tie: top-2 gap < {NEAR_TIE})",
@@ -202,7 +217,7 @@ fn golden_real_model_matches_transformers() {
 #[test]
 #[ignore = "needs the real 0.5B checkpoint: run through `just test`"]
 fn real_model_single_pass_equals_llama_quantize() {
-    let ckpt = env_path("O1_FIXTURE_0_5B");
+    let ckpt = fixture::checkpoint_0_5b();
     let dir = tempfile::tempdir().unwrap();
     let (one, two) = (dir.path().join("one.gguf"), dir.path().join("two.gguf"));
     convert(&ckpt, &one, "q4_k_m");
@@ -247,8 +262,7 @@ fn golden_engine_prompts_and_greedy_tokens() {
     use o1::chat::{Message, Phase as ChatPhase, Role};
     use o1::engine::{Engine, EngineConfig, Event};
 
-    let golden: Value =
-        serde_json::from_slice(&std::fs::read(env_path("O1_GOLDEN")).unwrap()).unwrap();
+    let golden = golden();
     let mut config = EngineConfig::new(converted("bf16"));
     config.n_ctx = Some(2048);
     config.threads = Some(2);
