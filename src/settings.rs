@@ -57,7 +57,7 @@ settings! {
         "The Hugging Face repository of the model";
     REVISION: String = "revision", "O1_REVISION", Value(|| DEFAULT_REVISION.to_string()),
         "Branch, tag or commit of the repository";
-    CTX: u32 = "ctx", "O1_CTX", Derived("the trained length, capped so the KV cache takes at most 1/4 of RAM"),
+    CTX: u32 = "ctx", "O1_CTX", Derived("trained length (KV cache ≤ 1/4 of RAM)"),
         "Context size in tokens";
     GPU_LAYERS: GpuLayers = "gpu_layers", "O1_GPU_LAYERS", Value(GpuLayers::default),
         "Layers to offload to the GPU: auto, all or a number (CPU builds ignore it)";
