@@ -9,7 +9,7 @@ fixture_dir := env_var_or_default("O1_FIXTURE_DIR", home_directory() / ".cache/o
 default:
     @just --list
 
-# Install the build's system dependencies (cmake, libclang, just).
+# Install the build's system dependencies (cmake, libclang, Python venv and pip, just).
 setup:
     scripts/setup
 
