@@ -75,3 +75,7 @@ bench-convert: build (fixture "0.5b") (fixture "1.5b")
     LLAMA_CPP_DIR="$src" LLAMA_PYTHON="$(scripts/setup-llama-convert "$src")" \
     COMPARE_GGUF="$CARGO_TARGET_DIR/release/examples/compare-gguf" \
     scripts/bench-convert {{fixture_dir}}/o1-0.5b {{fixture_dir}}/o1-1.5b
+
+# Mutation testing of every parser, longer than CI runs it (cases per parser).
+fuzz cases="200000":
+    O1_FUZZ_CASES={{cases}} cargo test --release --workspace mutants_ -- --nocapture

@@ -13,4 +13,5 @@ pub mod model;
 pub mod paths;
 pub mod settings;
 pub mod store;
+pub mod terminal_text;
 pub mod tui;
