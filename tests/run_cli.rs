@@ -142,6 +142,8 @@ fn run_sampling_options_change_the_output_deterministically() {
 
 #[test]
 fn run_bad_input_exit_codes() {
+    // A small context still answers a short question; not one this long.
+    let long_question = "word ".repeat(300);
     let cases: &[(&[&str], i32, &str)] = &[
         (
             &["run", "/nonexistent/model.gguf", "hi"],
@@ -160,7 +162,7 @@ fn run_bad_input_exit_codes() {
         ),
         (&["run", model(), "   "], 1, "the question is empty"),
         (
-            &["run", model(), "hi", "--ctx", "64"],
+            &["run", model(), &long_question, "--ctx", "64"],
             5,
             "cannot hold this turn",
         ),
@@ -264,4 +266,64 @@ fn info_prints_metadata_and_memory() {
     }
     let missing = o1(&["info", "/nonexistent.gguf"], None);
     assert_eq!(missing.status.code(), Some(3));
+}
+
+#[test]
+fn ctrl_c_while_text_streams_stops_and_prints_the_partial_json() {
+    // A reasoning limit the model would take minutes to reach.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_o1"))
+        .args(["run", model(), "Hello there", "--json", "--ctx", "24576"])
+        .args(["--max-reasoning", "20000", "--max-answer", "5"])
+        .env("O1_LOG_FILE", fixture().dir.path().join("o1.log"))
+        .env("O1_MODELS_DIR", fixture().dir.path().join("store"))
+        .env("O1_CONFIG", fixture().dir.path().join("config.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Loading the tiny model takes well under this; then tokens stream.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sent = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let waited = sent.elapsed();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}): {}", text(&out.stdout)));
+    assert_eq!(json["stats"]["reasoning"]["stop"], "cancelled", "{json}");
+    assert!(!json["reasoning"].as_str().unwrap().is_empty());
+    assert!(
+        waited < std::time::Duration::from_secs(10),
+        "took {waited:?} to stop"
+    );
+}
+
+#[test]
+fn a_small_context_still_answers_and_says_so_once() {
+    let out = o1(
+        &[
+            "run",
+            model(),
+            "Hello there",
+            "--ctx",
+            "256",
+            "--max-reasoning",
+            "3000",
+            "--max-answer",
+            "3000",
+        ],
+        None,
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("holds less than the phase limits").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!text(&out.stdout).trim().is_empty(), "no answer: {stderr}");
 }
