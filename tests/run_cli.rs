@@ -327,3 +327,67 @@ fn a_small_context_still_answers_and_says_so_once() {
     );
     assert!(!text(&out.stdout).trim().is_empty(), "no answer: {stderr}");
 }
+
+#[test]
+fn rm_touches_nothing_outside_the_store() {
+    let root = tempfile::tempdir().unwrap();
+    let victim = root.path().join("x.gguf");
+    std::fs::write(&victim, b"keep me").unwrap();
+    let store = root.path().join("a/b");
+    std::fs::create_dir_all(&store).unwrap();
+    let outside = victim.with_extension("");
+    for name in ["../../x", outside.to_str().unwrap()] {
+        let out = Command::new(env!("CARGO_BIN_EXE_o1"))
+            .args(["rm", name])
+            .env("O1_MODELS_DIR", &store)
+            .env("O1_CONFIG", fixture().dir.path().join("config.toml"))
+            .env("O1_LOG_FILE", fixture().dir.path().join("o1.log"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("not a stored model's name"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    }
+}
+
+#[test]
+fn ls_and_info_show_control_characters_in_model_strings_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    synthetic::write(&ckpt, &Spec::tiny()).unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let model = store.join("evil\u{1b}[2J.gguf");
+    let mut opts = o1_convert::ConvertOptions::new(&ckpt, &model, o1_convert::OutputType::Q8_0);
+    opts.name = Some("name\u{1b}]0;pwned\u{7}".into());
+    opts.source = Some("src\u{9b}31m".into());
+    o1_convert::convert(&opts, &mut o1_convert::NoProgress, &Default::default()).unwrap();
+    for args in [vec!["ls"], vec!["info", model.to_str().unwrap()]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_o1"))
+            .args(&args)
+            .env("O1_MODELS_DIR", &store)
+            .env("O1_CONFIG", dir.path().join("config.toml"))
+            .env("O1_LOG_FILE", dir.path().join("o1.log"))
+            .output()
+            .unwrap();
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(
+            !stdout.contains(['\u{1b}', '\u{7}', '\u{9b}']),
+            "{args:?}: {stdout:?}"
+        );
+        assert!(
+            stdout.contains(if args[0] == "ls" {
+                "evil\\x1b[2J"
+            } else {
+                "name\\x1b]0;pwned\\x07"
+            }),
+            "{args:?}: {stdout}"
+        );
+        assert!(stdout.contains("src\\x9b31m"), "{args:?}: {stdout}");
+    }
+}

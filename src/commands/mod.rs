@@ -42,7 +42,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         return exit::INTERRUPTED;
     }
     let model_error = |e: &ModelError| match e {
-        ModelError::NotFound(_) | ModelError::NoDefaultModel { .. } => exit::MODEL_NOT_FOUND,
+        ModelError::NotFound(_)
+        | ModelError::NotAStoreName(_)
+        | ModelError::NoDefaultModel { .. } => exit::MODEL_NOT_FOUND,
         _ => exit::MODEL_UNUSABLE,
     };
     if let Some(e) = err.downcast_ref::<ModelError>() {
