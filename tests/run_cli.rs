@@ -271,7 +271,7 @@ fn info_prints_metadata_and_memory() {
 #[test]
 fn ctrl_c_while_text_streams_stops_and_prints_the_partial_json() {
     // A reasoning limit the model would take minutes to reach.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_o1"))
+    let child = Command::new(env!("CARGO_BIN_EXE_o1"))
         .args(["run", model(), "Hello there", "--json", "--ctx", "24576"])
         .args(["--max-reasoning", "20000", "--max-answer", "5"])
         .env("O1_LOG_FILE", fixture().dir.path().join("o1.log"))
