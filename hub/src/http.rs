@@ -430,10 +430,9 @@ impl Http {
             .unwrap_or_default();
         let repo = ctx.repo.to_owned();
         let withheld = if self.token_withheld {
-            format!(
-                " (HF_TOKEN was not sent to this plain http:// endpoint; set \
-                 O1_HF_TOKEN_OVER_HTTP=1 to send it)"
-            )
+            " (HF_TOKEN was not sent to this plain http:// endpoint; set \
+             O1_HF_TOKEN_OVER_HTTP=1 to send it)"
+                .to_owned()
         } else {
             String::new()
         };
