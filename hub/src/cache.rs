@@ -35,9 +35,13 @@ pub(crate) fn unsafe_reason(path: &str) -> Option<&'static str> {
     if path.contains('\\') {
         return Some("contains a backslash");
     }
-    if path.chars().any(char::is_control) {
-        // Harmless to the file system, but shown to the user: an escape
-        // sequence in a name can rewrite the terminal.
+    // Harmless to the file system, but shown to the user: an escape
+    // sequence in a name can rewrite the terminal, a bidi override make it
+    // read as another name.
+    if path
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+    {
         return Some("contains a control character");
     }
     if path.starts_with('/') {
@@ -336,6 +340,7 @@ mod tests {
             "x\u{1b}[2J.json",
             "x\u{9b}.json",
             "a\nb",
+            "\u{202e}nosreh.safetensors",
         ] {
             assert!(unsafe_reason(bad).is_some(), "{bad:?} accepted");
         }

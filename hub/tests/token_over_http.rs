@@ -18,8 +18,8 @@ fn a_token_is_withheld_from_a_plain_http_endpoint_on_another_machine_unless_allo
     gated.id = "test-org/gated".to_owned();
     gated.token = Some(SECRET.to_owned());
     hub.add_repo(gated);
-    // SAFETY: the only test of this binary; nothing else reads the
-    // environment while it is changed.
+    // The only test of this binary: nothing else reads the environment
+    // while it is changed.
     std::env::set_var("http_proxy", &hub.endpoint);
     std::env::remove_var("HTTP_PROXY");
     std::env::remove_var("NO_PROXY");
