@@ -48,7 +48,8 @@ pub enum Command {
     after_help = format!(
         "Environment: HF_ENDPOINT (a mirror), HF_TOKEN (gated repos; else the token file\n\
         in HF_HOME), HF_HUB_CACHE or HF_HOME (the cache, shared with Python and llama.cpp),\n\
-        HF_HUB_OFFLINE=1 (no network: use what is cached).\n\n{}",
+        HF_HUB_OFFLINE=1 (no network: use what is cached), O1_HF_TOKEN_OVER_HTTP=1 (send\n\
+        HF_TOKEN even to a plain http:// endpoint on another machine).\n\n{}",
         o1_hub::exit_code_help()
     )
 )]

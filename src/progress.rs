@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use o1::terminal_text::for_terminal_line;
 
 /// Draws `o1_convert` progress: one bar per stage, bytes and ETA; without a
 /// terminal, a line when a stage starts and at every tenth of its bytes.
@@ -164,21 +165,11 @@ impl o1_hub::PullProgress for PullProgress {
                         .expect("valid template")
                         .progress_chars("=> "),
                 );
-                bar.set_message(path.to_string());
+                bar.set_message(shown_name(path));
                 bar.set_position(already);
                 *file = Some(bar);
             }
-            None if !self.quiet => {
-                let resumed = if already > 0 {
-                    format!(", resuming at {:.2} GB", already as f64 / 1e9)
-                } else {
-                    String::new()
-                };
-                eprintln!(
-                    "o1: downloading {path} ({:.2} GB{resumed})",
-                    size as f64 / 1e9
-                );
-            }
+            None if !self.quiet => eprintln!("{}", started_line(path, size, already)),
             None => {}
         }
     }
@@ -199,19 +190,45 @@ impl o1_hub::PullProgress for PullProgress {
                     f.finish_and_clear();
                 }
             }
-            None if !self.quiet => eprintln!("o1: done {path}"),
+            None if !self.quiet => eprintln!("o1: done {}", shown_name(path)),
             None => {}
         }
     }
 
     fn message(&mut self, msg: &str) {
+        let line = message_line(msg);
         match &self.bars {
             Some((multi, _, _)) => {
-                let _ = multi.println(format!("o1: {msg}"));
+                let _ = multi.println(line);
             }
-            None => eprintln!("o1: {msg}"),
+            None => eprintln!("{line}"),
         }
     }
+}
+
+/// A hub file name as drawn: it comes from the server, so its controls are
+/// escaped.
+fn shown_name(path: &str) -> String {
+    for_terminal_line(path).into_owned()
+}
+
+/// The line for a file whose download starts (without bars).
+fn started_line(path: &str, size: u64, already: u64) -> String {
+    let resumed = if already > 0 {
+        format!(", resuming at {:.2} GB", already as f64 / 1e9)
+    } else {
+        String::new()
+    };
+    format!(
+        "o1: downloading {} ({:.2} GB{resumed})",
+        shown_name(path),
+        size as f64 / 1e9
+    )
+}
+
+/// A notice from the hub client; it can quote file names from the server.
+fn message_line(msg: &str) -> String {
+    format!("o1: {}", for_terminal_line(msg))
 }
 
 impl Drop for PullProgress {
@@ -222,6 +239,25 @@ impl Drop for PullProgress {
             }
             total.finish_and_clear();
             let _ = multi.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOSTILE: &str = "\u{1b}]0;pwned\u{7}\u{1b}[2Jmodel\u{9b}.safetensors\n";
+
+    #[test]
+    fn hub_file_names_reach_the_terminal_without_control_characters() {
+        for line in [
+            shown_name(HOSTILE),
+            started_line(HOSTILE, 10, 5),
+            message_line(&format!("{HOSTILE}: retrying")),
+        ] {
+            assert!(!line.chars().any(char::is_control), "{line:?}");
+            assert!(line.contains("\\x1b]0;pwned\\x07"), "{line:?}");
         }
     }
 }

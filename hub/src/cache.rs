@@ -35,8 +35,14 @@ pub(crate) fn unsafe_reason(path: &str) -> Option<&'static str> {
     if path.contains('\\') {
         return Some("contains a backslash");
     }
-    if path.contains('\0') {
-        return Some("contains a NUL byte");
+    // Harmless to the file system, but shown to the user: an escape
+    // sequence in a name can rewrite the terminal, a bidi override make it
+    // read as another name.
+    if path
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+    {
+        return Some("contains a control character");
     }
     if path.starts_with('/') {
         return Some("is absolute");
@@ -87,8 +93,8 @@ pub(crate) fn blob_link_target(path: &str, etag: &str) -> PathBuf {
 pub(crate) enum Entry {
     /// No entry at all.
     Missing,
-    /// Present and plausible (size matches when known).
-    Good,
+    /// Present and plausible (size matches when known), of this many bytes.
+    Good(u64),
     /// Present but broken, with a reason for the user.
     Corrupt(String),
 }
@@ -177,14 +183,14 @@ impl RepoCache {
     }
 
     /// Checks the snapshot entry for `path`: it must lead to a regular file
-    /// (through the symlink), of `size` bytes when known, and for LFS files
-    /// link to the blob named by their `sha256`.
+    /// (through the symlink), of `size` bytes when known, and, when the
+    /// listing names its `blob` (the hash a blob is named by), link to it.
     pub(crate) fn check_entry(
         &self,
         commit: &str,
         path: &str,
         size: Option<u64>,
-        sha256: Option<&str>,
+        blob: Option<&str>,
     ) -> Entry {
         let entry = self.snapshot_path(commit, path);
         let link = match fs::symlink_metadata(&entry) {
@@ -208,14 +214,14 @@ impl RepoCache {
                 return Entry::Corrupt(format!("has {} bytes, the hub says {size}", target.len()));
             }
         }
-        if let (true, Some(sha256)) = (link.file_type().is_symlink(), sha256) {
-            let blob = fs::read_link(&entry).ok();
-            let name = blob.as_deref().and_then(Path::file_name);
-            if name.and_then(|n| n.to_str()) != Some(sha256) {
-                return Entry::Corrupt(format!("links to a blob other than {sha256}"));
+        if let (true, Some(blob)) = (link.file_type().is_symlink(), blob) {
+            let target = fs::read_link(&entry).ok();
+            let name = target.as_deref().and_then(Path::file_name);
+            if name.and_then(|n| n.to_str()) != Some(blob) {
+                return Entry::Corrupt(format!("links to a blob other than {blob}"));
             }
         }
-        Entry::Good
+        Entry::Good(target.len())
     }
 
     /// Removes a broken snapshot entry so it can be linked afresh.
@@ -330,6 +336,11 @@ mod tests {
             "a//b",
             "a/",
             "./a",
+            "a\0b",
+            "x\u{1b}[2J.json",
+            "x\u{9b}.json",
+            "a\nb",
+            "\u{202e}nosreh.safetensors",
         ] {
             assert!(unsafe_reason(bad).is_some(), "{bad:?} accepted");
         }
@@ -378,7 +389,7 @@ mod tests {
         fs::write(cache.blob_path("e1"), b"abc").unwrap();
         assert!(matches!(
             cache.check_entry(&commit, "d/f", Some(3), None),
-            Entry::Good
+            Entry::Good(3)
         ));
         assert!(matches!(
             cache.check_entry(&commit, "d/f", Some(4), None),

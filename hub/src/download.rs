@@ -1,7 +1,8 @@
 //! Downloading one blob: under its lock, into `blobs/{etag}.incomplete`,
 //! resuming with `Range` after a dropped connection or a previous run, then
-//! checking size and SHA-256 before renaming it to `blobs/{etag}`. A blob
-//! name therefore always holds complete, verified content.
+//! checking size and hash (SHA-256 for LFS files, the git blob id for the
+//! others) before renaming it to `blobs/{etag}`. A blob name therefore always
+//! holds complete, verified content.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -9,11 +10,12 @@ use std::path::{Path, PathBuf};
 
 use reqwest::header::CONTENT_RANGE;
 use reqwest::{StatusCode, Url};
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use crate::cache::{create_dir_all, FileLock, RepoCache};
 use crate::error::{HubError, Result};
-use crate::http::{network_error, Ctx, Failure, Http};
+use crate::http::{network_error, shown, Ctx, Failure, Http};
 use crate::progress::PullProgress;
 
 /// Read size for bodies.
@@ -31,8 +33,32 @@ pub(crate) struct Blob<'a> {
     /// The blob's name in the cache.
     pub etag: &'a str,
     pub size: u64,
-    /// Expected SHA-256 (LFS files); regular files are checked by size only.
-    pub sha256: Option<&'a str>,
+    /// The content's expected hash; without one, only the size is checked.
+    pub hash: Option<Hash<'a>>,
+}
+
+/// A content hash to verify, lowercase hex.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Hash<'a> {
+    /// SHA-256 of the content (LFS files).
+    Sha256(&'a str),
+    /// Git's blob id: SHA-1 of `blob {size}\0` and the content (regular files).
+    GitBlob(&'a str),
+}
+
+impl Hash<'_> {
+    fn expected(&self) -> &str {
+        match self {
+            Hash::Sha256(hex) | Hash::GitBlob(hex) => hex,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Hash::Sha256(_) => "SHA-256",
+            Hash::GitBlob(_) => "git blob SHA-1",
+        }
+    }
 }
 
 /// How the blob came to be in the cache.
@@ -77,7 +103,7 @@ pub(crate) fn fetch(
     }
     create_dir_all(&cache.blobs_dir())?;
     let part_path = cache.incomplete_path(blob.etag);
-    let mut part = Partial::open(&part_path, blob.size, blob.sha256.is_some())?;
+    let mut part = Partial::open(&part_path, blob.size, blob.hash)?;
     let transferred = download(http, blob, &mut part, progress)?;
     part.file
         .sync_all()
@@ -135,18 +161,19 @@ fn download(
                 Err(failure) => return Err(failure.error),
             }
         }
-        let Some(expected) = blob.sha256 else {
+        let Some(hash) = blob.hash else {
             return Ok(transferred);
         };
         let actual = part.digest();
-        if actual.eq_ignore_ascii_case(expected) {
+        if actual.eq_ignore_ascii_case(hash.expected()) {
             return Ok(transferred);
         }
         if resumed {
             resumed = false;
             progress.message(&format!(
-                "{}: SHA-256 mismatch after resuming an earlier partial download; starting over",
-                blob.path
+                "{}: {} mismatch after resuming an earlier partial download; starting over",
+                blob.path,
+                hash.name()
             ));
             part.restart()?;
             progress.file_started(blob.path, blob.size, 0);
@@ -156,7 +183,8 @@ fn download(
         return Err(HubError::HashMismatch {
             repo: blob.repo.to_owned(),
             file: blob.path.to_owned(),
-            expected: expected.to_owned(),
+            algorithm: hash.name(),
+            expected: hash.expected().to_owned(),
             actual,
         });
     }
@@ -187,8 +215,25 @@ fn transfer(
         }
         Some(format!("the server refused to resume at byte {from}"))
     } else if status == StatusCode::PARTIAL_CONTENT {
-        (range_start(&resp) != Some(from))
-            .then(|| "the server resumed at the wrong offset".to_owned())
+        let range = resp
+            .headers()
+            .get(CONTENT_RANGE)
+            .map(|v| parse_content_range(v.as_bytes()));
+        match range {
+            Some(Ok(range)) if range.total.is_some_and(|total| total != blob.size) => {
+                return Err(Failure::fatal(HubError::Protocol {
+                    url: resp.url().to_string(),
+                    detail: format!(
+                        "{}: the server says the file has {} bytes, the hub announced {}",
+                        blob.path,
+                        range.total.unwrap_or_default(),
+                        blob.size
+                    ),
+                }));
+            }
+            Some(Ok(range)) if range.start == from => None,
+            _ => Some("the server resumed at the wrong offset".to_owned()),
+        }
     } else if from > 0 {
         Some("the server does not resume downloads".to_owned())
     } else {
@@ -238,26 +283,104 @@ fn transfer(
     Ok(())
 }
 
-/// The first byte of a 206 answer, from `Content-Range: bytes a-b/n`.
-fn range_start(resp: &reqwest::blocking::Response) -> Option<u64> {
-    let value = resp.headers().get(CONTENT_RANGE)?.to_str().ok()?;
-    let range = value.trim().strip_prefix("bytes")?.trim_start();
-    range.split('-').next()?.trim().parse().ok()
+/// The bytes a 206 answer carries, from its `Content-Range`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContentRange {
+    /// The first byte.
+    pub start: u64,
+    /// The last byte (inclusive).
+    pub end: u64,
+    /// The whole file's length, unless the server gave `*`.
+    pub total: Option<u64>,
+}
+
+/// Reads a `Content-Range: bytes {start}-{end}/{total}` value (`total` may
+/// be `*`). Fails on anything else, on `end < start`, and on a range that
+/// does not fit in `total`.
+pub fn parse_content_range(value: &[u8]) -> Result<ContentRange, String> {
+    let bad = || {
+        format!(
+            "malformed Content-Range {}",
+            shown(&String::from_utf8_lossy(value))
+        )
+    };
+    let text = std::str::from_utf8(value).map_err(|_| bad())?.trim();
+    let rest = text.strip_prefix("bytes ").ok_or_else(bad)?;
+    let (range, total) = rest.split_once('/').ok_or_else(bad)?;
+    let (start, end) = range.split_once('-').ok_or_else(bad)?;
+    let number = |s: &str| {
+        let s = s.trim();
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(bad)
+    };
+    let (start, end) = (number(start)?, number(end)?);
+    let total = match total.trim() {
+        "*" => None,
+        total => Some(number(total)?),
+    };
+    if end < start || total.is_some_and(|total| end >= total) {
+        return Err(format!(
+            "Content-Range {} is not a range within the file",
+            shown(text)
+        ));
+    }
+    Ok(ContentRange { start, end, total })
+}
+
+/// A running hash over the content, as [`Hash`] says.
+#[derive(Clone)]
+enum Hasher {
+    Sha256(Sha256),
+    GitBlob(Sha1),
+}
+
+impl Hasher {
+    /// A hasher for a blob of `size` bytes, before any content.
+    fn new(hash: Hash<'_>, size: u64) -> Self {
+        match hash {
+            Hash::Sha256(_) => Hasher::Sha256(Sha256::new()),
+            Hash::GitBlob(_) => {
+                let mut sha1 = Sha1::new();
+                sha1.update(format!("blob {size}\0"));
+                Hasher::GitBlob(sha1)
+            }
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::GitBlob(h) => h.update(bytes),
+        }
+    }
+
+    /// Lowercase hex of the hash so far.
+    fn hex(&self) -> String {
+        let digest = match self.clone() {
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+            Hasher::GitBlob(h) => h.finalize().to_vec(),
+        };
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// The `.incomplete` file: its length so far and, when the content is to be
-/// verified, the SHA-256 state over exactly those bytes.
+/// verified, the hash state over exactly those bytes.
 struct Partial {
     file: File,
     path: PathBuf,
     written: u64,
-    hasher: Option<Sha256>,
+    /// The hash state before any content, to start over from.
+    fresh: Option<Hasher>,
+    hasher: Option<Hasher>,
 }
 
 impl Partial {
     /// Opens (or creates) the partial file, hashing what it already holds;
     /// one longer than the blob is stale and emptied.
-    fn open(path: &Path, size: u64, hash: bool) -> Result<Self> {
+    fn open(path: &Path, size: u64, hash: Option<Hash<'_>>) -> Result<Self> {
         let io_err = |e| HubError::io("opening the partial download", path, e);
         let mut file = OpenOptions::new()
             .read(true)
@@ -271,7 +394,8 @@ impl Partial {
             file.set_len(0).map_err(io_err)?;
             len = 0;
         }
-        let mut hasher = hash.then(Sha256::new);
+        let fresh = hash.map(|hash| Hasher::new(hash, size));
+        let mut hasher = fresh.clone();
         if let Some(hasher) = hasher.as_mut() {
             let mut buf = vec![0; CHUNK];
             let mut left = len;
@@ -287,6 +411,7 @@ impl Partial {
             file,
             path: path.to_path_buf(),
             written: len,
+            fresh,
             hasher,
         })
     }
@@ -307,17 +432,14 @@ impl Partial {
         let io_err = |e| HubError::io("restarting the download", &self.path, e);
         self.file.set_len(0).map_err(io_err)?;
         self.file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-        if let Some(hasher) = self.hasher.as_mut() {
-            *hasher = Sha256::new();
-        }
+        self.hasher = self.fresh.clone();
         self.written = 0;
         Ok(())
     }
 
-    /// Lowercase hex SHA-256 of the content so far.
+    /// Lowercase hex of the hash of the content so far.
     fn digest(&self) -> String {
-        let digest = self.hasher.clone().unwrap_or_default().finalize();
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        self.hasher.as_ref().map(Hasher::hex).unwrap_or_default()
     }
 
     /// Deletes the partial file: its content is known to be wrong.
@@ -333,5 +455,54 @@ fn remove_if_present(path: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(HubError::io("removing a bad blob", path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ranges() {
+        let range = |s: &str| parse_content_range(s.as_bytes());
+        assert_eq!(
+            range("bytes 5-9/10"),
+            Ok(ContentRange {
+                start: 5,
+                end: 9,
+                total: Some(10)
+            })
+        );
+        assert_eq!(range(" bytes 0-0/*").unwrap().total, None);
+        for bad in [
+            "bytes 5-4/10",
+            "bytes 5-10/10",
+            "bytes -5/10",
+            "bytes 5-9",
+            "items 5-9/10",
+            "bytes +5-9/10",
+            "bytes 5-99999999999999999999999/*",
+            "bytes */10",
+        ] {
+            assert!(range(bad).is_err(), "{bad}");
+        }
+        assert!(parse_content_range(b"bytes \xff-1/2").is_err());
+    }
+
+    #[test]
+    fn git_blob_hash_covers_the_header_and_restarts_clean() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("x.incomplete");
+        // `git hash-object` of "hello\n".
+        let id = "ce013625030ba8dba906f756967f9e9ca394464a";
+        let mut part = Partial::open(&path, 6, Some(Hash::GitBlob(id))).unwrap();
+        part.write(b"jello\n").unwrap();
+        assert_ne!(part.digest(), id);
+        part.restart().unwrap();
+        part.write(b"hello\n").unwrap();
+        assert_eq!(part.digest(), id);
+        drop(part);
+        let part = Partial::open(&path, 6, Some(Hash::GitBlob(id))).unwrap();
+        assert_eq!((part.written, part.digest()), (6, id.to_owned()));
     }
 }

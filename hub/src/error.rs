@@ -35,12 +35,15 @@ pub enum HubError {
     #[error("{url}: the hub answered HTTP {status} after retries; try again later")]
     Server { url: String, status: u16 },
 
-    /// A downloaded file's SHA-256 differs from the one the hub announced.
-    /// The bad download was deleted.
-    #[error("{repo}: {file}: SHA-256 mismatch (expected {expected}, got {actual}); the download was deleted, run the pull again")]
+    /// A downloaded file's hash differs from the one the hub announced
+    /// (SHA-256 for LFS files, the git blob id for the others). The bad
+    /// download was deleted.
+    #[error("{repo}: {file}: {algorithm} mismatch (expected {expected}, got {actual}); the download was deleted, run the pull again")]
     HashMismatch {
         repo: String,
         file: String,
+        /// "SHA-256" or "git blob SHA-1".
+        algorithm: &'static str,
         expected: String,
         actual: String,
     },
@@ -76,9 +79,15 @@ pub enum HubError {
     },
 
     /// The server named a file or blob that would land outside the cache
-    /// folder (`..`, an absolute path, a backslash).
-    #[error("{repo}: the server named a file {path:?} that would escape the cache folder; refusing to write it")]
-    UnsafePath { repo: String, path: String },
+    /// folder (`..`, an absolute path, a backslash) or whose name holds a
+    /// control character.
+    #[error("{repo}: the server named a file {path:?} that {reason}; refusing to write it")]
+    UnsafePath {
+        repo: String,
+        path: String,
+        /// Why the name is unsafe: "has a . or .. component", …
+        reason: &'static str,
+    },
 
     /// A cache entry is broken and could not be repaired here (offline).
     #[error("corrupted cache entry {}: {detail}; pull again online to re-fetch it, or delete it", path.display())]
@@ -231,6 +240,7 @@ mod tests {
             HubError::HashMismatch {
                 repo: "a/b".into(),
                 file: "f".into(),
+                algorithm: "SHA-256",
                 expected: "e".into(),
                 actual: "a".into(),
             },
@@ -254,6 +264,7 @@ mod tests {
             HubError::UnsafePath {
                 repo: "a/b".into(),
                 path: "../x".into(),
+                reason: "has a . or .. component",
             },
             HubError::CorruptCache {
                 path: "/c".into(),

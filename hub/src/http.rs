@@ -4,6 +4,7 @@
 //! to the endpoint's own origin (scheme, host and port): the hub redirects
 //! LFS downloads to a CDN on another host, which must never see it.
 
+use std::io::{self, Read};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -11,12 +12,17 @@ use reqwest::blocking::{Client, Response};
 use reqwest::header::{HeaderMap, ACCEPT_ENCODING, CONTENT_LENGTH, ETAG, LOCATION, RANGE};
 use reqwest::{Method, StatusCode, Url};
 
+use crate::cache::is_commit_hash;
 use crate::error::{HubError, Result};
 use crate::options::{HfToken, PullOptions, RetryPolicy};
 use crate::progress::PullProgress;
 
 /// Redirect hops followed before giving up.
 const MAX_REDIRECTS: usize = 10;
+
+/// The largest listing read: the listing of a model repo with thousands of
+/// files is a few hundred KB; anything past this is a broken or hostile server.
+pub(crate) const MAX_LISTING_BYTES: usize = 10 << 20;
 
 /// What a request is about, for error messages.
 #[derive(Clone, Copy, Debug)]
@@ -67,12 +73,13 @@ enum Follow {
 
 /// What a `HEAD` on a resolve URL tells about a file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct FileHead {
-    /// `X-Repo-Commit`.
+pub struct FileHead {
+    /// `X-Repo-Commit`: a commit hash.
     pub commit: Option<String>,
-    /// `X-Linked-Etag`, else `ETag`, without quotes or `W/`.
+    /// `X-Linked-Etag`, else `ETag`, without quotes or `W/`; never empty.
     pub etag: Option<String>,
-    /// `X-Linked-Size`, else `Content-Length`.
+    /// `X-Linked-Size`, else (for an answer that is not a redirect)
+    /// `Content-Length`.
     pub size: Option<u64>,
 }
 
@@ -80,8 +87,13 @@ pub(crate) struct FileHead {
 pub(crate) struct Http {
     client: Client,
     endpoint: Url,
+    /// The token to send, if any (not one withheld from a plain-HTTP host).
     token: Option<HfToken>,
+    /// A token was given but is not sent: see [`PullOptions::token_over_http`].
+    token_withheld: bool,
     retry: RetryPolicy,
+    stall_timeout: Duration,
+    metadata_timeout: Duration,
     cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
@@ -114,12 +126,33 @@ impl Http {
                 url: endpoint.to_string(),
                 detail: format!("cannot set up the HTTP client: {}", error_chain(&e)),
             })?;
+        // Over plain HTTP to another machine the token would cross the
+        // network readable by anyone on the way.
+        let token_withheld = options.token.is_some()
+            && endpoint.scheme() == "http"
+            && !is_loopback(&endpoint)
+            && !options.token_over_http;
         Ok(Http {
             client,
+            token: options.token.clone().filter(|_| !token_withheld),
+            token_withheld,
             endpoint,
-            token: options.token.clone(),
             retry: options.retry.clone(),
+            stall_timeout: options.stall_timeout,
+            metadata_timeout: options.metadata_timeout,
             cancel: options.cancel.clone(),
+        })
+    }
+
+    /// The warning to show once when the token is withheld.
+    pub(crate) fn token_warning(&self) -> Option<String> {
+        self.token_withheld.then(|| {
+            format!(
+                "HF_TOKEN is not sent to {}: it is plain http:// on another machine, where the \
+                 token would cross the network unencrypted; use an https:// endpoint, or set \
+                 O1_HF_TOKEN_OVER_HTTP=1 to send it anyway",
+                self.endpoint()
+            )
         })
     }
 
@@ -168,11 +201,13 @@ impl Http {
         }
     }
 
-    /// Runs `op` until it succeeds, fails for good, or runs out of retries,
-    /// waiting with exponential backoff in between.
-    pub(crate) fn retrying<T>(
+    /// Runs `op` until it succeeds, fails for good, or runs out of retries
+    /// (or of time before `deadline`), waiting with exponential backoff in
+    /// between.
+    fn retrying<T>(
         &self,
         progress: &mut dyn PullProgress,
+        deadline: Instant,
         mut op: impl FnMut() -> Result<T, Failure>,
     ) -> Result<T> {
         let mut retry = 0;
@@ -182,6 +217,9 @@ impl Http {
                 Ok(value) => return Ok(value),
                 Err(failure) if failure.transient && retry < self.retry.max_retries => {
                     let wait = self.retry.backoff(retry);
+                    if Instant::now() + wait >= deadline {
+                        return Err(failure.error);
+                    }
                     retry += 1;
                     progress.message(&format!(
                         "{}; retrying in {:.1}s ({retry}/{})",
@@ -196,39 +234,106 @@ impl Http {
         }
     }
 
-    /// GETs a JSON document, with retries.
-    pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
+    /// GETs the listing's body, with retries, within the metadata deadline
+    /// and at most [`MAX_LISTING_BYTES`] of it.
+    pub(crate) fn get_listing(
         &self,
         url: &Url,
         ctx: Ctx<'_>,
         progress: &mut dyn PullProgress,
-    ) -> Result<T> {
-        let body = self.retrying(progress, || {
-            let resp = self.send(Method::GET, url, None, Follow::All)?;
+    ) -> Result<Vec<u8>> {
+        let deadline = Instant::now() + self.metadata_timeout;
+        self.retrying(progress, deadline, || {
+            let resp = self.send(Method::GET, url, None, Follow::All, Some(deadline))?;
             let resp = self.check_status(resp, ctx, false)?;
-            let final_url = resp.url().clone();
-            resp.bytes()
-                .map_err(|e| Failure::transient(network_error(&final_url, &e)))
-        })?;
-        serde_json::from_slice(&body).map_err(|e| HubError::Protocol {
-            url: url.to_string(),
-            detail: format!("invalid JSON: {e}"),
+            self.read_listing(resp, deadline)
         })
     }
 
-    /// HEADs a resolve URL, with retries, following only same-origin
-    /// redirects: the hub's redirect to the CDN carries the file's headers.
+    /// Reads a listing body, refusing one larger than [`MAX_LISTING_BYTES`]
+    /// (as announced, or as it comes) and one still coming at `deadline`.
+    fn read_listing(&self, mut resp: Response, deadline: Instant) -> Result<Vec<u8>, Failure> {
+        let url = resp.url().clone();
+        let too_big = || {
+            Failure::fatal(HubError::Protocol {
+                url: url.to_string(),
+                detail: format!(
+                    "the listing is larger than {} MiB, the most a listing may be; not reading on",
+                    MAX_LISTING_BYTES >> 20
+                ),
+            })
+        };
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_LISTING_BYTES as u64)
+        {
+            return Err(too_big());
+        }
+        let mut body = Vec::new();
+        let mut buf = vec![0; 64 << 10];
+        loop {
+            self.check_cancel()?;
+            if Instant::now() >= deadline {
+                return Err(Failure::fatal(self.deadline_error(&url)));
+            }
+            let n = match resp.read(&mut buf) {
+                Ok(0) => return Ok(body),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.attempt_failure(&url, &e, Some(deadline))),
+            };
+            if body.len() + n > MAX_LISTING_BYTES {
+                return Err(too_big());
+            }
+            body.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// HEADs a resolve URL, with retries within the metadata deadline,
+    /// following only same-origin redirects: the hub's redirect to the CDN
+    /// carries the file's headers.
     pub(crate) fn head(
         &self,
         url: &Url,
         ctx: Ctx<'_>,
         progress: &mut dyn PullProgress,
     ) -> Result<FileHead> {
-        self.retrying(progress, || {
-            let resp = self.send(Method::HEAD, url, None, Follow::SameOrigin)?;
+        let deadline = Instant::now() + self.metadata_timeout;
+        self.retrying(progress, deadline, || {
+            let resp = self.send(Method::HEAD, url, None, Follow::SameOrigin, Some(deadline))?;
             let resp = self.check_status(resp, ctx, true)?;
-            Ok(parse_head(resp.headers()))
+            Ok(parse_file_head(
+                resp.url().as_str(),
+                resp.status().as_u16(),
+                resp.headers(),
+            )?)
         })
+    }
+
+    /// The error for a metadata request still unanswered at its deadline.
+    fn deadline_error(&self, url: &Url) -> HubError {
+        HubError::Network {
+            host: host_of(url),
+            detail: format!(
+                "{url}: no complete answer within {} s, the limit for a listing or a file's headers",
+                self.metadata_timeout.as_secs_f64()
+            ),
+        }
+    }
+
+    /// A failed attempt: past `deadline`, for good; otherwise worth a retry.
+    fn attempt_failure(
+        &self,
+        url: &Url,
+        err: &dyn std::error::Error,
+        deadline: Option<Instant>,
+    ) -> Failure {
+        match deadline {
+            Some(deadline) if Instant::now() >= deadline => {
+                Failure::fatal(self.deadline_error(url))
+            }
+            _ => Failure::transient(network_error(url, err)),
+        }
     }
 
     /// One GET attempt of a file from byte `from` on (a `Range` request when
@@ -236,7 +341,7 @@ impl Http {
     /// or 416 (range not satisfiable); the caller reads the body.
     pub(crate) fn get_file(&self, url: &Url, from: u64, ctx: Ctx<'_>) -> Result<Response, Failure> {
         let range = (from > 0).then_some(from);
-        let resp = self.send(Method::GET, url, range, Follow::All)?;
+        let resp = self.send(Method::GET, url, range, Follow::All, None)?;
         if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE {
             return Ok(resp);
         }
@@ -244,13 +349,15 @@ impl Http {
     }
 
     /// Sends one request, following redirects as `follow` says, with the
-    /// token only for the endpoint's origin.
+    /// token only for the endpoint's origin. With a `deadline` (metadata),
+    /// the whole answer, body included, must come by then.
     fn send(
         &self,
         method: Method,
         url: &Url,
         range_from: Option<u64>,
         follow: Follow,
+        deadline: Option<Instant>,
     ) -> Result<Response, Failure> {
         let mut url = url.clone();
         for _ in 0..=MAX_REDIRECTS {
@@ -266,10 +373,21 @@ impl Http {
                     req = req.bearer_auth(token.secret());
                 }
             }
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Failure::fatal(self.deadline_error(&url)));
+                }
+                // For one request reqwest's timeout covers the whole answer.
+                req = req.timeout(left.min(self.stall_timeout));
+            }
             let resp = req
                 .send()
-                .map_err(|e| Failure::transient(network_error(&url, &e)))?;
-            let Some(next) = redirect_target(&resp)? else {
+                .map_err(|e| self.attempt_failure(&url, &e, deadline))?;
+            let location = resp.headers().get(LOCATION).map(|v| v.as_bytes());
+            let next = redirect_location(resp.url(), resp.status().as_u16(), location)
+                .map_err(Failure::fatal)?;
+            let Some(next) = next else {
                 return Ok(resp);
             };
             if follow == Follow::SameOrigin && !same_origin(&next, &url) {
@@ -311,12 +429,19 @@ impl Http {
             .map(|m| format!(" (hub: {})", m.chars().take(200).collect::<String>()))
             .unwrap_or_default();
         let repo = ctx.repo.to_owned();
+        let withheld = if self.token_withheld {
+            " (HF_TOKEN was not sent to this plain http:// endpoint; set \
+             O1_HF_TOKEN_OVER_HTTP=1 to send it)"
+                .to_owned()
+        } else {
+            String::new()
+        };
         let not_found = |what: String| {
             let hint = if self.has_token() {
                 server_says.clone()
             } else {
                 format!(
-                    "{server_says}; if the repo is private, set HF_TOKEN to a token that can read it"
+                    "{server_says}; if the repo is private, set HF_TOKEN to a token that can read it{withheld}"
                 )
             };
             Failure::fatal(HubError::NotFound {
@@ -335,7 +460,7 @@ impl Http {
             (s @ (401 | 403), _) | (s, "GatedRepo") => {
                 let hint = match (&self.token, s) {
                     (None, _) => format!(
-                        "the repo is gated or private; set HF_TOKEN to a token that can read it (create one at {}/settings/tokens){server_says}",
+                        "the repo is gated or private; set HF_TOKEN to a token that can read it (create one at {}/settings/tokens){withheld}{server_says}",
                         self.endpoint()
                     ),
                     (Some(_), 401) => format!(
@@ -384,48 +509,84 @@ pub(crate) fn same_origin(a: &Url, b: &Url) -> bool {
         && a.port_or_known_default() == b.port_or_known_default()
 }
 
-/// Where a redirect response points, resolved against its URL; `None` for
-/// anything that is not a redirect with a `Location`.
-fn redirect_target(resp: &Response) -> Result<Option<Url>, Failure> {
-    if !matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
+/// Where a redirect answer points: its `Location` resolved against `base`,
+/// the URL asked. `None` when `status` is not a redirect or there is no
+/// `Location` (the answer is then taken as it is); an error for a `Location`
+/// that is not text, not a URL, or not `http(s)`.
+pub fn redirect_location(base: &Url, status: u16, location: Option<&[u8]>) -> Result<Option<Url>> {
+    if !matches!(status, 301 | 302 | 303 | 307 | 308) {
         return Ok(None);
     }
-    let Some(location) = resp.headers().get(LOCATION) else {
+    let Some(location) = location else {
         return Ok(None);
     };
-    let bad = |detail: String| {
-        Failure::fatal(HubError::Protocol {
-            url: resp.url().to_string(),
-            detail,
-        })
+    let bad = |detail: String| HubError::Protocol {
+        url: base.to_string(),
+        detail,
     };
-    let location = location
-        .to_str()
-        .map_err(|_| bad("redirect Location is not text".to_owned()))?;
-    let next = resp
-        .url()
+    let location = std::str::from_utf8(location)
+        .map_err(|_| bad("redirect Location is not text".to_owned()))?
+        .trim();
+    let next = base
         .join(location)
-        .map_err(|e| bad(format!("bad redirect Location {location:?}: {e}")))?;
-    if !matches!(next.scheme(), "http" | "https") {
-        return Err(bad(format!("redirect to a non-HTTP URL {location:?}")));
+        .map_err(|e| bad(format!("bad redirect Location {}: {e}", shown(location))))?;
+    if !matches!(next.scheme(), "http" | "https") || next.host_str().is_none() {
+        return Err(bad(format!(
+            "redirect to a non-HTTP URL {}",
+            shown(location)
+        )));
     }
     Ok(Some(next))
 }
 
-/// The metadata headers of a HEAD answer.
-fn parse_head(headers: &HeaderMap) -> FileHead {
-    let etag = header_str(headers, "x-linked-etag")
-        .or_else(|| header_str(headers, ETAG.as_str()))
-        .map(|e| normalize_etag(&e))
-        .filter(|e| !e.is_empty());
-    let size = header_str(headers, "x-linked-size")
-        .or_else(|| header_str(headers, CONTENT_LENGTH.as_str()))
-        .and_then(|s| s.trim().parse().ok());
-    FileHead {
-        commit: header_str(headers, "x-repo-commit").map(|c| c.trim().to_owned()),
-        etag,
-        size,
-    }
+/// Reads the metadata headers of the answer to a `HEAD` on a resolve URL
+/// (`status`: its status, `url`: for messages). Headers that are present
+/// must be well formed: text, a byte count, a commit hash.
+pub fn parse_file_head(url: &str, status: u16, headers: &HeaderMap) -> Result<FileHead> {
+    let bad = |detail: String| HubError::Protocol {
+        url: url.to_owned(),
+        detail,
+    };
+    let text = |name: &str| -> Result<Option<&str>> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .map(|s| Some(s.trim()))
+                .map_err(|_| bad(format!("the {name} header is not text"))),
+        }
+    };
+    let etag = match text("x-linked-etag")? {
+        Some(etag) => Some(etag),
+        None => text(ETAG.as_str())?,
+    };
+    let etag = etag.map(normalize_etag).filter(|e| !e.is_empty());
+    let size = match text("x-linked-size")? {
+        Some(size) => Some(("X-Linked-Size", size)),
+        // A redirect's own length is that of its body, not of the file.
+        None if (200..300).contains(&status) => {
+            text(CONTENT_LENGTH.as_str())?.map(|s| ("Content-Length", s))
+        }
+        None => None,
+    };
+    let size = size
+        .map(|(name, value)| {
+            value
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| value.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| bad(format!("{name} {} is not a byte count", shown(value))))
+        })
+        .transpose()?;
+    let commit = text("x-repo-commit")?
+        .map(|c| {
+            is_commit_hash(c)
+                .then(|| c.to_owned())
+                .ok_or_else(|| bad(format!("X-Repo-Commit {} is not a commit hash", shown(c))))
+        })
+        .transpose()?;
+    Ok(FileHead { commit, etag, size })
 }
 
 /// `W/"abc"` → `abc`.
@@ -433,6 +594,15 @@ pub(crate) fn normalize_etag(etag: &str) -> String {
     let etag = etag.trim();
     let etag = etag.strip_prefix("W/").unwrap_or(etag);
     etag.trim_matches('"').to_owned()
+}
+
+/// A value from the server for a message: quoted, escaped, at most 64 characters.
+pub(crate) fn shown(value: &str) -> String {
+    let mut short: String = value.chars().take(64).collect();
+    if short.len() < value.len() {
+        short.push('…');
+    }
+    format!("{short:?}")
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -444,14 +614,18 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// A reqwest failure (connect, timeout, dropped body) as a network error.
 pub(crate) fn network_error(url: &Url, err: &dyn std::error::Error) -> HubError {
-    let host = match (url.host_str(), url.port()) {
+    HubError::Network {
+        host: host_of(url),
+        detail: error_chain(err),
+    }
+}
+
+/// `host` or `host:port`, for messages.
+fn host_of(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
         (Some(h), Some(p)) => format!("{h}:{p}"),
         (Some(h), None) => h.to_owned(),
         _ => url.to_string(),
-    };
-    HubError::Network {
-        host,
-        detail: error_chain(err),
     }
 }
 
@@ -523,20 +697,79 @@ mod tests {
 
     #[test]
     fn head_headers() {
+        let url = "http://h/x";
+        let commit = "c".repeat(40);
         let mut h = HeaderMap::new();
         h.insert("x-linked-etag", "\"sha\"".parse().unwrap());
         h.insert("etag", "W/\"other\"".parse().unwrap());
         h.insert("x-linked-size", "42".parse().unwrap());
         h.insert("content-length", "0".parse().unwrap());
-        h.insert("x-repo-commit", "c0".parse().unwrap());
-        let head = parse_head(&h);
+        h.insert("x-repo-commit", commit.parse().unwrap());
+        let head = parse_file_head(url, 302, &h).unwrap();
         assert_eq!(head.etag.as_deref(), Some("sha"));
         assert_eq!(head.size, Some(42));
-        assert_eq!(head.commit.as_deref(), Some("c0"));
+        assert_eq!(head.commit, Some(commit));
         h.remove("x-linked-etag");
         h.remove("x-linked-size");
-        let head = parse_head(&h);
+        let head = parse_file_head(url, 200, &h).unwrap();
         assert_eq!(head.etag.as_deref(), Some("other"));
         assert_eq!(head.size, Some(0));
+    }
+
+    #[test]
+    fn a_redirects_own_length_is_not_the_files_size() {
+        let mut h = HeaderMap::new();
+        h.insert("content-length", "17".parse().unwrap());
+        assert_eq!(parse_file_head("http://h/x", 302, &h).unwrap().size, None);
+        assert_eq!(
+            parse_file_head("http://h/x", 200, &h).unwrap().size,
+            Some(17)
+        );
+    }
+
+    #[test]
+    fn malformed_file_headers_are_errors() {
+        for (name, value) in [
+            ("x-linked-size", "-1"),
+            ("x-linked-size", "+5"),
+            ("x-linked-size", "99999999999999999999999"),
+            ("x-linked-size", ""),
+            ("x-repo-commit", "main"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name, value.parse().unwrap());
+            let err = parse_file_head("http://h/x", 200, &h).unwrap_err();
+            assert!(
+                matches!(err, HubError::Protocol { .. }),
+                "{name}: {value}: {err}"
+            );
+        }
+        let mut h = HeaderMap::new();
+        h.insert(
+            "etag",
+            reqwest::header::HeaderValue::from_bytes(b"\xff").unwrap(),
+        );
+        assert!(parse_file_head("http://h/x", 200, &h).is_err());
+    }
+
+    #[test]
+    fn redirects() {
+        let base = Url::parse("https://hub.test/o/n/resolve/main/x").unwrap();
+        let next =
+            |status, location: &str| redirect_location(&base, status, Some(location.as_bytes()));
+        assert_eq!(
+            next(307, "/p/n/resolve/main/x").unwrap().unwrap().as_str(),
+            "https://hub.test/p/n/resolve/main/x"
+        );
+        assert_eq!(
+            next(302, "https://cdn.test/a").unwrap().unwrap().as_str(),
+            "https://cdn.test/a"
+        );
+        assert_eq!(next(200, "/elsewhere").unwrap(), None);
+        assert_eq!(redirect_location(&base, 302, None).unwrap(), None);
+        for bad in ["file:///etc/passwd", "data:text/plain,x", "http://"] {
+            assert!(next(302, bad).is_err(), "{bad}");
+        }
+        assert!(redirect_location(&base, 302, Some(b"\xff")).is_err());
     }
 }

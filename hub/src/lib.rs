@@ -30,13 +30,18 @@ mod progress;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+pub use api::{parse_listing, ListedFile, Listing};
+pub use download::{parse_content_range, ContentRange};
 pub use error::{exit_code_help, HubError, Result, EXIT_CODES};
+pub use http::{parse_file_head, redirect_location, FileHead};
 pub use options::{HfToken, PullOptions, RetryPolicy, DEFAULT_ENDPOINT};
 pub use progress::{NoProgress, PullProgress};
+/// The URL type of [`redirect_location`].
+pub use reqwest::Url;
 
-use api::{RemoteFile, CONFIG_FILE, INDEX_FILE, METADATA_FILES};
+use api::{CONFIG_FILE, INDEX_FILE, METADATA_FILES};
 use cache::{is_commit_hash, is_plain_name, unsafe_reason, Entry, RepoCache};
-use download::{Blob, Fetched};
+use download::{Blob, Fetched, Hash};
 use http::{encode, Ctx, Http};
 
 /// The model o1 runs by default.
@@ -89,8 +94,11 @@ pub fn pull(
         return cached_snapshot(&cache, repo, revision);
     }
     let http = Http::new(options)?;
-    let info = match api::list(&http, repo, revision, progress) {
-        Ok(info) => info,
+    if let Some(warning) = http.token_warning() {
+        progress.message(&warning);
+    }
+    let listing = match api::list(&http, repo, revision, progress) {
+        Ok(listing) => listing,
         Err(err @ HubError::Network { .. }) => {
             return match cached_snapshot(&cache, repo, revision) {
                 Ok(snapshot) => {
@@ -105,20 +113,16 @@ pub fn pull(
         }
         Err(err) => return Err(err),
     };
-    if !is_commit_hash(&info.sha) {
-        return Err(HubError::Protocol {
-            url: format!("{}/api/models/{repo}", http.endpoint()),
-            detail: format!("the commit {:?} is not a commit hash", info.sha),
-        });
-    }
-    let commit = info.sha.clone();
-    let files = api::select(repo, &info)?;
+    let Listing { commit, files } = listing;
 
     let mut to_fetch = Vec::new();
     let mut cached_bytes = 0;
     for file in &files {
-        match cache.check_entry(&commit, &file.path, file.size, file.sha256.as_deref()) {
-            Entry::Good => cached_bytes += file.size.unwrap_or(0),
+        // Blobs are named by their hash (the ETag): LFS files by their
+        // SHA-256, the others by their git blob id.
+        let blob = file.sha256.as_deref().or(file.blob_id.as_deref());
+        match cache.check_entry(&commit, &file.path, file.size, blob) {
+            Entry::Good(len) => cached_bytes += len,
             Entry::Missing => to_fetch.push(file),
             Entry::Corrupt(why) => {
                 progress.message(&format!(
@@ -130,19 +134,25 @@ pub fn pull(
             }
         }
     }
-    let total_bytes = files.iter().filter_map(|f| f.size).sum();
+    // Every size and blob name is known before anything is downloaded: the
+    // space check counts a file the listing gives no size for.
+    let resolved = to_fetch
+        .into_iter()
+        .map(|file| resolve(&http, repo, revision, &commit, file, progress))
+        .collect::<Result<Vec<_>>>()?;
+    let total_bytes = cached_bytes + resolved.iter().map(|r| r.size).sum::<u64>();
     progress.totals(files.len(), total_bytes, cached_bytes);
-    check_space(&cache, &to_fetch, options.keep_free)?;
+    check_space(&cache, &resolved, options.keep_free)?;
 
     let mut downloaded_files = 0;
     let mut downloaded_bytes = 0;
-    for file in to_fetch {
+    for file in &resolved {
         let fetched = fetch_file(&http, &cache, repo, revision, &commit, file, progress)?;
         if let Fetched::Downloaded(bytes) = fetched {
             downloaded_files += 1;
             downloaded_bytes += bytes;
         }
-        progress.file_done(&file.path);
+        progress.file_done(&file.file.path);
     }
     // Written last, so a ref only ever names a commit whose files are here.
     if revision != commit {
@@ -169,17 +179,38 @@ pub fn find_cached(repo: &str, revision: &str, cache_dir: &Path) -> Result<Snaps
     cached_snapshot(&RepoCache::new(cache_dir, repo), repo, revision)
 }
 
-/// Downloads one file (HEAD for its blob name and size, then the blob) and
-/// links it into the snapshot.
-fn fetch_file(
+/// A file to download, with what its headers said.
+struct Resolved<'a> {
+    file: &'a ListedFile,
+    url: Url,
+    /// The blob name: the hash of the content.
+    etag: String,
+    size: u64,
+}
+
+impl Resolved<'_> {
+    /// The hash the content must have: the LFS SHA-256, or for a regular
+    /// file the git blob id its ETag is; none for an ETag of another kind
+    /// (a mirror's own), when only the size can be checked.
+    fn hash(&self) -> Option<Hash<'_>> {
+        match &self.file.sha256 {
+            Some(sha256) => Some(Hash::Sha256(sha256)),
+            None => (self.etag.len() == 40 && self.etag.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then_some(Hash::GitBlob(&self.etag)),
+        }
+    }
+}
+
+/// A file's blob name and size, from a HEAD on its resolve URL, checked
+/// against the listing.
+fn resolve<'a>(
     http: &Http,
-    cache: &RepoCache,
     repo: &str,
     revision: &str,
     commit: &str,
-    file: &RemoteFile,
+    file: &'a ListedFile,
     progress: &mut dyn PullProgress,
-) -> Result<Fetched> {
+) -> Result<Resolved<'a>> {
     let url = http.url(&format!(
         "{repo}/resolve/{}/{}",
         encode(commit, false),
@@ -190,24 +221,29 @@ fn fetch_file(
         revision,
         file: Some(&file.path),
     };
-    // The commit comes from the listing; X-Repo-Commit is not needed since
-    // the URL names that very commit.
     let head = http.head(&url, ctx, progress)?;
     let protocol = |detail: String| HubError::Protocol {
         url: url.to_string(),
         detail: format!("{}: {detail}", file.path),
     };
+    if let Some(other) = head.commit.as_deref().filter(|c| *c != commit) {
+        return Err(protocol(format!(
+            "the headers name commit {other}, the listing {commit}"
+        )));
+    }
     let etag = head
         .etag
-        .ok_or_else(|| protocol("no ETag or X-Linked-Etag header".to_owned()))?;
-    if unsafe_reason(&etag).is_some() {
+        .ok_or_else(|| protocol("no ETag or X-Linked-Etag header".to_owned()))?
+        .to_ascii_lowercase();
+    if let Some(reason) = unsafe_reason(&etag) {
         return Err(HubError::UnsafePath {
             repo: repo.to_owned(),
             path: etag,
+            reason,
         });
     }
     if !is_plain_name(&etag) {
-        return Err(protocol(format!("unusable ETag {etag:?}")));
+        return Err(protocol(format!("unusable ETag {}", http::shown(&etag))));
     }
     let size = match (head.size, file.size) {
         (Some(head), Some(listed)) if head != listed => {
@@ -218,30 +254,48 @@ fn fetch_file(
         (Some(size), _) | (None, Some(size)) => size,
         (None, None) => return Err(protocol("no size in the listing or headers".to_owned())),
     };
-    if let Some(sha256) = &file.sha256 {
-        if !etag.eq_ignore_ascii_case(sha256) {
+    for (what, listed) in [("SHA-256", &file.sha256), ("git blob id", &file.blob_id)] {
+        if let Some(listed) = listed.as_deref().filter(|l| *l != etag) {
             return Err(protocol(format!(
-                "the listing says SHA-256 {sha256}, the file's ETag is {etag}"
+                "the listing says {what} {listed}, the file's ETag is {etag}"
             )));
         }
     }
+    Ok(Resolved {
+        file,
+        url,
+        etag,
+        size,
+    })
+}
+
+/// Downloads a resolved file and links it into the snapshot.
+fn fetch_file(
+    http: &Http,
+    cache: &RepoCache,
+    repo: &str,
+    revision: &str,
+    commit: &str,
+    file: &Resolved<'_>,
+    progress: &mut dyn PullProgress,
+) -> Result<Fetched> {
     let blob = Blob {
         repo,
         revision,
-        path: &file.path,
-        url: &url,
-        etag: &etag,
-        size,
-        sha256: file.sha256.as_deref(),
+        path: &file.file.path,
+        url: &file.url,
+        etag: &file.etag,
+        size: file.size,
+        hash: file.hash(),
     };
     let fetched = download::fetch(http, cache, &blob, progress)?;
-    cache.link(commit, &file.path, &etag)?;
+    cache.link(commit, &file.file.path, &file.etag)?;
     Ok(fetched)
 }
 
 /// Fails early when the blobs folder's disk cannot hold what is left to
 /// download (minus partial downloads already there) plus `keep_free`.
-fn check_space(cache: &RepoCache, files: &[&RemoteFile], keep_free: u64) -> Result<()> {
+fn check_space(cache: &RepoCache, files: &[Resolved<'_>], keep_free: u64) -> Result<()> {
     if files.is_empty() {
         return Ok(());
     }
@@ -249,18 +303,12 @@ fn check_space(cache: &RepoCache, files: &[&RemoteFile], keep_free: u64) -> Resu
     cache::create_dir_all(&blobs)?;
     let mut needed = keep_free;
     for file in files {
-        let size = file.size.unwrap_or(0);
-        // LFS blobs are named by their SHA-256, so what is there is known.
-        let have = file.sha256.as_deref().map_or(0, |sha| {
-            let len = |p: PathBuf| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-            let blob = len(cache.blob_path(sha));
-            if blob == size {
-                size
-            } else {
-                len(cache.incomplete_path(sha)).min(size)
-            }
-        });
-        needed = needed.saturating_add(size - have);
+        let len = |p: PathBuf| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let have = match len(cache.blob_path(&file.etag)) {
+            blob if blob == file.size => blob,
+            _ => len(cache.incomplete_path(&file.etag)).min(file.size),
+        };
+        needed = needed.saturating_add(file.size - have);
     }
     let available = fs4::available_space(&blobs)
         .map_err(|e| HubError::io("checking free disk space", &blobs, e))?;
@@ -312,7 +360,7 @@ fn cached_snapshot(cache: &RepoCache, repo: &str, revision: &str) -> Result<Snap
     let mut files = Vec::new();
     for name in METADATA_FILES {
         match cache.check_entry(&commit, name, None, None) {
-            Entry::Good => files.push(name.to_owned()),
+            Entry::Good(_) => files.push(name.to_owned()),
             Entry::Missing if name == CONFIG_FILE => {
                 return Err(not_cached(format!("{CONFIG_FILE} is missing")))
             }
@@ -418,13 +466,7 @@ fn check_repo_id(repo: &str) -> Result<()> {
 
 /// A revision becomes a file under `refs/`: it must stay there.
 fn check_revision(revision: &str) -> Result<()> {
-    let reason = unsafe_reason(revision).or_else(|| {
-        revision
-            .chars()
-            .any(char::is_control)
-            .then_some("contains a control character")
-    });
-    match reason {
+    match unsafe_reason(revision) {
         Some(reason) => Err(HubError::InvalidInput {
             what: "revision",
             value: revision.to_owned(),

@@ -87,6 +87,15 @@ pub struct PullOptions {
     /// Limit for any single wait on the server (headers, or the next bytes of
     /// a body); a stalled transfer is then retried and resumed.
     pub stall_timeout: Duration,
+    /// Limit for a whole metadata request (the listing, a file's headers),
+    /// retries included. A server that drips its answer or never ends it
+    /// fails the pull with a clear error instead of hanging it. File
+    /// downloads have no such limit: they take as long as they take.
+    pub metadata_timeout: Duration,
+    /// Send the token to a plain `http://` endpoint on another machine
+    /// (`O1_HF_TOKEN_OVER_HTTP`). Off by default: the token would cross the
+    /// network unencrypted, so it is withheld there, with a warning.
+    pub token_over_http: bool,
     /// Bytes to leave free on the cache's disk after the download.
     pub keep_free: u64,
     /// When set to true (e.g. by a Ctrl+C handler) the pull stops with
@@ -106,6 +115,8 @@ impl PullOptions {
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(60),
+            metadata_timeout: Duration::from_secs(120),
+            token_over_http: false,
             keep_free: 0,
             cancel: None,
         }
@@ -115,7 +126,8 @@ impl PullOptions {
     /// `HF_ENDPOINT`; `HF_TOKEN`, else the file `HF_TOKEN_PATH`, else
     /// `$HF_HOME/token`; `HF_HUB_CACHE`, else `$HF_HOME/hub`, with `HF_HOME`
     /// defaulting to `$XDG_CACHE_HOME/huggingface` or `~/.cache/huggingface`;
-    /// `HF_HUB_OFFLINE` (1/true/yes/on).
+    /// `HF_HUB_OFFLINE` (1/true/yes/on); and o1's own
+    /// `O1_HF_TOKEN_OVER_HTTP` (1/true/yes/on).
     pub fn from_env() -> Self {
         Self::from_lookup(
             |name| std::env::var(name).ok(),
@@ -154,6 +166,7 @@ impl PullOptions {
         }
         options.token = token;
         options.offline = var("HF_HUB_OFFLINE").is_some_and(|v| is_true(&v));
+        options.token_over_http = var("O1_HF_TOKEN_OVER_HTTP").is_some_and(|v| is_true(&v));
         options
     }
 }
@@ -190,6 +203,7 @@ mod tests {
         assert_eq!(o.cache_dir, PathBuf::from("/home/u/.cache/huggingface/hub"));
         assert!(o.token.is_none());
         assert!(!o.offline);
+        assert!(!o.token_over_http);
     }
 
     #[test]
@@ -212,6 +226,7 @@ mod tests {
                 ("HF_TOKEN", "hf_env"),
                 ("HF_ENDPOINT", "http://mirror.local/"),
                 ("HF_HUB_OFFLINE", "TRUE"),
+                ("O1_HF_TOKEN_OVER_HTTP", "yes"),
             ],
             &[("/xdg/huggingface/token", "hf_file")],
         );
@@ -219,6 +234,7 @@ mod tests {
         assert_eq!(o.token, HfToken::new("hf_env"));
         assert_eq!(o.endpoint, "http://mirror.local");
         assert!(o.offline);
+        assert!(o.token_over_http);
     }
 
     #[test]

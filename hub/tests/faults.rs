@@ -366,3 +366,150 @@ fn cancelling_stops_and_a_later_pull_finishes() {
         );
     }
 }
+
+/// Runs `f` on a thread and waits at most `limit` for it: a pull that hangs
+/// fails the test instead of hanging it.
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("still running after {limit:?}"))
+}
+
+#[test]
+fn an_endless_listing_stops_at_the_size_cap() {
+    for declared in [None, Some(1 << 40)] {
+        let (hub, _, tmp) = setup();
+        hub.endless_listing(EndlessListing::Flood(declared));
+        let o = options(&hub, tmp.path());
+        let started = std::time::Instant::now();
+
+        let err = within(Duration::from_secs(30), move || {
+            pull(REPO, "main", &o, &mut NoProgress).unwrap_err()
+        });
+
+        assert!(matches!(err, HubError::Protocol { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("/api/models/test-org/tiny-model/"), "{text}");
+        assert!(text.contains("10 MiB"), "{text}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(
+            hub.count(Side::Hub, "GET", "/api/models/"),
+            1,
+            "not retried"
+        );
+    }
+}
+
+#[test]
+fn a_dripping_listing_fails_at_the_metadata_deadline() {
+    let (hub, _, tmp) = setup();
+    hub.endless_listing(EndlessListing::Drip);
+    let mut o = options(&hub, tmp.path());
+    o.metadata_timeout = Duration::from_secs(1);
+    let started = std::time::Instant::now();
+
+    let err = within(Duration::from_secs(20), move || {
+        pull(REPO, "main", &o, &mut NoProgress).unwrap_err()
+    });
+
+    let elapsed = started.elapsed();
+    assert!(matches!(err, HubError::Network { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("/api/models/test-org/tiny-model/"), "{text}");
+    assert!(text.contains("within 1 s"), "{text}");
+    assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+}
+
+#[test]
+fn a_stalled_file_header_request_fails_at_the_metadata_deadline() {
+    let (hub, _, tmp) = setup();
+    hub.stall("/resolve/", Duration::from_secs(20), 100);
+    let mut o = options(&hub, tmp.path());
+    o.metadata_timeout = Duration::from_secs(1);
+    let started = std::time::Instant::now();
+
+    let err = within(Duration::from_secs(40), move || {
+        pull(REPO, "main", &o, &mut NoProgress).unwrap_err()
+    });
+
+    assert!(matches!(err, HubError::Network { .. }), "{err}");
+    assert!(err.to_string().contains("/resolve/"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(hub.downloads(), 0);
+}
+
+#[test]
+fn a_file_without_a_listed_size_is_sized_by_its_headers_before_the_space_check() {
+    let (hub, _, tmp) = setup();
+    hub.unlisted_size(SHARD1);
+    hub.linked_size(SHARD1, Some(1 << 60));
+
+    let err = pull(REPO, "main", &options(&hub, tmp.path()), &mut NoProgress).unwrap_err();
+
+    assert!(matches!(err, HubError::DiskFull { .. }), "{err}");
+    assert_eq!(hub.downloads(), 0);
+}
+
+#[test]
+fn a_file_with_no_size_anywhere_fails_before_downloading() {
+    let (hub, _, tmp) = setup();
+    hub.unlisted_size(SHARD2);
+    hub.linked_size(SHARD2, None);
+
+    let err = pull(REPO, "main", &options(&hub, tmp.path()), &mut NoProgress).unwrap_err();
+
+    assert!(matches!(err, HubError::Protocol { .. }), "{err}");
+    assert!(err.to_string().contains(SHARD2), "{err}");
+    assert!(err.to_string().contains("no size"), "{err}");
+    assert_eq!(hub.downloads(), 0);
+}
+
+#[test]
+fn a_tampered_small_file_fails_its_git_blob_hash_and_leaves_nothing() {
+    let (hub, spec, tmp) = setup();
+    hub.corrupt("tokenizer.json");
+
+    let err = pull(REPO, "main", &options(&hub, tmp.path()), &mut NoProgress).unwrap_err();
+
+    assert!(matches!(err, HubError::HashMismatch { .. }), "{err}");
+    assert_eq!(err.exit_code(), 14);
+    let text = err.to_string();
+    assert!(text.contains("tokenizer.json"), "{text}");
+    assert!(text.contains("git blob SHA-1"), "{text}");
+    let etag = spec_file(&spec, "tokenizer.json").etag();
+    assert!(text.contains(&etag), "{text}");
+    let blobs = names(&blobs_dir(tmp.path()));
+    assert!(!blobs.iter().any(|b| b.starts_with(&etag)), "{blobs:?}");
+    let entry = tmp
+        .path()
+        .join("models--test-org--tiny-model/snapshots")
+        .join(COMMIT)
+        .join("tokenizer.json");
+    assert!(fs::symlink_metadata(entry).is_err());
+}
+
+#[test]
+fn a_file_name_with_control_characters_is_refused() {
+    let hub = TestHub::start();
+    let mut spec = tiny_repo();
+    let bad = "\u{1b}]0;pwned\u{7}\u{1b}[2Jmodel.safetensors";
+    spec.files.push(FileSpec {
+        name: bad.to_owned(),
+        content: bytes(100, 9),
+        lfs: true,
+    });
+    hub.add_repo(spec);
+    let tmp = tempfile::tempdir().unwrap();
+
+    let err = pull(REPO, "main", &options(&hub, tmp.path()), &mut NoProgress).unwrap_err();
+
+    assert!(matches!(err, HubError::UnsafePath { .. }), "{err}");
+    let text = err.to_string();
+    assert!(!text.chars().any(char::is_control), "{text:?}");
+    assert!(text.contains("control character"), "{text}");
+    assert_eq!(hub.downloads(), 0);
+}

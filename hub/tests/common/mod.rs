@@ -15,6 +15,7 @@ use std::thread;
 use std::time::Duration;
 
 use o1_hub::{HfToken, PullOptions, PullProgress, RetryPolicy};
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 /// Which listener answered.
@@ -60,13 +61,13 @@ impl FileSpec {
         sha256_hex(&self.content)
     }
 
-    /// The blob name the hub's headers give: the SHA-256 for LFS files, a
-    /// git-like 40-hex id for the others.
+    /// The blob name the hub's headers give: the SHA-256 for LFS files, the
+    /// git blob id for the others.
     pub fn etag(&self) -> String {
         if self.lfs {
             self.sha256()
         } else {
-            self.sha256()[..40].to_owned()
+            git_blob_id(&self.content)
         }
     }
 }
@@ -83,9 +84,25 @@ pub struct RepoSpec {
     pub token: Option<String>,
 }
 
+/// A listing answer that never ends.
+#[derive(Clone, Copy, Debug)]
+pub enum EndlessListing {
+    /// As fast as the client reads, with this `Content-Length` (none if
+    /// `None`), up to 64 MiB; then the connection just stays open.
+    Flood(Option<u64>),
+    /// One byte every 100 ms, for ever.
+    Drip,
+}
+
 /// Injected misbehaviour; counted ones are used up as they fire.
 #[derive(Default)]
 struct Faults {
+    /// How every listing is answered, instead of the listing.
+    endless_listing: Option<EndlessListing>,
+    /// Files listed without a size.
+    unlisted_size: Vec<String>,
+    /// LFS files whose `X-Linked-Size` says this instead (`None`: no header).
+    linked_size: HashMap<String, Option<u64>>,
     /// file name → (bytes to send before closing the connection, times).
     drop_after: HashMap<String, (usize, u32)>,
     /// File names served with one byte flipped.
@@ -202,6 +219,24 @@ impl TestHub {
         s.faults.stall.push((pattern.to_owned(), delay, times));
     }
 
+    /// Answers every listing request with a body that never ends.
+    pub fn endless_listing(&self, how: EndlessListing) {
+        self.state.lock().unwrap().faults.endless_listing = Some(how);
+    }
+
+    /// Lists `file` without a size.
+    pub fn unlisted_size(&self, file: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.faults.unlisted_size.push(file.to_owned());
+    }
+
+    /// Announces `size` (or, with `None`, no size) in the `X-Linked-Size` of
+    /// the LFS file `file`.
+    pub fn linked_size(&self, file: &str, size: Option<u64>) {
+        let mut s = self.state.lock().unwrap();
+        s.faults.linked_size.insert(file.to_owned(), size);
+    }
+
     /// Slows every body down: `delay` between 16 KiB chunks.
     pub fn chunk_delay(&self, delay: Duration) {
         self.state.lock().unwrap().faults.chunk_delay = Some(delay);
@@ -264,7 +299,13 @@ fn read_request(stream: &TcpStream) -> Option<Request> {
     reader.read_line(&mut line).ok()?;
     let mut parts = line.split_whitespace();
     let method = parts.next()?.to_owned();
-    let target = parts.next()?.to_owned();
+    let mut target = parts.next()?.to_owned();
+    // A proxy is asked for `http://host/path`: the rest is the same.
+    if let Some(rest) = target.strip_prefix("http://") {
+        target = rest
+            .find('/')
+            .map_or("/".to_owned(), |i| rest[i..].to_owned());
+    }
     let mut headers = Vec::new();
     loop {
         let mut line = String::new();
@@ -317,6 +358,19 @@ fn serve(stream: TcpStream, side: Side, state: &Mutex<State>, cdn: &str) {
     };
     let (answer, delay, chunk_delay) = {
         let mut s = state.lock().unwrap();
+        let endless = s.faults.endless_listing;
+        if let (Some(how), true) = (endless, req.target.starts_with("/api/models/")) {
+            s.log.push(Logged {
+                side,
+                method: req.method.clone(),
+                target: req.target.clone(),
+                headers: req.headers.clone(),
+                status: 200,
+            });
+            drop(s);
+            write_endless(stream, how);
+            return;
+        }
         s.log.push(Logged {
             side,
             method: req.method.clone(),
@@ -336,6 +390,39 @@ fn serve(stream: TcpStream, side: Side, state: &Mutex<State>, cdn: &str) {
         thread::sleep(delay);
     }
     write_answer(stream, &req, answer, chunk_delay);
+}
+
+/// A 200 whose body goes on until the client gives up (or a minute passes).
+fn write_endless(mut stream: TcpStream, how: EndlessListing) {
+    let mut head = "HTTP/1.1 200 X\r\nContent-Type: application/json\r\n".to_owned();
+    if let EndlessListing::Flood(Some(len)) = how {
+        head.push_str(&format!("Content-Length: {len}\r\n"));
+    }
+    head.push_str("Connection: close\r\n\r\n{\"sha\":\"");
+    if stream.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let mut sent = 0;
+    while std::time::Instant::now() < until {
+        let ok = match how {
+            EndlessListing::Flood(_) if sent < 64 << 20 => {
+                sent += 64 << 10;
+                stream.write_all(&[b'a'; 64 << 10]).is_ok()
+            }
+            EndlessListing::Flood(_) => {
+                thread::sleep(Duration::from_millis(100));
+                true
+            }
+            EndlessListing::Drip => {
+                thread::sleep(Duration::from_millis(100));
+                stream.write_all(b"a").is_ok()
+            }
+        };
+        if !ok {
+            return;
+        }
+    }
 }
 
 /// The value of the first rule matching `target` with uses left, using one.
@@ -386,11 +473,21 @@ fn route(s: &mut State, side: Side, req: &Request, cdn: &str) -> Answer {
             .files
             .iter()
             .map(|f| {
-                let mut v = serde_json::json!({"rfilename": f.name, "size": f.content.len()});
+                let mut v = serde_json::json!({"rfilename": f.name, "blobId": f.etag()});
                 if f.lfs {
+                    // The blob of an LFS file is its pointer.
+                    v["blobId"] = git_blob_id(f.sha256().as_bytes()).into();
                     v["lfs"] = serde_json::json!({
                         "sha256": f.sha256(), "size": f.content.len(), "pointerSize": 134
                     });
+                }
+                if !s.faults.unlisted_size.contains(&f.name) {
+                    v["size"] = f.content.len().into();
+                    if f.lfs {
+                        v["lfs"]["size"] = f.content.len().into();
+                    }
+                } else if f.lfs {
+                    v["lfs"].as_object_mut().unwrap().remove("size");
                 }
                 v
             })
@@ -416,12 +513,19 @@ fn route(s: &mut State, side: Side, req: &Request, cdn: &str) -> Answer {
         return Answer::status(404).header("X-Error-Code", "EntryNotFound");
     };
     if file.lfs {
-        return Answer::status(302)
+        let size = match s.faults.linked_size.get(&file.name) {
+            Some(size) => *size,
+            None => Some(file.content.len() as u64),
+        };
+        let mut answer = Answer::status(302)
             .header("Location", format!("{cdn}/lfs/{}", file.sha256()))
             .header("X-Repo-Commit", repo.commit.clone())
             .header("X-Linked-Etag", format!("\"{}\"", file.sha256()))
-            .header("X-Linked-Size", file.content.len().to_string())
             .header("ETag", "\"pointer-etag\"");
+        if let Some(size) = size {
+            answer = answer.header("X-Linked-Size", size.to_string());
+        }
+        return answer;
     }
     file_answer(&mut s.faults, req, file)
         .header("X-Repo-Commit", repo.commit.clone())
@@ -538,6 +642,14 @@ fn decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8(out).unwrap()
+}
+
+/// Git's id of a blob: SHA-1 over `blob {len}\0` and the content.
+pub fn git_blob_id(bytes: &[u8]) -> String {
+    let mut h = Sha1::new();
+    h.update(format!("blob {}\0", bytes.len()));
+    h.update(bytes);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
