@@ -88,7 +88,11 @@ impl o1_convert::Progress for ConvertProgress {
         if tensor != self.current {
             self.tensors_done += 1;
             self.current = tensor.to_string();
-            bar.set_message(format!("tensor {} {tensor}", self.tensors_done));
+            bar.set_message(format!(
+                "tensor {} {}",
+                self.tensors_done,
+                shown_name(tensor)
+            ));
         }
         bar.inc(bytes);
         if self.mode == Mode::Lines {
@@ -206,8 +210,8 @@ impl o1_hub::PullProgress for PullProgress {
     }
 }
 
-/// A hub file name as drawn: it comes from the server, so its controls are
-/// escaped.
+/// A hub file or tensor name as drawn: it comes from a server or a
+/// checkpoint, so its controls are escaped.
 fn shown_name(path: &str) -> String {
     for_terminal_line(path).into_owned()
 }
