@@ -329,7 +329,7 @@ fn engine_error_is_shown() {
 #[test]
 fn terminal_below_the_minimum_size() {
     let h = harness();
-    insta::assert_snapshot!(h.screen(30, 8));
+    insta::assert_snapshot!(h.screen(19, 4));
 }
 
 #[test]
@@ -525,4 +525,93 @@ fn resumed_session_restores_the_engine_history() {
     app.update(Msg::Ready(Box::new(fake.clone()), model()));
     assert_eq!(fake.calls(), ["restore 3"], "user, reasoning and answer");
     assert_eq!(app.turns.len(), 1);
+}
+
+/// Draws the app at `w`×`h`, failing with the state on a panic.
+fn draws_at(h: &Harness, w: u16, hgt: u16, what: &str) {
+    let drawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut t = Terminal::new(TestBackend::new(w, hgt)).unwrap();
+        t.draw(|f| ui::draw(f, &h.app)).unwrap();
+    }));
+    assert!(drawn.is_ok(), "drawing {what} at {w}x{hgt} panicked");
+}
+
+#[test]
+fn every_size_down_to_20x5_draws_in_every_state() {
+    let six_lines = "one\ntwo\nthree\nfour\nfive\nsix";
+    let long_line = "a question long enough to wrap many times over ".repeat(8);
+    let long: String = (1..=40).map(|i| format!("Line {i}.\n\n")).collect();
+    let mut states: Vec<(&str, Harness)> = Vec::new();
+    states.push(("empty", harness()));
+    let mut h = harness();
+    h.whole_turn("First", REASONING, &long, 100);
+    h.type_text(six_lines);
+    states.push(("finished, six-line question", h));
+    let mut h = harness();
+    h.whole_turn("First", REASONING, ANSWER, 100);
+    h.ask(&long_line);
+    h.phase_started(Phase::Reasoning, 31);
+    h.stream(Phase::Reasoning, &long);
+    h.type_text(&long_line);
+    states.push(("streaming, long question", h));
+    let mut h = harness();
+    h.whole_turn("First", REASONING, &long, 100);
+    h.key(KeyCode::PageUp, KeyModifiers::NONE);
+    h.key(KeyCode::Char('?'), KeyModifiers::NONE);
+    states.push(("scrolled, help", h));
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = App::new(Session::new(dir.path().into(), dir.path().into()), None);
+    app.update(Msg::LoadProgress(0.5));
+    states.push((
+        "loading",
+        Harness {
+            app,
+            fake: Fake::default(),
+            dir,
+        },
+    ));
+    for (what, h) in &mut states {
+        for collapsed in [false, true] {
+            h.app.reasoning_collapsed = collapsed;
+            for hgt in 5..=24 {
+                for w in (20..=80).step_by(3) {
+                    h.app.update(Msg::Resize(w, hgt));
+                    draws_at(h, w, hgt, what);
+                    let l = o1::tui::layout::layout((w, hgt), collapsed, &h.app.input);
+                    let parts = [l.reasoning, l.answer, l.meter, l.input, l.status];
+                    assert_eq!(
+                        parts.iter().map(|r| r.height).sum::<u16>(),
+                        hgt,
+                        "{what} at {w}x{hgt}: the parts fill the height: {l:?}"
+                    );
+                    for r in parts {
+                        assert!(r.right() <= w && r.bottom() <= hgt, "{what} at {w}x{hgt}: {l:?}");
+                    }
+                    assert!(l.input.height >= 3 && l.status.height == 1, "{l:?}");
+                }
+            }
+        }
+        // Below the minimum, and degenerate sizes, say so without panicking.
+        for (w, hgt) in [(0, 0), (1, 1), (0, 24), (80, 0), (19, 5), (20, 4), (2, 2)] {
+            h.app.update(Msg::Resize(w, hgt));
+            draws_at(h, w, hgt, what);
+        }
+    }
+}
+
+#[test]
+fn a_six_line_question_at_80x12_with_the_reasoning_open() {
+    let mut h = harness();
+    h.whole_turn("First", REASONING, ANSWER, 100);
+    h.type_text("one\ntwo\nthree\nfour\nfive\nsix");
+    h.app.update(Msg::Resize(80, 12));
+    insta::assert_snapshot!(h.screen(80, 12));
+}
+
+#[test]
+fn the_smallest_terminal_20x5() {
+    let mut h = harness();
+    h.whole_turn("First", REASONING, ANSWER, 100);
+    h.app.update(Msg::Resize(20, 5));
+    insta::assert_snapshot!(h.screen(20, 5));
 }

@@ -222,7 +222,7 @@ fn draw_input(f: &mut Frame, app: &App, rect: Rect) {
         .title(title);
     let inner = layout::inner(rect);
     let (rows, (row, col)) = app.input.layout(inner.width as usize);
-    let first = row.saturating_sub(inner.height as usize - 1);
+    let first = row.saturating_sub((inner.height as usize).saturating_sub(1));
     let text: Vec<Line> = rows
         .into_iter()
         .skip(first)
@@ -231,7 +231,8 @@ fn draw_input(f: &mut Frame, app: &App, rect: Rect) {
         .collect();
     f.render_widget(Paragraph::new(text).block(block), rect);
     if focused && !app.help && matches!(app.state, State::Idle | State::Generating { .. }) {
-        f.set_cursor_position((inner.x + col as u16, inner.y + (row - first) as u16));
+        let x = inner.x + (col as u16).min(inner.width.saturating_sub(1));
+        f.set_cursor_position((x, inner.y + (row - first) as u16));
     }
 }
 
