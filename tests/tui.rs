@@ -615,3 +615,47 @@ fn the_smallest_terminal_20x5() {
     h.app.update(Msg::Resize(20, 5));
     insta::assert_snapshot!(h.screen(20, 5));
 }
+
+#[test]
+fn new_chat_while_a_turn_streams_stops_it_cleanly() {
+    let mut h = harness();
+    h.whole_turn("First", "r", "a", 100);
+    h.ask("Tell me everything");
+    h.phase_started(Phase::Reasoning, 20);
+    h.stream(Phase::Reasoning, "Let me think about");
+    h.key(KeyCode::Char('n'), KeyModifiers::CONTROL);
+    assert_eq!(h.fake.calls()[2], "cancel");
+    // The engine winds the turn down, as the real one does after a cancel.
+    h.ev(Event::PhaseFinished {
+        phase: Phase::Reasoning,
+        text: "Let me think about".into(),
+        tokens: vec![],
+        stop: Stop::Cancelled,
+        stats: PhaseStats::default(),
+    });
+    h.ev(Event::TurnFinished {
+        usage: ContextUsage {
+            used: 124,
+            n_ctx: 4096,
+            reasoning: 4,
+        },
+    });
+    h.app.update(Msg::TurnClosed);
+    assert_eq!(h.app.state, State::Idle);
+    assert!(h.app.turns.is_empty(), "a new conversation");
+    assert_eq!(h.fake.calls()[2..], ["cancel", "reset"]);
+    assert_eq!(h.app.usage.used, 0);
+    let notice = h.app.notice.clone().unwrap();
+    assert!(!notice.error, "{notice:?}");
+    assert_eq!(notice.text, "new conversation");
+    // The stopped turn was kept in the old conversation's file.
+    let saved = Session::latest(&h.dir.path().join("sessions"), h.dir.path().into())
+        .unwrap()
+        .unwrap();
+    assert_eq!(saved.turns.len(), 2);
+    assert_eq!(saved.turns[1].reasoning, "Let me think about");
+    assert_eq!(saved.turns[1].reasoning_stop, Some(Stop::Cancelled));
+    // And the next question goes out at once.
+    h.ask("Hello again");
+    assert_eq!(h.fake.calls().last().unwrap(), "turn Hello again");
+}

@@ -80,6 +80,9 @@ pub struct App {
     pub quit: bool,
     /// Messages to restore once the engine is ready (a resumed session).
     pending_restore: Option<Vec<Message>>,
+    /// Ctrl+N came while a turn ran: the new conversation starts when the
+    /// stopped turn has wound down.
+    new_chat_after_turn: bool,
     /// The transcript's lines as drawn, kept across frames.
     pub(super) rendered: RenderCache,
 }
@@ -102,6 +105,7 @@ impl App {
             notice: None,
             size: (80, 24),
             pending_restore: (!session.turns.is_empty()).then(|| history_of(&session.turns)),
+            new_chat_after_turn: false,
             session,
             quit: false,
             rendered: RenderCache::default(),
@@ -146,6 +150,7 @@ impl App {
                         "the engine stopped without finishing the turn (see the log file)",
                         true,
                     );
+                    self.turn_ended();
                 }
             }
             Msg::LoadProgress(p) => {
@@ -406,21 +411,35 @@ impl App {
                 if let Err(e) = self.session.save(&self.turns) {
                     self.note(format!("could not save the session: {e}"), true);
                 }
+                self.turn_ended();
             }
             Event::Error(e) => {
                 let text = e.to_string();
                 turn.notes.push(format!("error: {text}"));
                 self.state = State::Idle;
                 self.note(text, true);
+                self.turn_ended();
             }
+        }
+    }
+
+    /// What waited for the running turn to end.
+    fn turn_ended(&mut self) {
+        if std::mem::take(&mut self.new_chat_after_turn) {
+            self.new_chat();
         }
     }
 
     fn new_chat(&mut self) {
         if self.generating() {
+            // The turn's remaining events belong to this conversation: stop
+            // it, let it wind down (saved with what it wrote), then start over.
             if let Some(e) = &self.engine {
                 e.cancel();
             }
+            self.new_chat_after_turn = true;
+            self.note("stopping the answer to start a new conversation…", false);
+            return;
         }
         if let Some(e) = &self.engine {
             if let Err(err) = e.reset() {
