@@ -659,3 +659,46 @@ fn new_chat_while_a_turn_streams_stops_it_cleanly() {
     h.ask("Hello again");
     assert_eq!(h.fake.calls().last().unwrap(), "turn Hello again");
 }
+
+fn loading_harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::new(dir.path().join("sessions"), dir.path().to_path_buf());
+    let mut app = App::new(session, None);
+    app.update(Msg::LoadProgress(0.3));
+    Harness {
+        app,
+        fake: Fake::default(),
+        dir,
+    }
+}
+
+#[test]
+fn a_question_sent_while_the_model_loads_waits_for_it() {
+    let mut h = loading_harness();
+    h.ask("Are you there?");
+    assert!(h.app.input.is_empty(), "the question left the box");
+    let screen = h.screen(100, 24);
+    assert!(
+        screen.contains("waiting for the model"),
+        "the status line says it waits: {screen}"
+    );
+    assert!(!h.app.notice.as_ref().is_some_and(|n| n.error));
+    // A second one while the first waits stays in the box.
+    h.ask("And this?");
+    assert_eq!(h.app.input.text(), "And this?");
+    h.app.input.clear();
+    h.app.update(Msg::Ready(Box::new(h.fake.clone()), model()));
+    assert_eq!(h.fake.calls(), ["turn Are you there?"]);
+    assert_eq!(h.app.turns.len(), 1);
+    assert!(h.app.generating());
+    assert!(!h.screen(100, 24).contains("waiting for the model"));
+}
+
+#[test]
+fn a_waiting_question_goes_back_to_the_box_if_the_model_fails_to_load() {
+    let mut h = loading_harness();
+    h.ask("Are you there?");
+    h.app.update(Msg::LoadFailed("bad file".into()));
+    assert_eq!(h.app.input.text(), "Are you there?");
+    assert!(h.fake.calls().is_empty());
+}

@@ -83,6 +83,8 @@ pub struct App {
     /// Ctrl+N came while a turn ran: the new conversation starts when the
     /// stopped turn has wound down.
     new_chat_after_turn: bool,
+    /// A question sent while the model loads, sent once it is ready.
+    queued: Option<String>,
     /// The transcript's lines as drawn, kept across frames.
     pub(super) rendered: RenderCache,
 }
@@ -106,6 +108,7 @@ impl App {
             size: (80, 24),
             pending_restore: (!session.turns.is_empty()).then(|| history_of(&session.turns)),
             new_chat_after_turn: false,
+            queued: None,
             session,
             quit: false,
             rendered: RenderCache::default(),
@@ -119,6 +122,11 @@ impl App {
             help: self.help,
             input_empty: self.input.is_empty(),
         }
+    }
+
+    /// The question waiting for the model to load, if any.
+    pub fn queued(&self) -> Option<&str> {
+        self.queued.as_deref()
     }
 
     pub fn generating(&self) -> bool {
@@ -178,8 +186,17 @@ impl App {
                 }
                 self.engine = Some(engine);
                 self.state = State::Idle;
+                if let Some(question) = self.queued.take() {
+                    self.start_turn(question);
+                }
             }
-            Msg::LoadFailed(e) => self.state = State::Failed(e),
+            Msg::LoadFailed(e) => {
+                self.state = State::Failed(e);
+                // Back where it was typed, so it is not lost.
+                if let Some(question) = self.queued.take() {
+                    self.input.insert(&question);
+                }
+            }
         }
     }
 
@@ -308,14 +325,32 @@ impl App {
             self.note("still answering: wait, or press Esc to stop", false);
             return;
         }
-        let Some(engine) = &self.engine else {
-            self.note("the model is not loaded yet", false);
+        if self.engine.is_none() {
+            if !matches!(self.state, State::Loading(_)) {
+                self.note("the model is not loaded", true);
+            } else if self.queued.is_some() {
+                self.note("a question is already waiting for the model", false);
+            } else {
+                self.input.take();
+                self.queued = Some(question);
+                self.notice = None;
+            }
             return;
+        }
+        if self.start_turn(question) {
+            self.input.take();
+        }
+    }
+
+    /// Sends `question` to the engine; false (with a notice) if it refused.
+    fn start_turn(&mut self, question: String) -> bool {
+        let Some(engine) = &self.engine else {
+            return false;
         };
         let (tx, rx) = mpsc::channel();
         if let Err(e) = engine.turn(question.clone(), tx) {
             self.note(format!("{e}"), true);
-            return;
+            return false;
         }
         if let Some(inbox) = &self.inbox {
             let inbox = inbox.clone();
@@ -328,7 +363,6 @@ impl App {
                 let _ = inbox.send(Msg::TurnClosed);
             });
         }
-        self.input.take();
         self.turns.push(Turn {
             question,
             ..Turn::default()
@@ -340,6 +374,7 @@ impl App {
         };
         self.scroll = [Scroll::default(); 2];
         self.notice = None;
+        true
     }
 
     fn on_engine(&mut self, event: Event) {

@@ -244,6 +244,9 @@ fn draw_status(f: &mut Frame, app: &App, rect: Rect) {
         format!("GPU {}/{}", m.gpu_layers, m.n_layers + 1)
     };
     let phase = match &app.state {
+        State::Loading(_) if app.queued().is_some() => {
+            "loading · your question is waiting for the model".to_string()
+        }
         State::Loading(_) => "loading".to_string(),
         State::Failed(_) => "not loaded".to_string(),
         State::Idle => "idle".to_string(),
