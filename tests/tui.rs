@@ -702,3 +702,57 @@ fn a_waiting_question_goes_back_to_the_box_if_the_model_fails_to_load() {
     assert_eq!(h.app.input.text(), "Are you there?");
     assert!(h.fake.calls().is_empty());
 }
+
+const HOSTILE: &str = "ok\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m\u{85}end";
+
+/// Every cell of the screen, for a look at what would reach the terminal.
+fn cells(h: &Harness, w: u16, hgt: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, hgt)).unwrap();
+    t.draw(|f| ui::draw(f, &h.app)).unwrap();
+    t.backend()
+        .buffer()
+        .content()
+        .iter()
+        .map(|c| c.symbol())
+        .collect()
+}
+
+#[test]
+fn control_characters_from_the_model_and_the_file_are_shown_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::new(dir.path().join("sessions"), dir.path().to_path_buf());
+    let mut app = App::new(session, None);
+    let fake = Fake::default();
+    let mut hostile_model = model();
+    hostile_model.name = format!("name{HOSTILE}");
+    hostile_model.file_type = format!("type{HOSTILE}");
+    app.update(Msg::Ready(Box::new(fake.clone()), hostile_model));
+    let mut h = Harness { app, fake, dir };
+    h.whole_turn(
+        &format!("q{HOSTILE}"),
+        &format!("r{HOSTILE}\n\n```\ncode{HOSTILE}\n```"),
+        &format!("a{HOSTILE}\n\n- item{HOSTILE}"),
+        100,
+    );
+    h.ev(Event::Error(Arc::new(EngineError::Run(
+        o1::engine::RunError::Decode(HOSTILE.into()),
+    ))));
+    let screen = cells(&h, 200, 50);
+    assert!(
+        !screen.chars().any(|c| c.is_control()),
+        "a control character reaches the terminal: {screen:?}"
+    );
+    assert!(screen.contains("ok\\x1b]0;pwned\\x07"), "{screen}");
+    assert!(screen.contains("name"), "{screen}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = App::new(Session::new(dir.path().into(), dir.path().into()), None);
+    app.update(Msg::LoadFailed(format!("cannot load {HOSTILE}")));
+    let h = Harness {
+        app,
+        fake: Fake::default(),
+        dir,
+    };
+    let screen = cells(&h, 120, 30);
+    assert!(!screen.chars().any(|c| c.is_control()), "{screen:?}");
+}

@@ -8,6 +8,7 @@ use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
 use crate::chat::Phase;
+use crate::terminal_text::for_terminal_line;
 
 use super::app::{App, State};
 use super::keys::{Focus, BINDINGS};
@@ -43,7 +44,11 @@ pub fn draw(f: &mut Frame, app: &App) {
             f,
             area,
             "Cannot load the model",
-            &[e.clone(), String::new(), "Ctrl+Q quits.".into()],
+            &[
+                for_terminal_line(e).into_owned(),
+                String::new(),
+                "Ctrl+Q quits.".into(),
+            ],
             Color::Red,
         ),
         _ => {}
@@ -282,7 +287,11 @@ fn draw_status(f: &mut Frame, app: &App, rect: Rect) {
         .unwrap_or_default();
     let mut spans = vec![
         Span::styled(
-            format!(" {} {} ", m.name, m.file_type),
+            format!(
+                " {} {} ",
+                for_terminal_line(&m.name),
+                for_terminal_line(&m.file_type)
+            ),
             Style::default().fg(Color::Black).bg(Color::Cyan),
         ),
         Span::raw(format!(" {device} · {phase}{stats}")),
@@ -293,7 +302,10 @@ fn draw_status(f: &mut Frame, app: &App, rect: Rect) {
         } else {
             Style::default().fg(Color::Yellow)
         };
-        spans.push(Span::styled(format!(" · {}", n.text), style));
+        spans.push(Span::styled(
+            format!(" · {}", for_terminal_line(&n.text)),
+            style,
+        ));
     }
     spans.push(Span::styled(
         "  ? help",
