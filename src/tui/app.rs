@@ -104,7 +104,10 @@ impl App {
             scroll: [Scroll::default(); 2],
             usage: ContextUsage::default(),
             last_phase: None,
-            notice: None,
+            notice: (!session.notes.is_empty()).then(|| Notice {
+                text: session.notes.join(" · "),
+                error: false,
+            }),
             size: (80, 24),
             pending_restore: (!session.turns.is_empty()).then(|| history_of(&session.turns)),
             new_chat_after_turn: false,
@@ -178,10 +181,12 @@ impl App {
                     if let Err(e) = engine.restore(history) {
                         self.note(format!("could not restore the conversation: {e}"), true);
                     } else {
-                        self.note(
-                            format!("resumed a conversation of {} turns", self.turns.len()),
-                            false,
-                        );
+                        let mut text =
+                            format!("resumed a conversation of {} turns", self.turns.len());
+                        for n in &self.session.notes {
+                            text = format!("{text} · {n}");
+                        }
+                        self.note(text, false);
                     }
                 }
                 self.engine = Some(engine);

@@ -43,7 +43,7 @@ pub fn run(config: EngineConfig, resume: bool, reasoning_collapsed: bool) -> Res
     // Problems with the file are reported before the screen is taken over.
     ModelInfo::read(&config.model)?;
     let export_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let session = if resume {
+    let mut session = if resume {
         Session::latest(&crate::paths::sessions_dir(), export_dir.clone())
             .context("reading the last conversation")?
             .ok_or_else(|| {
@@ -55,6 +55,12 @@ pub fn run(config: EngineConfig, resume: bool, reasoning_collapsed: bool) -> Res
     } else {
         Session::new(crate::paths::sessions_dir(), export_dir)
     };
+    session.claim().with_context(|| {
+        format!(
+            "taking the conversation file in {}",
+            crate::paths::sessions_dir().display()
+        )
+    })?;
 
     let (tx, rx) = mpsc::channel();
     let mut terminal = enter()?;
