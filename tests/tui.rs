@@ -756,3 +756,90 @@ fn control_characters_from_the_model_and_the_file_are_shown_escaped() {
     let screen = cells(&h, 120, 30);
     assert!(!screen.chars().any(|c| c.is_control()), "{screen:?}");
 }
+
+/// The app on `session`, its model loaded.
+fn resumed(session: Session) -> (App, Fake) {
+    let mut app = App::new(session, None);
+    let fake = Fake::default();
+    app.update(Msg::Ready(Box::new(fake.clone()), model()));
+    (app, fake)
+}
+
+fn screen_of(app: &App, w: u16, hgt: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, hgt)).unwrap();
+    t.draw(|f| ui::draw(f, app)).unwrap();
+    let buf = t.backend().buffer().clone();
+    (0..hgt)
+        .map(|y| {
+            (0..w)
+                .map(|x| buf[(x, y)].symbol().to_string())
+                .collect::<String>()
+                + "\n"
+        })
+        .collect()
+}
+
+#[test]
+fn a_resumed_conversation_shows_its_size_while_it_is_restored() {
+    let mut h = harness();
+    h.whole_turn("First", "r", "a", 1234);
+    let dir = h.dir.path().to_path_buf();
+    let session = Session::latest(&dir.join("sessions"), dir.clone())
+        .unwrap()
+        .unwrap();
+    let (mut app, fake) = resumed(session);
+    assert_eq!(fake.calls(), ["restore 3"]);
+    assert_eq!((app.usage.used, app.usage.reasoning), (1234, 308));
+    let screen = screen_of(&app, 100, 24);
+    assert!(screen.contains("1,234 / 4,096 tokens"), "{screen}");
+    assert!(screen.contains("restoring"), "{screen}");
+    app.update(Msg::Restored(Ok(())));
+    let screen = screen_of(&app, 100, 24);
+    assert!(!screen.contains("restoring"), "{screen}");
+    assert!(screen.contains("1,234 / 4,096 tokens"), "{screen}");
+}
+
+#[test]
+fn a_conversation_saved_without_token_counts_gets_an_estimate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(dir.path().into(), dir.path().into());
+    let long = "word ".repeat(400);
+    s.save(&[o1::tui::transcript::Turn {
+        question: "Q".into(),
+        reasoning: long.clone(),
+        answer: long,
+        reasoning_stop: Some(Stop::EndOfTurn),
+        answer_stop: Some(Stop::EndOfTurn),
+        notes: vec![],
+    }])
+    .unwrap();
+    drop(s);
+    let session = Session::latest(dir.path(), dir.path().into())
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.tokens, None);
+    let (app, _) = resumed(session);
+    // 800 words: about 800 tokens, 400 of them reasoning.
+    assert!((700..1100).contains(&app.usage.used), "{:?}", app.usage);
+    assert!((300..600).contains(&app.usage.reasoning), "{:?}", app.usage);
+    assert!(screen_of(&app, 100, 24).contains('≈'));
+}
+
+#[test]
+fn a_skipped_conversation_file_is_named_on_resume() {
+    let mut h = harness();
+    h.whole_turn("First", "r", "a", 100);
+    let sessions = h.dir.path().join("sessions");
+    std::fs::write(sessions.join("99999999999-000.json"), "garbage").unwrap();
+    let session = Session::latest(&sessions, h.dir.path().into())
+        .unwrap()
+        .unwrap();
+    let (app, _) = resumed(session);
+    let notice = app.notice.clone().unwrap().text;
+    assert!(
+        notice.contains("resumed a conversation of 1 turns")
+            && notice.contains("skipped")
+            && notice.contains("99999999999-000.json: not an o1 conversation"),
+        "{notice}"
+    );
+}

@@ -4,6 +4,7 @@
 //! changes it (apart from the cache of rendered transcript lines).
 
 use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossterm::event::{KeyEvent, MouseEvent, MouseEventKind};
@@ -16,7 +17,7 @@ use super::chat_engine::ChatEngine;
 use super::input::Input;
 use super::keys::{self, Action, Focus, Mode};
 use super::layout;
-use super::session::Session;
+use super::session::{Session, Tokens};
 use super::transcript::{history_of, ModelSummary, Pane, RenderCache, Turn};
 
 /// Everything that reaches the UI, in one inbox.
@@ -32,6 +33,8 @@ pub enum Msg {
     LoadProgress(f32),
     Ready(Box<dyn ChatEngine>, ModelSummary),
     LoadFailed(String),
+    /// A resumed conversation is back in the engine (or could not be put back).
+    Restored(Result<(), String>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -61,7 +64,7 @@ pub struct Notice {
 
 pub struct App {
     pub model: ModelSummary,
-    engine: Option<Box<dyn ChatEngine>>,
+    engine: Option<Arc<dyn ChatEngine>>,
     /// Where turn events are forwarded (None in tests, which feed events directly).
     inbox: Option<Sender<Msg>>,
     pub state: State,
@@ -72,6 +75,11 @@ pub struct App {
     pub reasoning_collapsed: bool,
     pub scroll: [Scroll; 2],
     pub usage: ContextUsage,
+    /// The meter shows an estimate (a resumed conversation saved without
+    /// its token counts), until a turn gives the exact figure.
+    pub usage_estimated: bool,
+    /// A resumed conversation is being read back into the engine.
+    pub restoring: bool,
     /// The last finished phase and its figures.
     pub last_phase: Option<(Phase, PhaseStats)>,
     pub notice: Option<Notice>,
@@ -103,6 +111,8 @@ impl App {
             reasoning_collapsed: false,
             scroll: [Scroll::default(); 2],
             usage: ContextUsage::default(),
+            usage_estimated: false,
+            restoring: false,
             last_phase: None,
             notice: (!session.notes.is_empty()).then(|| Notice {
                 text: session.notes.join(" · "),
@@ -177,17 +187,9 @@ impl App {
                 };
                 self.model = model.clone();
                 self.session.model = model;
+                let engine: Arc<dyn ChatEngine> = Arc::from(engine);
                 if let Some(history) = self.pending_restore.take() {
-                    if let Err(e) = engine.restore(history) {
-                        self.note(format!("could not restore the conversation: {e}"), true);
-                    } else {
-                        let mut text =
-                            format!("resumed a conversation of {} turns", self.turns.len());
-                        for n in &self.session.notes {
-                            text = format!("{text} · {n}");
-                        }
-                        self.note(text, false);
-                    }
+                    self.restore(&engine, history);
                 }
                 self.engine = Some(engine);
                 self.state = State::Idle;
@@ -195,11 +197,56 @@ impl App {
                     self.start_turn(question);
                 }
             }
+            Msg::Restored(result) => {
+                self.restoring = false;
+                if let Err(e) = result {
+                    self.note(format!("could not restore the conversation: {e}"), true);
+                }
+            }
             Msg::LoadFailed(e) => {
                 self.state = State::Failed(e);
                 // Back where it was typed, so it is not lost.
                 if let Some(question) = self.queued.take() {
                     self.input.insert(&question);
+                }
+            }
+        }
+    }
+
+    /// Puts a resumed conversation back into the engine, in the background
+    /// (the engine re-reads it), while the meter shows its size as saved.
+    fn restore(&mut self, engine: &Arc<dyn ChatEngine>, history: Vec<Message>) {
+        match self.session.tokens {
+            Some(Tokens { used, reasoning }) => {
+                self.usage.used = used;
+                self.usage.reasoning = reasoning;
+            }
+            None => {
+                let (used, reasoning) = estimate_tokens(&history);
+                self.usage.used = used;
+                self.usage.reasoning = reasoning;
+                self.usage_estimated = true;
+            }
+        }
+        self.restoring = true;
+        let mut text = format!("resumed a conversation of {} turns", self.turns.len());
+        for n in &self.session.notes {
+            text = format!("{text} · {n}");
+        }
+        self.note(text, false);
+        match &self.inbox {
+            Some(inbox) => {
+                let (engine, inbox) = (engine.clone(), inbox.clone());
+                std::thread::spawn(move || {
+                    let done = engine.restore(history).map_err(|e| e.to_string());
+                    let _ = inbox.send(Msg::Restored(done));
+                });
+            }
+            // Tests: the call now, its end when they send `Restored`.
+            None => {
+                if let Err(e) = engine.restore(history) {
+                    self.restoring = false;
+                    self.note(format!("could not restore the conversation: {e}"), true);
                 }
             }
         }
@@ -447,6 +494,11 @@ impl App {
             }
             Event::TurnFinished { usage } => {
                 self.usage = usage;
+                self.usage_estimated = false;
+                self.session.tokens = Some(Tokens {
+                    used: usage.used,
+                    reasoning: usage.reasoning,
+                });
                 self.state = State::Idle;
                 if let Err(e) = self.session.save(&self.turns) {
                     self.note(format!("could not save the session: {e}"), true);
@@ -492,6 +544,7 @@ impl App {
         self.scroll = [Scroll::default(); 2];
         self.usage.used = 0;
         self.usage.reasoning = 0;
+        self.usage_estimated = false;
         self.last_phase = None;
         self.note("new conversation", false);
     }
@@ -502,4 +555,20 @@ impl App {
             Err(e) => self.note(format!("could not save the transcript: {e}"), true),
         }
     }
+}
+
+/// About how many tokens `history` takes in the context, for a conversation
+/// saved without its counts: a token per four bytes of text (English text
+/// runs at about that) and the chat template's markers around each message.
+/// Returns (all, reasoning).
+fn estimate_tokens(history: &[Message]) -> (usize, usize) {
+    const MARKERS: usize = 5;
+    let tokens = |m: &Message| m.content.len().div_ceil(4) + MARKERS;
+    let all = history.iter().map(tokens).sum();
+    let reasoning = history
+        .iter()
+        .filter(|m| m.role == crate::chat::Role::Reasoning)
+        .map(tokens)
+        .sum();
+    (all, reasoning)
 }

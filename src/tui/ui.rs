@@ -165,11 +165,13 @@ fn draw_meter(f: &mut Frame, app: &App, rect: Rect) {
         Color::Green
     };
     let label = format!(
-        " {} / {} tokens ({:.0}%) · reasoning {} ",
+        " {}{} / {} tokens ({:.0}%) · reasoning {}{} ",
+        if app.usage_estimated { "≈" } else { "" },
         group(u.used),
         group(u.n_ctx),
         share * 100.0,
-        group(u.reasoning)
+        group(u.reasoning),
+        if app.restoring { " · restoring" } else { "" }
     );
     let bar_w = (rect.width as usize)
         .saturating_sub(label.chars().count() + 6)
@@ -254,6 +256,7 @@ fn draw_status(f: &mut Frame, app: &App, rect: Rect) {
         }
         State::Loading(_) => "loading".to_string(),
         State::Failed(_) => "not loaded".to_string(),
+        State::Idle if app.restoring => "restoring the conversation…".to_string(),
         State::Idle => "idle".to_string(),
         State::Generating {
             prefill: Some((done, total)),
