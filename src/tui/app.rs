@@ -35,6 +35,17 @@ pub enum Msg {
     LoadFailed(String),
     /// A resumed conversation is back in the engine (or could not be put back).
     Restored(Result<(), String>),
+    /// The UI has to end now, whatever the user was doing.
+    End(Ending),
+}
+
+/// Why the UI ends without the user quitting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// SIGTERM, SIGHUP or SIGINT.
+    Signal(i32),
+    /// A thread panicked: its message.
+    Panic(String),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -197,6 +208,7 @@ impl App {
                     self.start_turn(question);
                 }
             }
+            Msg::End(_) => self.quit = true,
             Msg::Restored(result) => {
                 self.restoring = false;
                 if let Err(e) = result {
