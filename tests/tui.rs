@@ -585,7 +585,10 @@ fn every_size_down_to_20x5_draws_in_every_state() {
                         "{what} at {w}x{hgt}: the parts fill the height: {l:?}"
                     );
                     for r in parts {
-                        assert!(r.right() <= w && r.bottom() <= hgt, "{what} at {w}x{hgt}: {l:?}");
+                        assert!(
+                            r.right() <= w && r.bottom() <= hgt,
+                            "{what} at {w}x{hgt}: {l:?}"
+                        );
                     }
                     assert!(l.input.height >= 3 && l.status.height == 1, "{l:?}");
                 }

@@ -156,7 +156,15 @@ fn start_tui(dir: &Path, name: &str, env: &str) -> KillOnDrop {
         stderr = dir.join("stderr").display(),
     );
     tmux(&[
-        "new-session", "-d", "-s", &session, "-x", "100", "-y", "30", &script,
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &script,
     ]);
     let guard = KillOnDrop(session.clone());
     wait_for(&session, "the model to load", |s| s.contains("· idle"));

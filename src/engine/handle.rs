@@ -351,7 +351,10 @@ fn serve(mut w: Worker<'_>, commands: Receiver<Command>) {
 #[cfg(feature = "testing")]
 fn injected_panic(turn: u64) {
     let from = std::env::var("O1_TEST_ENGINE_PANIC").ok();
-    if from.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| turn >= n) {
+    if from
+        .and_then(|n| n.parse::<u64>().ok())
+        .is_some_and(|n| turn >= n)
+    {
         let layers = std::hint::black_box(0u64);
         std::hint::black_box(64 / layers);
     }

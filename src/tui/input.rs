@@ -32,8 +32,14 @@ impl Input {
         // Pasted text may carry \r\n or lone \r line ends, tabs (which
         // would move the terminal's cursor) and other controls (which could
         // drive it): line ends kept, tabs as spaces, the rest dropped.
-        let s = s.replace("\r\n", "\n").replace('\r', "\n").replace('\t', "    ");
-        let s: String = s.chars().filter(|&c| c == '\n' || !c.is_control()).collect();
+        let s = s
+            .replace("\r\n", "\n")
+            .replace('\r', "\n")
+            .replace('\t', "    ");
+        let s: String = s
+            .chars()
+            .filter(|&c| c == '\n' || !c.is_control())
+            .collect();
         self.text.insert_str(self.cursor, &s);
         self.cursor += s.len();
         self.recalled = None;

@@ -23,7 +23,6 @@ const FORMAT: u32 = 1;
 const MAX_FILE_BYTES: u64 = 64 << 20;
 
 #[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct SessionFile {
     format: u32,
     model: ModelSummary,
@@ -534,13 +533,19 @@ mod tests {
         assert_eq!(latest.turns, [turn("old")]);
         let notes = latest.notes.join("\n");
         assert!(notes.contains("300-000.json: format 9"), "{notes}");
-        assert!(notes.contains("200-000.json: not an o1 conversation"), "{notes}");
+        assert!(
+            notes.contains("200-000.json: not an o1 conversation"),
+            "{notes}"
+        );
         // Nothing readable at all: an error that lists what was skipped.
         fs::remove_file(a.path()).unwrap();
         let err = Session::latest(dir.path(), dir.path().into())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("200-000.json") && err.contains("300-000.json"), "{err}");
+        assert!(
+            err.contains("200-000.json") && err.contains("300-000.json"),
+            "{err}"
+        );
     }
 
     #[test]
