@@ -241,7 +241,8 @@ impl App {
             }
         }
         self.restoring = true;
-        let mut text = format!("resumed a conversation of {} turns", self.turns.len());
+        let n = self.turns.len();
+        let mut text = format!("resumed {n} turn{}", if n == 1 { "" } else { "s" });
         for n in &self.session.notes {
             text = format!("{text} · {n}");
         }

@@ -89,6 +89,16 @@ pub enum SessionError {
     Invalid { path: PathBuf, message: String },
 }
 
+impl SessionError {
+    /// What is wrong, without the path.
+    fn reason(&self) -> String {
+        match self {
+            SessionError::Read { source, .. } => source.to_string(),
+            SessionError::Invalid { message, .. } => message.clone(),
+        }
+    }
+}
+
 impl Session {
     pub fn new(dir: PathBuf, export_dir: PathBuf) -> Self {
         Session {
@@ -179,7 +189,7 @@ impl Session {
                 }
                 Err(e) => {
                     tracing::warn!("resuming: skipped {e}");
-                    skipped.push(format!("skipped {e}"));
+                    skipped.push(format!("skipped {id}.json: {}", e.reason()));
                 }
             }
         }
@@ -188,7 +198,11 @@ impl Session {
         } else {
             Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("no readable conversation: {}", skipped.join("; ")),
+                format!(
+                    "no readable conversation in {}: {}",
+                    dir.display(),
+                    skipped.join("; ")
+                ),
             ))
         }
     }
@@ -210,10 +224,14 @@ impl Session {
             self.id = id_after(&self.id);
         }
         if self.id != first {
-            self.notes.push(format!(
-                "{first}.json is open in another o1: this one continues in {}.json",
-                self.id
-            ));
+            // First: it says where this conversation now goes.
+            self.notes.insert(
+                0,
+                format!(
+                    "{first}.json is open in another o1: this one continues in {}.json",
+                    self.id
+                ),
+            );
         }
         Ok(())
     }
