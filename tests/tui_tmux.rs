@@ -263,3 +263,22 @@ fn an_engine_panic_restores_the_terminal_saves_and_exits_with_the_message() {
         "the message once, after the terminal is back: {err}"
     );
 }
+
+#[test]
+#[ignore = "needs tmux: `just test` runs it"]
+fn a_panic_of_the_ui_restores_the_terminal_saves_and_exits_with_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let guard = start_tui(dir.path(), "uipanic", "O1_TEST_UI_PANIC=1");
+    ask(&guard.0, "Hello model");
+    wait_for(&guard.0, "the answer", |s| {
+        s.contains("· idle ·") && s.contains("last answer")
+    });
+    tmux(&["send-keys", "-t", &guard.0, "F12"]);
+    let (exit, err) = after_exit(&guard.0, dir.path());
+    assert_eq!(exit, "1", "{err}");
+    assert!(
+        err.contains("thread 'main' panicked at") && err.contains("injected UI panic"),
+        "{err}"
+    );
+    assert_eq!(err.matches("panicked").count(), 1, "{err}");
+}

@@ -71,8 +71,9 @@ pub fn run(config: EngineConfig, resume: bool, reasoning_collapsed: bool) -> Res
     })?;
 
     let (tx, rx) = mpsc::channel();
-    let mut terminal = enter(tx.clone())?;
+    // Before entering: a failure half-way through is put back too.
     let _guard = Guard;
+    let mut terminal = enter(tx.clone())?;
     let signals = watch_signals(tx.clone())?;
     spawn_terminal_reader(tx.clone());
     spawn_loader(config, tx.clone());
@@ -137,6 +138,8 @@ fn serve(terminal: &mut Term, app: &mut App, rx: &Receiver<Msg>) -> Result<Optio
         if let Msg::End(ending) = msg {
             return Ok(Some(ending));
         }
+        #[cfg(feature = "testing")]
+        injected_panic(&msg);
         app.update(msg);
         // Take whatever else is waiting (a burst of tokens) before drawing again.
         let deadline = Instant::now() + Duration::from_millis(15);
@@ -149,6 +152,17 @@ fn serve(terminal: &mut Term, app: &mut App, rx: &Receiver<Msg>) -> Result<Optio
         }
         if app.quit {
             return Ok(None);
+        }
+    }
+}
+
+/// With `O1_TEST_UI_PANIC` set, F12 panics on the UI thread: for the tests
+/// of how the UI ends on a panic of its own.
+#[cfg(feature = "testing")]
+fn injected_panic(msg: &Msg) {
+    if let Msg::Key(key) = msg {
+        if key.code == event::KeyCode::F(12) && std::env::var_os("O1_TEST_UI_PANIC").is_some() {
+            panic!("injected UI panic (O1_TEST_UI_PANIC)");
         }
     }
 }
