@@ -55,7 +55,7 @@ pub fn layout(size: (u16, u16), collapsed: bool, input: &Input) -> Layout {
     input_h += take(text_rows - 1);
     let panes_h = reasoning_h + answer_h + take(u16::MAX);
     if !collapsed && reasoning_h == PANE_MIN {
-        reasoning_h = (panes_h * 2 / 5).max(PANE_MIN);
+        reasoning_h = ((u32::from(panes_h) * 2 / 5) as u16).max(PANE_MIN);
     }
     answer_h = panes_h - reasoning_h;
     let reasoning = Rect::new(0, 0, w, reasoning_h);
@@ -96,12 +96,13 @@ mod tests {
             ((20, 5), false),
             ((20, 5), true),
             ((80, 12), false),
+            ((u16::MAX, u16::MAX), false),
         ] {
             let l = layout(size, collapsed, &Input::default());
             let rows = [l.reasoning, l.answer, l.meter, l.input, l.status];
             assert_eq!(
-                rows.iter().map(|r| r.height).sum::<u16>(),
-                size.1,
+                rows.iter().map(|r| u32::from(r.height)).sum::<u32>(),
+                u32::from(size.1),
                 "{size:?}"
             );
             for pair in rows.windows(2) {
