@@ -88,27 +88,38 @@ pub fn run(config: EngineConfig, resume: bool, reasoning_collapsed: bool) -> Res
     let save = app.session.save(&app.turns);
     drop(app);
     leave();
-    let ending = match ended {
-        Ok(Ok(ending)) => ending,
-        Ok(Err(e)) => return Err(e),
-        Err(_) => Some(Ending::Panic(
-            take_panic_message().unwrap_or_else(|| "the UI panicked".into()),
+    let outcome = match ended {
+        Ok(Ok(None)) => Ok(()),
+        Ok(Ok(Some(Ending::Signal(signal)))) => Err(Terminated { signal }.into()),
+        Ok(Ok(Some(Ending::Panic(message)))) => Err(anyhow::anyhow!("{message}")),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(anyhow::anyhow!(
+            "{}",
+            take_panic_message().unwrap_or_else(|| "the UI panicked".into())
         )),
     };
     if let Some(path) = saved {
-        save.with_context(|| format!("saving the conversation to {}", path.display()))?;
         // After a hangup stderr may be gone: nothing to do about that.
-        let _ = writeln!(
-            io::stderr(),
-            "o1: conversation saved to {} (o1 tui --resume reopens it)",
-            path.display()
-        );
+        match save {
+            Ok(()) => {
+                let _ = writeln!(
+                    io::stderr(),
+                    "o1: conversation saved to {} (o1 tui --resume reopens it)",
+                    path.display()
+                );
+            }
+            Err(e) => {
+                let e = anyhow::Error::from(e)
+                    .context(format!("saving the conversation to {}", path.display()));
+                if outcome.is_ok() {
+                    return Err(e);
+                }
+                // The error that ended the UI comes after, as the exit's reason.
+                let _ = writeln!(io::stderr(), "o1: error: {e:#}");
+            }
+        }
     }
-    match ending {
-        None => Ok(()),
-        Some(Ending::Signal(signal)) => Err(Terminated { signal }.into()),
-        Some(Ending::Panic(message)) => Err(anyhow::anyhow!("{message}")),
-    }
+    outcome
 }
 
 /// `o1 tui` was ended by a signal (after restoring the terminal and saving
