@@ -33,17 +33,37 @@ pub struct Setting<T> {
     pub env: &'static str,
     pub builtin: Builtin<T>,
     pub help: &'static str,
+    /// The values that make sense, whichever source gives them; `Err`
+    /// completes the sentence "`key` …".
+    pub check: fn(&T) -> Result<(), String>,
 }
 
 /// The table. One line per setting: name, type, key, environment variable,
-/// built-in default, help.
+/// built-in default, help, and for numbers the bounds of a sane value.
 macro_rules! settings {
-    ($($name:ident: $ty:ty = $key:literal, $env:literal, $builtin:expr, $help:literal;)*) => {
-        $(pub const $name: Setting<$ty> =
-            Setting { key: $key, env: $env, builtin: $builtin, help: $help };)*
+    ($($name:ident: $ty:ty = $key:literal, $env:literal, $builtin:expr, $help:literal
+        $(, $min:literal ..= $max:literal)?;)*) => {
+        $(pub const $name: Setting<$ty> = Setting {
+            key: $key,
+            env: $env,
+            builtin: $builtin,
+            help: $help,
+            check: settings!(@check $ty $(, $min, $max)?),
+        };)*
         /// Every setting, in the order `o1 config` lists them.
         pub const ALL: &[&dyn AnySetting] = &[$(&$name),*];
     };
+    (@check $ty:ty) => { |_| Ok(()) };
+    (@check $ty:ty, $min:literal, $max:literal) => { |v: &$ty| within(*v, $min, $max) };
+}
+
+/// `Ok` for a value from `min` to `max` (never for NaN).
+fn within<T: PartialOrd + std::fmt::Display>(v: T, min: T, max: T) -> Result<(), String> {
+    if v >= min && v <= max {
+        Ok(())
+    } else {
+        Err(format!("is {v}: must be from {min} to {max}"))
+    }
 }
 
 use Builtin::{Derived, Value};
@@ -58,31 +78,31 @@ settings! {
     REVISION: String = "revision", "O1_REVISION", Value(|| DEFAULT_REVISION.to_string()),
         "Branch, tag or commit of the repository";
     CTX: u32 = "ctx", "O1_CTX", Derived("trained length (KV cache ≤ 1/4 of RAM)"),
-        "Context size in tokens";
+        "Context size in tokens", 1..=1_048_576;
     GPU_LAYERS: GpuLayers = "gpu_layers", "O1_GPU_LAYERS", Value(GpuLayers::default),
         "Layers to offload to the GPU: auto, all or a number (CPU builds ignore it)";
     KV_TYPE: KvType = "kv_type", "O1_KV_TYPE", Value(KvType::default),
         "KV cache type: q8_0 halves its memory (turns on flash attention)";
     THREADS: usize = "threads", "O1_THREADS", Derived("all cores"),
-        "CPU threads";
+        "CPU threads", 1..=1024;
     SYSTEM: String = "system", "O1_SYSTEM", Value(|| crate::chat::DEFAULT_SYSTEM.to_string()),
         "The system message (\"\" for none)";
     MAX_REASONING: usize = "max_reasoning", "O1_MAX_REASONING", Value(|| Limits::default().reasoning),
-        "Token budget of the reasoning phase";
+        "Token budget of the reasoning phase", 0..=1_048_576;
     MAX_ANSWER: usize = "max_answer", "O1_MAX_ANSWER", Value(|| Limits::default().answer),
-        "Token budget of the answer phase";
+        "Token budget of the answer phase", 0..=1_048_576;
     ON_FULL: OnFull = "on_full", "O1_ON_FULL", Value(OnFull::default),
         "When a turn does not fit: drop old reasoning, then old turns; or stop";
     TEMPERATURE: f32 = "temperature", "O1_TEMPERATURE", Derived("the model's: greedy for O1"),
-        "Sampling temperature (0: greedy)";
+        "Sampling temperature (0: greedy)", 0.0..=100.0;
     TOP_K: u32 = "top_k", "O1_TOP_K", Derived("the model's"),
         "Top-k sampling (0: off)";
     TOP_P: f32 = "top_p", "O1_TOP_P", Derived("the model's"),
-        "Top-p (nucleus) sampling (1: off)";
+        "Top-p (nucleus) sampling (1: off)", 0.0..=1.0;
     MIN_P: f32 = "min_p", "O1_MIN_P", Derived("the model's"),
-        "Min-p sampling (0: off)";
+        "Min-p sampling (0: off)", 0.0..=1.0;
     REPEAT_PENALTY: f32 = "repeat_penalty", "O1_REPEAT_PENALTY", Derived("the model's"),
-        "Repetition penalty over the last 64 tokens (1: off)";
+        "Repetition penalty over the last 64 tokens (1: off)", 0.01..=100.0;
     SEED: u32 = "seed", "O1_SEED", Derived("fixed"),
         "Random seed for sampling";
     REASONING: ReasoningView = "reasoning", "O1_REASONING", Value(ReasoningView::default),
@@ -134,6 +154,8 @@ pub enum SettingsError {
     },
     #[error("${var} {message}")]
     Env { var: &'static str, message: String },
+    #[error("--{flag} {message}")]
+    Flag { flag: String, message: String },
 }
 
 /// A type a setting can have: read from the text of a flag, a variable or
@@ -250,7 +272,7 @@ impl<T: SettingValue> AnySetting for Setting<T> {
         }
     }
     fn check(&self, text: &str) -> Result<(), String> {
-        T::parse(text).map(drop)
+        T::parse(text).and_then(|v| (self.check)(&v))
     }
     fn effective(&self, settings: &Settings) -> Result<(String, Source), SettingsError> {
         let (value, source) = settings.resolve(self, None)?;
@@ -356,21 +378,29 @@ impl Settings {
         flag: Option<T>,
     ) -> Result<(Option<T>, Source), SettingsError> {
         if let Some(v) = flag {
+            (setting.check)(&v).map_err(|message| SettingsError::Flag {
+                flag: setting.key.replace('_', "-"),
+                message,
+            })?;
             return Ok((Some(v), Source::Flag));
         }
         if let Ok(text) = std::env::var(setting.env) {
-            let v = T::parse(&text).map_err(|message| SettingsError::Env {
-                var: setting.env,
-                message,
-            })?;
+            let v = T::parse(&text)
+                .and_then(|v| (setting.check)(&v).map(|()| v))
+                .map_err(|message| SettingsError::Env {
+                    var: setting.env,
+                    message,
+                })?;
             return Ok((Some(v), Source::Env(setting.env)));
         }
         if let Some(value) = self.file.get(setting.key) {
-            let v = T::parse(&file_text(value)).map_err(|message| SettingsError::Invalid {
-                path: self.path.clone(),
-                key: setting.key,
-                message,
-            })?;
+            let v = T::parse(&file_text(value))
+                .and_then(|v| (setting.check)(&v).map(|()| v))
+                .map_err(|message| SettingsError::Invalid {
+                    path: self.path.clone(),
+                    key: setting.key,
+                    message,
+                })?;
             return Ok((Some(v), Source::File));
         }
         let builtin = match &setting.builtin {
@@ -588,5 +618,63 @@ mod tests {
         // Without chat flags (o1 bench), the file's sampling does not apply.
         let c = s.engine_config("m.gguf".into(), &flags, None).unwrap();
         assert_eq!(c.sampling, SamplingOverrides::default());
+    }
+
+    #[test]
+    fn values_out_of_bounds_are_refused_with_the_bound() {
+        let invalid = |text: &str| match parse(text) {
+            Err(e @ SettingsError::Invalid { .. }) => e.to_string(),
+            other => panic!("{text}: {other:?}"),
+        };
+        for (text, says) in [
+            ("threads = 0", "`threads` is 0: must be from 1 to 1024"),
+            (
+                "threads = 99999999",
+                "`threads` is 99999999: must be from 1 to 1024",
+            ),
+            (
+                "temperature = -1.0",
+                "`temperature` is -1: must be from 0 to 100",
+            ),
+            (
+                "temperature = nan",
+                "`temperature` is NaN: must be from 0 to 100",
+            ),
+            ("top_p = 1.5", "`top_p` is 1.5: must be from 0 to 1"),
+            ("min_p = -0.1", "`min_p` is -0.1: must be from 0 to 1"),
+            (
+                "repeat_penalty = 0.0",
+                "`repeat_penalty` is 0: must be from 0.01 to 100",
+            ),
+            (
+                "repeat_penalty = inf",
+                "`repeat_penalty` is inf: must be from 0.01 to 100",
+            ),
+            (
+                "max_reasoning = 9223372036854775807",
+                "must be from 0 to 1048576",
+            ),
+            (
+                "max_answer = 2000000",
+                "`max_answer` is 2000000: must be from 0 to 1048576",
+            ),
+            (
+                "ctx = 4294967295",
+                "`ctx` is 4294967295: must be from 1 to 1048576",
+            ),
+        ] {
+            let e = invalid(text);
+            assert!(e.starts_with("config.toml: "), "{e}");
+            assert!(e.contains(says), "{text}: {e}");
+        }
+        // A flag is held to the same bounds.
+        let s = parse("").unwrap();
+        let e = s.get(&THREADS, Some(0)).unwrap_err().to_string();
+        assert_eq!(e, "--threads is 0: must be from 1 to 1024");
+        // And the edges are in.
+        parse(
+            "threads = 1\ntemperature = 0.0\ntop_p = 1.0\nmax_answer = 1048576\nmax_reasoning = 0",
+        )
+        .unwrap();
     }
 }

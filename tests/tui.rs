@@ -329,7 +329,7 @@ fn engine_error_is_shown() {
 #[test]
 fn terminal_below_the_minimum_size() {
     let h = harness();
-    insta::assert_snapshot!(h.screen(30, 8));
+    insta::assert_snapshot!(h.screen(19, 4));
 }
 
 #[test]
@@ -525,4 +525,322 @@ fn resumed_session_restores_the_engine_history() {
     app.update(Msg::Ready(Box::new(fake.clone()), model()));
     assert_eq!(fake.calls(), ["restore 3"], "user, reasoning and answer");
     assert_eq!(app.turns.len(), 1);
+}
+
+/// Draws the app at `w`×`h`, failing with the state on a panic.
+fn draws_at(h: &Harness, w: u16, hgt: u16, what: &str) {
+    let drawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut t = Terminal::new(TestBackend::new(w, hgt)).unwrap();
+        t.draw(|f| ui::draw(f, &h.app)).unwrap();
+    }));
+    assert!(drawn.is_ok(), "drawing {what} at {w}x{hgt} panicked");
+}
+
+#[test]
+fn every_size_down_to_20x5_draws_in_every_state() {
+    let six_lines = "one\ntwo\nthree\nfour\nfive\nsix";
+    let long_line = "a question long enough to wrap many times over ".repeat(8);
+    let long: String = (1..=40).map(|i| format!("Line {i}.\n\n")).collect();
+    let mut states: Vec<(&str, Harness)> = Vec::new();
+    states.push(("empty", harness()));
+    let mut h = harness();
+    h.whole_turn("First", REASONING, &long, 100);
+    h.type_text(six_lines);
+    states.push(("finished, six-line question", h));
+    let mut h = harness();
+    h.whole_turn("First", REASONING, ANSWER, 100);
+    h.ask(&long_line);
+    h.phase_started(Phase::Reasoning, 31);
+    h.stream(Phase::Reasoning, &long);
+    h.type_text(&long_line);
+    states.push(("streaming, long question", h));
+    let mut h = harness();
+    h.whole_turn("First", REASONING, &long, 100);
+    h.key(KeyCode::PageUp, KeyModifiers::NONE);
+    h.key(KeyCode::Char('?'), KeyModifiers::NONE);
+    states.push(("scrolled, help", h));
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = App::new(Session::new(dir.path().into(), dir.path().into()), None);
+    app.update(Msg::LoadProgress(0.5));
+    states.push((
+        "loading",
+        Harness {
+            app,
+            fake: Fake::default(),
+            dir,
+        },
+    ));
+    for (what, h) in &mut states {
+        for collapsed in [false, true] {
+            h.app.reasoning_collapsed = collapsed;
+            for hgt in 5..=24 {
+                for w in (20..=80).step_by(3) {
+                    h.app.update(Msg::Resize(w, hgt));
+                    draws_at(h, w, hgt, what);
+                    let l = o1::tui::layout::layout((w, hgt), collapsed, &h.app.input);
+                    let parts = [l.reasoning, l.answer, l.meter, l.input, l.status];
+                    assert_eq!(
+                        parts.iter().map(|r| r.height).sum::<u16>(),
+                        hgt,
+                        "{what} at {w}x{hgt}: the parts fill the height: {l:?}"
+                    );
+                    for r in parts {
+                        assert!(
+                            r.right() <= w && r.bottom() <= hgt,
+                            "{what} at {w}x{hgt}: {l:?}"
+                        );
+                    }
+                    assert!(l.input.height >= 3 && l.status.height == 1, "{l:?}");
+                }
+            }
+        }
+        // Below the minimum, and degenerate sizes, say so without panicking.
+        for (w, hgt) in [(0, 0), (1, 1), (0, 24), (80, 0), (19, 5), (20, 4), (2, 2)] {
+            h.app.update(Msg::Resize(w, hgt));
+            draws_at(h, w, hgt, what);
+        }
+    }
+}
+
+#[test]
+fn a_six_line_question_at_80x12_with_the_reasoning_open() {
+    let mut h = harness();
+    h.whole_turn("First", REASONING, ANSWER, 100);
+    h.type_text("one\ntwo\nthree\nfour\nfive\nsix");
+    h.app.update(Msg::Resize(80, 12));
+    insta::assert_snapshot!(h.screen(80, 12));
+}
+
+#[test]
+fn the_smallest_terminal_20x5() {
+    let mut h = harness();
+    h.whole_turn("First", REASONING, ANSWER, 100);
+    h.app.update(Msg::Resize(20, 5));
+    insta::assert_snapshot!(h.screen(20, 5));
+}
+
+#[test]
+fn new_chat_while_a_turn_streams_stops_it_cleanly() {
+    let mut h = harness();
+    h.whole_turn("First", "r", "a", 100);
+    h.ask("Tell me everything");
+    h.phase_started(Phase::Reasoning, 20);
+    h.stream(Phase::Reasoning, "Let me think about");
+    h.key(KeyCode::Char('n'), KeyModifiers::CONTROL);
+    assert_eq!(h.fake.calls()[2], "cancel");
+    // The engine winds the turn down, as the real one does after a cancel.
+    h.ev(Event::PhaseFinished {
+        phase: Phase::Reasoning,
+        text: "Let me think about".into(),
+        tokens: vec![],
+        stop: Stop::Cancelled,
+        stats: PhaseStats::default(),
+    });
+    h.ev(Event::TurnFinished {
+        usage: ContextUsage {
+            used: 124,
+            n_ctx: 4096,
+            reasoning: 4,
+        },
+    });
+    h.app.update(Msg::TurnClosed);
+    assert_eq!(h.app.state, State::Idle);
+    assert!(h.app.turns.is_empty(), "a new conversation");
+    assert_eq!(h.fake.calls()[2..], ["cancel", "reset"]);
+    assert_eq!(h.app.usage.used, 0);
+    let notice = h.app.notice.clone().unwrap();
+    assert!(!notice.error, "{notice:?}");
+    assert_eq!(notice.text, "new conversation");
+    // The stopped turn was kept in the old conversation's file.
+    let saved = Session::latest(&h.dir.path().join("sessions"), h.dir.path().into())
+        .unwrap()
+        .unwrap();
+    assert_eq!(saved.turns.len(), 2);
+    assert_eq!(saved.turns[1].reasoning, "Let me think about");
+    assert_eq!(saved.turns[1].reasoning_stop, Some(Stop::Cancelled));
+    // And the next question goes out at once.
+    h.ask("Hello again");
+    assert_eq!(h.fake.calls().last().unwrap(), "turn Hello again");
+}
+
+fn loading_harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::new(dir.path().join("sessions"), dir.path().to_path_buf());
+    let mut app = App::new(session, None);
+    app.update(Msg::LoadProgress(0.3));
+    Harness {
+        app,
+        fake: Fake::default(),
+        dir,
+    }
+}
+
+#[test]
+fn a_question_sent_while_the_model_loads_waits_for_it() {
+    let mut h = loading_harness();
+    h.ask("Are you there?");
+    assert!(h.app.input.is_empty(), "the question left the box");
+    let screen = h.screen(100, 24);
+    assert!(
+        screen.contains("waiting for the model"),
+        "the status line says it waits: {screen}"
+    );
+    assert!(!h.app.notice.as_ref().is_some_and(|n| n.error));
+    // A second one while the first waits stays in the box.
+    h.ask("And this?");
+    assert_eq!(h.app.input.text(), "And this?");
+    h.app.input.clear();
+    h.app.update(Msg::Ready(Box::new(h.fake.clone()), model()));
+    assert_eq!(h.fake.calls(), ["turn Are you there?"]);
+    assert_eq!(h.app.turns.len(), 1);
+    assert!(h.app.generating());
+    assert!(!h.screen(100, 24).contains("waiting for the model"));
+}
+
+#[test]
+fn a_waiting_question_goes_back_to_the_box_if_the_model_fails_to_load() {
+    let mut h = loading_harness();
+    h.ask("Are you there?");
+    h.app.update(Msg::LoadFailed("bad file".into()));
+    assert_eq!(h.app.input.text(), "Are you there?");
+    assert!(h.fake.calls().is_empty());
+}
+
+const HOSTILE: &str = "ok\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m\u{85}end";
+
+/// Every cell of the screen, for a look at what would reach the terminal.
+fn cells(h: &Harness, w: u16, hgt: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, hgt)).unwrap();
+    t.draw(|f| ui::draw(f, &h.app)).unwrap();
+    t.backend()
+        .buffer()
+        .content()
+        .iter()
+        .map(|c| c.symbol())
+        .collect()
+}
+
+#[test]
+fn control_characters_from_the_model_and_the_file_are_shown_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::new(dir.path().join("sessions"), dir.path().to_path_buf());
+    let mut app = App::new(session, None);
+    let fake = Fake::default();
+    let mut hostile_model = model();
+    hostile_model.name = format!("name{HOSTILE}");
+    hostile_model.file_type = format!("type{HOSTILE}");
+    app.update(Msg::Ready(Box::new(fake.clone()), hostile_model));
+    let mut h = Harness { app, fake, dir };
+    h.whole_turn(
+        &format!("q{HOSTILE}"),
+        &format!("r{HOSTILE}\n\n```\ncode{HOSTILE}\n```"),
+        &format!("a{HOSTILE}\n\n- item{HOSTILE}"),
+        100,
+    );
+    h.ev(Event::Error(Arc::new(EngineError::Run(
+        o1::engine::RunError::Decode(HOSTILE.into()),
+    ))));
+    let screen = cells(&h, 200, 50);
+    assert!(
+        !screen.chars().any(|c| c.is_control()),
+        "a control character reaches the terminal: {screen:?}"
+    );
+    assert!(screen.contains("ok\\x1b]0;pwned\\x07"), "{screen}");
+    assert!(screen.contains("name"), "{screen}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = App::new(Session::new(dir.path().into(), dir.path().into()), None);
+    app.update(Msg::LoadFailed(format!("cannot load {HOSTILE}")));
+    let h = Harness {
+        app,
+        fake: Fake::default(),
+        dir,
+    };
+    let screen = cells(&h, 120, 30);
+    assert!(!screen.chars().any(|c| c.is_control()), "{screen:?}");
+}
+
+/// The app on `session`, its model loaded.
+fn resumed(session: Session) -> (App, Fake) {
+    let mut app = App::new(session, None);
+    let fake = Fake::default();
+    app.update(Msg::Ready(Box::new(fake.clone()), model()));
+    (app, fake)
+}
+
+fn screen_of(app: &App, w: u16, hgt: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, hgt)).unwrap();
+    t.draw(|f| ui::draw(f, app)).unwrap();
+    let buf = t.backend().buffer().clone();
+    (0..hgt)
+        .map(|y| {
+            (0..w)
+                .map(|x| buf[(x, y)].symbol().to_string())
+                .collect::<String>()
+                + "\n"
+        })
+        .collect()
+}
+
+#[test]
+fn a_resumed_conversation_shows_its_size_while_it_is_restored() {
+    let mut h = harness();
+    h.whole_turn("First", "r", "a", 1234);
+    let dir = h.dir.path().to_path_buf();
+    let session = Session::latest(&dir.join("sessions"), dir.clone())
+        .unwrap()
+        .unwrap();
+    let (mut app, fake) = resumed(session);
+    assert_eq!(fake.calls(), ["restore 3"]);
+    assert_eq!((app.usage.used, app.usage.reasoning), (1234, 308));
+    let screen = screen_of(&app, 100, 24);
+    assert!(screen.contains("1,234 / 4,096 tokens"), "{screen}");
+    assert!(screen.contains("restoring"), "{screen}");
+    app.update(Msg::Restored(Ok(())));
+    let screen = screen_of(&app, 100, 24);
+    assert!(!screen.contains("restoring"), "{screen}");
+    assert!(screen.contains("1,234 / 4,096 tokens"), "{screen}");
+}
+
+#[test]
+fn a_conversation_saved_without_token_counts_gets_an_estimate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(dir.path().into(), dir.path().into());
+    let long = "word ".repeat(400);
+    s.save(&[o1::tui::transcript::Turn {
+        question: "Q".into(),
+        reasoning: long.clone(),
+        answer: long,
+        reasoning_stop: Some(Stop::EndOfTurn),
+        answer_stop: Some(Stop::EndOfTurn),
+        notes: vec![],
+    }])
+    .unwrap();
+    drop(s);
+    let session = Session::latest(dir.path(), dir.path().into())
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.tokens, None);
+    let (app, _) = resumed(session);
+    // 800 words: about 800 tokens, 400 of them reasoning.
+    assert!((700..1100).contains(&app.usage.used), "{:?}", app.usage);
+    assert!((300..600).contains(&app.usage.reasoning), "{:?}", app.usage);
+    assert!(screen_of(&app, 100, 24).contains('≈'));
+}
+
+#[test]
+fn a_skipped_conversation_file_is_named_on_resume() {
+    let mut h = harness();
+    h.whole_turn("First", "r", "a", 100);
+    let sessions = h.dir.path().join("sessions");
+    std::fs::write(sessions.join("99999999999-000.json"), "garbage").unwrap();
+    let session = Session::latest(&sessions, h.dir.path().into())
+        .unwrap()
+        .unwrap();
+    let (app, _) = resumed(session);
+    let notice = app.notice.clone().unwrap().text;
+    assert!(
+        notice.starts_with("resumed 1 turn · skipped 99999999999-000.json: not an o1 conversation"),
+        "{notice}"
+    );
 }

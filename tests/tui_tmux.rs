@@ -1,6 +1,7 @@
 //! `o1 tui` end to end: the real binary in a real terminal (tmux), on a
 //! converted synthetic model: ask, wait for both phases, check the panes and
-//! the meter, quit, and check the terminal is back to normal.
+//! the meter, quit, and check the terminal is back to normal; the same when
+//! a signal or a panic in the engine ends it.
 
 use std::path::Path;
 use std::process::Command;
@@ -127,4 +128,157 @@ impl Drop for KillOnDrop {
             .args(["kill-session", "-t", &self.0])
             .output();
     }
+}
+
+/// A tiny model converted into `dir`.
+fn tiny_model(dir: &Path) -> std::path::PathBuf {
+    let ckpt = dir.join("ckpt");
+    synthetic::write(&ckpt, &Spec::tiny()).unwrap();
+    let model = dir.join("tiny-q8_0.gguf");
+    let opts = o1_convert::ConvertOptions::new(&ckpt, &model, o1_convert::OutputType::Q8_0);
+    o1_convert::convert(&opts, &mut o1_convert::NoProgress, &Default::default()).unwrap();
+    model
+}
+
+/// Starts `o1 tui` on a tiny model in a tmux session; after it exits the
+/// pane shows its exit status and whether the terminal is in cooked mode
+/// (`STTY=icanon,echo,`) or was left raw.
+fn start_tui(dir: &Path, name: &str, env: &str) -> KillOnDrop {
+    let model = tiny_model(dir);
+    let session = format!("o1-{name}-{}", std::process::id());
+    let script = format!(
+        "{env} XDG_DATA_HOME={data} O1_LOG_FILE={log} {bin} tui {model} --max-reasoning 8 --max-answer 8 2>{stderr}; \
+         echo EXIT=$?; echo STTY=$(stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ,); sleep 30",
+        data = dir.join("data").display(),
+        log = dir.join("o1.log").display(),
+        bin = env!("CARGO_BIN_EXE_o1"),
+        model = model.display(),
+        stderr = dir.join("stderr").display(),
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &script,
+    ]);
+    let guard = KillOnDrop(session.clone());
+    wait_for(&session, "the model to load", |s| s.contains("· idle"));
+    guard
+}
+
+fn ask(session: &str, question: &str) {
+    tmux(&["send-keys", "-t", session, "-l", question]);
+    tmux(&["send-keys", "-t", session, "Enter"]);
+}
+
+/// The pid of the `o1` process running in the tmux session's pane.
+fn o1_pid(session: &str) -> u32 {
+    let shell: u32 = tmux(&["list-panes", "-t", session, "-F", "#{pane_pid}"])
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // pid (comm) state ppid ...
+            let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+            stat.contains("(o1)")
+                && after.split_whitespace().nth(1) == Some(shell.to_string().as_str())
+        })
+        .expect("o1 runs in the pane")
+}
+
+/// After `o1 tui` ended: the pane is back on the main screen, in cooked
+/// mode, and the conversation was saved. Returns o1's exit status and stderr.
+fn after_exit(session: &str, dir: &Path) -> (String, String) {
+    let after = wait_for(session, "o1 to exit", |s| s.contains("STTY="));
+    assert!(
+        after.contains("STTY=icanon,echo,"),
+        "the terminal was left in raw mode: {after}"
+    );
+    assert!(
+        !after.contains("╭ Answer"),
+        "the alternate screen was left: {after}"
+    );
+    let status = after
+        .lines()
+        .find_map(|l| l.strip_prefix("EXIT="))
+        .unwrap()
+        .trim()
+        .to_string();
+    let err = std::fs::read_to_string(dir.join("stderr")).unwrap();
+    assert!(err.contains("conversation saved to"), "{err}");
+    assert_eq!(saved_sessions(&dir.join("data/o1/sessions")), 1);
+    (status, err)
+}
+
+#[test]
+#[ignore = "needs tmux: `just test` runs it"]
+fn sigterm_and_sighup_restore_the_terminal_and_save_the_conversation() {
+    for (signal, status) in [("TERM", "143"), ("HUP", "129")] {
+        let dir = tempfile::tempdir().unwrap();
+        let guard = start_tui(dir.path(), &format!("sig{signal}"), "");
+        ask(&guard.0, "Hello model");
+        wait_for(&guard.0, "the answer", |s| {
+            s.contains("· idle ·") && s.contains("last answer")
+        });
+        let pid = o1_pid(&guard.0);
+        Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        let (exit, err) = after_exit(&guard.0, dir.path());
+        assert_eq!(exit, status, "SIG{signal}: {err}");
+        assert!(err.contains(&format!("terminated by SIG{signal}")), "{err}");
+    }
+}
+
+#[test]
+#[ignore = "needs tmux: `just test` runs it"]
+fn an_engine_panic_restores_the_terminal_saves_and_exits_with_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let guard = start_tui(dir.path(), "panic", "O1_TEST_ENGINE_PANIC=2");
+    ask(&guard.0, "Hello model");
+    wait_for(&guard.0, "the answer", |s| {
+        s.contains("· idle ·") && s.contains("last answer")
+    });
+    ask(&guard.0, "Again");
+    let (exit, err) = after_exit(&guard.0, dir.path());
+    assert_eq!(exit, "1", "{err}");
+    assert!(
+        err.contains("thread 'o1-engine' panicked at") && err.contains("divide by zero"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("panicked").count(),
+        1,
+        "the message once, after the terminal is back: {err}"
+    );
+}
+
+#[test]
+#[ignore = "needs tmux: `just test` runs it"]
+fn a_panic_of_the_ui_restores_the_terminal_saves_and_exits_with_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let guard = start_tui(dir.path(), "uipanic", "O1_TEST_UI_PANIC=1");
+    ask(&guard.0, "Hello model");
+    wait_for(&guard.0, "the answer", |s| {
+        s.contains("· idle ·") && s.contains("last answer")
+    });
+    tmux(&["send-keys", "-t", &guard.0, "F12"]);
+    let (exit, err) = after_exit(&guard.0, dir.path());
+    assert_eq!(exit, "1", "{err}");
+    assert!(
+        err.contains("thread 'main' panicked at") && err.contains("injected UI panic"),
+        "{err}"
+    );
+    assert_eq!(err.matches("panicked").count(), 1, "{err}");
 }

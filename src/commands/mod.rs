@@ -41,6 +41,10 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     {
         return exit::INTERRUPTED;
     }
+    if let Some(t) = err.downcast_ref::<o1::tui::Terminated>() {
+        // The shell's convention for a process a signal ended.
+        return u8::try_from(128 + t.signal).unwrap_or(exit::FAILURE);
+    }
     let model_error = |e: &ModelError| match e {
         ModelError::NotFound(_)
         | ModelError::NotAStoreName(_)

@@ -287,6 +287,8 @@ fn serve(mut w: Worker<'_>, commands: Receiver<Command>) {
     for cmd in commands {
         match cmd {
             Command::Turn { id, user, events } => {
+                #[cfg(feature = "testing")]
+                injected_panic(id);
                 if let Err(e) = w.turn(id, user, &events) {
                     let _ = events.send(Event::Error(Arc::new(e)));
                 }
@@ -340,6 +342,21 @@ fn serve(mut w: Worker<'_>, commands: Receiver<Command>) {
             Command::SetSampling(s) => w.set_sampling(s),
             Command::Shutdown => break,
         }
+    }
+}
+
+/// With `O1_TEST_ENGINE_PANIC=N`, turn N and later ones panic on the engine
+/// thread as a bug in the engine would (a division by zero): for the tests
+/// of how the callers survive it.
+#[cfg(feature = "testing")]
+fn injected_panic(turn: u64) {
+    let from = std::env::var("O1_TEST_ENGINE_PANIC").ok();
+    if from
+        .and_then(|n| n.parse::<u64>().ok())
+        .is_some_and(|n| turn >= n)
+    {
+        let layers = std::hint::black_box(0u64);
+        std::hint::black_box(64 / layers);
     }
 }
 

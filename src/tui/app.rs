@@ -4,6 +4,7 @@
 //! changes it (apart from the cache of rendered transcript lines).
 
 use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossterm::event::{KeyEvent, MouseEvent, MouseEventKind};
@@ -16,7 +17,7 @@ use super::chat_engine::ChatEngine;
 use super::input::Input;
 use super::keys::{self, Action, Focus, Mode};
 use super::layout;
-use super::session::Session;
+use super::session::{Session, Tokens};
 use super::transcript::{history_of, ModelSummary, Pane, RenderCache, Turn};
 
 /// Everything that reaches the UI, in one inbox.
@@ -32,6 +33,19 @@ pub enum Msg {
     LoadProgress(f32),
     Ready(Box<dyn ChatEngine>, ModelSummary),
     LoadFailed(String),
+    /// A resumed conversation is back in the engine (or could not be put back).
+    Restored(Result<(), String>),
+    /// The UI has to end now, whatever the user was doing.
+    End(Ending),
+}
+
+/// Why the UI ends without the user quitting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// SIGTERM, SIGHUP or SIGINT.
+    Signal(i32),
+    /// A thread panicked: its message.
+    Panic(String),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -61,7 +75,7 @@ pub struct Notice {
 
 pub struct App {
     pub model: ModelSummary,
-    engine: Option<Box<dyn ChatEngine>>,
+    engine: Option<Arc<dyn ChatEngine>>,
     /// Where turn events are forwarded (None in tests, which feed events directly).
     inbox: Option<Sender<Msg>>,
     pub state: State,
@@ -72,6 +86,11 @@ pub struct App {
     pub reasoning_collapsed: bool,
     pub scroll: [Scroll; 2],
     pub usage: ContextUsage,
+    /// The meter shows an estimate (a resumed conversation saved without
+    /// its token counts), until a turn gives the exact figure.
+    pub usage_estimated: bool,
+    /// A resumed conversation is being read back into the engine.
+    pub restoring: bool,
     /// The last finished phase and its figures.
     pub last_phase: Option<(Phase, PhaseStats)>,
     pub notice: Option<Notice>,
@@ -80,6 +99,11 @@ pub struct App {
     pub quit: bool,
     /// Messages to restore once the engine is ready (a resumed session).
     pending_restore: Option<Vec<Message>>,
+    /// Ctrl+N came while a turn ran: the new conversation starts when the
+    /// stopped turn has wound down.
+    new_chat_after_turn: bool,
+    /// A question sent while the model loads, sent once it is ready.
+    queued: Option<String>,
     /// The transcript's lines as drawn, kept across frames.
     pub(super) rendered: RenderCache,
 }
@@ -98,10 +122,17 @@ impl App {
             reasoning_collapsed: false,
             scroll: [Scroll::default(); 2],
             usage: ContextUsage::default(),
+            usage_estimated: false,
+            restoring: false,
             last_phase: None,
-            notice: None,
+            notice: (!session.notes.is_empty()).then(|| Notice {
+                text: session.notes.join(" · "),
+                error: false,
+            }),
             size: (80, 24),
             pending_restore: (!session.turns.is_empty()).then(|| history_of(&session.turns)),
+            new_chat_after_turn: false,
+            queued: None,
             session,
             quit: false,
             rendered: RenderCache::default(),
@@ -115,6 +146,11 @@ impl App {
             help: self.help,
             input_empty: self.input.is_empty(),
         }
+    }
+
+    /// The question waiting for the model to load, if any.
+    pub fn queued(&self) -> Option<&str> {
+        self.queued.as_deref()
     }
 
     pub fn generating(&self) -> bool {
@@ -146,6 +182,7 @@ impl App {
                         "the engine stopped without finishing the turn (see the log file)",
                         true,
                     );
+                    self.turn_ended();
                 }
             }
             Msg::LoadProgress(p) => {
@@ -161,20 +198,70 @@ impl App {
                 };
                 self.model = model.clone();
                 self.session.model = model;
+                let engine: Arc<dyn ChatEngine> = Arc::from(engine);
                 if let Some(history) = self.pending_restore.take() {
-                    if let Err(e) = engine.restore(history) {
-                        self.note(format!("could not restore the conversation: {e}"), true);
-                    } else {
-                        self.note(
-                            format!("resumed a conversation of {} turns", self.turns.len()),
-                            false,
-                        );
-                    }
+                    self.restore(&engine, history);
                 }
                 self.engine = Some(engine);
                 self.state = State::Idle;
+                if let Some(question) = self.queued.take() {
+                    self.start_turn(question);
+                }
             }
-            Msg::LoadFailed(e) => self.state = State::Failed(e),
+            Msg::End(_) => self.quit = true,
+            Msg::Restored(result) => {
+                self.restoring = false;
+                if let Err(e) = result {
+                    self.note(format!("could not restore the conversation: {e}"), true);
+                }
+            }
+            Msg::LoadFailed(e) => {
+                self.state = State::Failed(e);
+                // Back where it was typed, so it is not lost.
+                if let Some(question) = self.queued.take() {
+                    self.input.insert(&question);
+                }
+            }
+        }
+    }
+
+    /// Puts a resumed conversation back into the engine, in the background
+    /// (the engine re-reads it), while the meter shows its size as saved.
+    fn restore(&mut self, engine: &Arc<dyn ChatEngine>, history: Vec<Message>) {
+        match self.session.tokens {
+            Some(Tokens { used, reasoning }) => {
+                self.usage.used = used;
+                self.usage.reasoning = reasoning;
+            }
+            None => {
+                let (used, reasoning) = estimate_tokens(&history);
+                self.usage.used = used;
+                self.usage.reasoning = reasoning;
+                self.usage_estimated = true;
+            }
+        }
+        self.restoring = true;
+        let n = self.turns.len();
+        let mut text = format!("resumed {n} turn{}", if n == 1 { "" } else { "s" });
+        for n in &self.session.notes {
+            text = format!("{text} · {n}");
+        }
+        self.note(text, false);
+        match &self.inbox {
+            Some(inbox) => {
+                let (engine, inbox) = (engine.clone(), inbox.clone());
+                std::thread::spawn(move || {
+                    let done = engine.restore(history).map_err(|e| e.to_string());
+                    let _ = inbox.send(Msg::Restored(done));
+                });
+            }
+            // Tests: the call now, its end when they send `Restored`.
+            None => {
+                if let Err(e) = engine.restore(history) {
+                    self.restoring = false;
+                    self.note(format!("could not restore the conversation: {e}"), true);
+                }
+            }
         }
     }
 
@@ -303,14 +390,32 @@ impl App {
             self.note("still answering: wait, or press Esc to stop", false);
             return;
         }
-        let Some(engine) = &self.engine else {
-            self.note("the model is not loaded yet", false);
+        if self.engine.is_none() {
+            if !matches!(self.state, State::Loading(_)) {
+                self.note("the model is not loaded", true);
+            } else if self.queued.is_some() {
+                self.note("a question is already waiting for the model", false);
+            } else {
+                self.input.take();
+                self.queued = Some(question);
+                self.notice = None;
+            }
             return;
+        }
+        if self.start_turn(question) {
+            self.input.take();
+        }
+    }
+
+    /// Sends `question` to the engine; false (with a notice) if it refused.
+    fn start_turn(&mut self, question: String) -> bool {
+        let Some(engine) = &self.engine else {
+            return false;
         };
         let (tx, rx) = mpsc::channel();
         if let Err(e) = engine.turn(question.clone(), tx) {
             self.note(format!("{e}"), true);
-            return;
+            return false;
         }
         if let Some(inbox) = &self.inbox {
             let inbox = inbox.clone();
@@ -323,7 +428,6 @@ impl App {
                 let _ = inbox.send(Msg::TurnClosed);
             });
         }
-        self.input.take();
         self.turns.push(Turn {
             question,
             ..Turn::default()
@@ -335,6 +439,7 @@ impl App {
         };
         self.scroll = [Scroll::default(); 2];
         self.notice = None;
+        true
     }
 
     fn on_engine(&mut self, event: Event) {
@@ -411,25 +516,44 @@ impl App {
             }
             Event::TurnFinished { usage } => {
                 self.usage = usage;
+                self.usage_estimated = false;
+                self.session.tokens = Some(Tokens {
+                    used: usage.used,
+                    reasoning: usage.reasoning,
+                });
                 self.state = State::Idle;
                 if let Err(e) = self.session.save(&self.turns) {
                     self.note(format!("could not save the session: {e}"), true);
                 }
+                self.turn_ended();
             }
             Event::Error(e) => {
                 let text = e.to_string();
                 turn.notes.push(format!("error: {text}"));
                 self.state = State::Idle;
                 self.note(text, true);
+                self.turn_ended();
             }
+        }
+    }
+
+    /// What waited for the running turn to end.
+    fn turn_ended(&mut self) {
+        if std::mem::take(&mut self.new_chat_after_turn) {
+            self.new_chat();
         }
     }
 
     fn new_chat(&mut self) {
         if self.generating() {
+            // The turn's remaining events belong to this conversation: stop
+            // it, let it wind down (saved with what it wrote), then start over.
             if let Some(e) = &self.engine {
                 e.cancel();
             }
+            self.new_chat_after_turn = true;
+            self.note("stopping the answer to start a new conversation…", false);
+            return;
         }
         if let Some(e) = &self.engine {
             if let Err(err) = e.reset() {
@@ -442,6 +566,7 @@ impl App {
         self.scroll = [Scroll::default(); 2];
         self.usage.used = 0;
         self.usage.reasoning = 0;
+        self.usage_estimated = false;
         self.last_phase = None;
         self.note("new conversation", false);
     }
@@ -452,4 +577,20 @@ impl App {
             Err(e) => self.note(format!("could not save the transcript: {e}"), true),
         }
     }
+}
+
+/// About how many tokens `history` takes in the context, for a conversation
+/// saved without its counts: a token per four bytes of text (English text
+/// runs at about that) and the chat template's markers around each message.
+/// Returns (all, reasoning).
+fn estimate_tokens(history: &[Message]) -> (usize, usize) {
+    const MARKERS: usize = 5;
+    let tokens = |m: &Message| m.content.len().div_ceil(4) + MARKERS;
+    let all = history.iter().map(tokens).sum();
+    let reasoning = history
+        .iter()
+        .filter(|m| m.role == crate::chat::Role::Reasoning)
+        .map(tokens)
+        .sum();
+    (all, reasoning)
 }

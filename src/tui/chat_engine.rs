@@ -10,12 +10,13 @@ use crate::engine::{Engine, EngineError, Event};
 use super::transcript::ModelSummary;
 
 /// What the UI needs from the engine; the tests drive a scripted fake.
-pub trait ChatEngine: Send {
+pub trait ChatEngine: Send + Sync {
     fn turn(&self, user: String, events: Sender<Event>) -> Result<(), EngineError>;
     fn cancel(&self);
     fn answer_now(&self);
     fn reset(&self) -> Result<(), EngineError>;
-    /// Replaces the conversation and rebuilds its KV cache (resuming a session).
+    /// Replaces the conversation and rebuilds its KV cache (resuming a
+    /// session); returns when the cache is rebuilt.
     fn restore(&self, history: Vec<Message>) -> Result<(), EngineError>;
 }
 
@@ -34,7 +35,9 @@ impl ChatEngine for Engine {
     }
     fn restore(&self, history: Vec<Message>) -> Result<(), EngineError> {
         self.set_history(history)?;
-        self.warm()
+        self.warm()?;
+        // Served after the warm-up: its answer says the warm-up is done.
+        self.history().map(drop)
     }
 }
 

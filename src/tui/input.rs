@@ -29,8 +29,17 @@ impl Input {
     }
 
     pub fn insert(&mut self, s: &str) {
-        // Pasted text may carry \r\n or lone \r line ends.
-        let s = s.replace("\r\n", "\n").replace('\r', "\n");
+        // Pasted text may carry \r\n or lone \r line ends, tabs (which
+        // would move the terminal's cursor) and other controls (which could
+        // drive it): line ends kept, tabs as spaces, the rest dropped.
+        let s = s
+            .replace("\r\n", "\n")
+            .replace('\r', "\n")
+            .replace('\t', "    ");
+        let s: String = s
+            .chars()
+            .filter(|&c| c == '\n' || !c.is_control())
+            .collect();
         self.text.insert_str(self.cursor, &s);
         self.cursor += s.len();
         self.recalled = None;
@@ -227,6 +236,8 @@ mod tests {
         let mut i = Input::default();
         i.insert("a\r\nb\rc");
         assert_eq!(i.text(), "a\nb\nc");
+        i.insert("\td\u{1b}[2J\u{9b}e");
+        assert_eq!(i.text(), "a\nb\nc    d[2Je");
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //! One inbox: a thread reads the terminal (keys, paste, mouse, resize,
 //! ticks), another loads the model, and each turn's engine events are
 //! forwarded in; the main thread updates the [`app::App`] with every message
-//! and redraws. Nothing on the main thread waits for the model. A guard and
-//! a panic hook put the terminal back however the UI ends.
+//! and redraws. Nothing on the main thread waits for the model.
+//!
+//! However the UI ends (Ctrl+Q, SIGTERM or SIGHUP, a panic on any thread),
+//! the conversation is saved and the terminal put back, once; a panic or a
+//! signal then ends `o1 tui` with an error that says what happened.
 
 pub mod app;
 pub mod chat_engine;
@@ -16,9 +19,12 @@ pub mod session;
 pub mod transcript;
 pub mod ui;
 
-use std::io::{self, Stdout};
+use std::io::{self, Stdout, Write};
+use std::panic::{AssertUnwindSafe, PanicHookInfo};
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Sender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -32,18 +38,20 @@ use crossterm::terminal::{self, EnterAlternateScreen, LeaveAlternateScreen};
 use crossterm::{cursor, execute};
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use crate::engine::{Engine, EngineConfig};
 use crate::model::ModelInfo;
 
-use app::{App, Msg};
+use app::{App, Ending, Msg};
 use session::Session;
 
 pub fn run(config: EngineConfig, resume: bool, reasoning_collapsed: bool) -> Result<()> {
     // Problems with the file are reported before the screen is taken over.
     ModelInfo::read(&config.model)?;
     let export_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let session = if resume {
+    let mut session = if resume {
         Session::latest(&crate::paths::sessions_dir(), export_dir.clone())
             .context("reading the last conversation")?
             .ok_or_else(|| {
@@ -55,56 +63,164 @@ pub fn run(config: EngineConfig, resume: bool, reasoning_collapsed: bool) -> Res
     } else {
         Session::new(crate::paths::sessions_dir(), export_dir)
     };
+    session.claim().with_context(|| {
+        format!(
+            "taking the conversation file in {}",
+            crate::paths::sessions_dir().display()
+        )
+    })?;
 
     let (tx, rx) = mpsc::channel();
-    let mut terminal = enter()?;
+    // Before entering: a failure half-way through is put back too.
     let _guard = Guard;
+    let mut terminal = enter(tx.clone())?;
+    let signals = watch_signals(tx.clone())?;
     spawn_terminal_reader(tx.clone());
     spawn_loader(config, tx.clone());
 
     let mut app = App::new(session, Some(tx));
     app.reasoning_collapsed = reasoning_collapsed;
+    // A panic here (or a panic elsewhere, forwarded as a message) ends the
+    // loop; either way the conversation is saved and the terminal restored.
+    let ended = std::panic::catch_unwind(AssertUnwindSafe(|| serve(&mut terminal, &mut app, &rx)));
+    signals.close();
+    let saved = (!app.turns.is_empty()).then(|| app.session.path());
+    let save = app.session.save(&app.turns);
+    drop(app);
+    leave();
+    let outcome = match ended {
+        Ok(Ok(None)) => Ok(()),
+        Ok(Ok(Some(Ending::Signal(signal)))) => Err(Terminated { signal }.into()),
+        Ok(Ok(Some(Ending::Panic(message)))) => Err(anyhow::anyhow!("{message}")),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(anyhow::anyhow!(
+            "{}",
+            take_panic_message().unwrap_or_else(|| "the UI panicked".into())
+        )),
+    };
+    if let Some(path) = saved {
+        // After a hangup stderr may be gone: nothing to do about that.
+        match save {
+            Ok(()) => {
+                let _ = writeln!(
+                    io::stderr(),
+                    "o1: conversation saved to {} (o1 tui --resume reopens it)",
+                    path.display()
+                );
+            }
+            Err(e) => {
+                let e = anyhow::Error::from(e)
+                    .context(format!("saving the conversation to {}", path.display()));
+                if outcome.is_ok() {
+                    return Err(e);
+                }
+                // The error that ended the UI comes after, as the exit's reason.
+                let _ = writeln!(io::stderr(), "o1: error: {e:#}");
+            }
+        }
+    }
+    outcome
+}
+
+/// `o1 tui` was ended by a signal (after restoring the terminal and saving
+/// the conversation).
+#[derive(Debug, thiserror::Error)]
+#[error("terminated by {}", signal_name(*signal))]
+pub struct Terminated {
+    pub signal: i32,
+}
+
+fn signal_name(signal: i32) -> String {
+    match signal {
+        SIGHUP => "SIGHUP".into(),
+        SIGINT => "SIGINT".into(),
+        SIGTERM => "SIGTERM".into(),
+        n => format!("signal {n}"),
+    }
+}
+
+/// Draws and updates until the user quits (`None`) or something ends the UI.
+fn serve(terminal: &mut Term, app: &mut App, rx: &Receiver<Msg>) -> Result<Option<Ending>> {
     let size = terminal.size()?;
     app.update(Msg::Resize(size.width, size.height));
     loop {
-        terminal.draw(|f| ui::draw(f, &app))?;
-        let Ok(msg) = rx.recv() else { break };
+        terminal.draw(|f| ui::draw(f, app))?;
+        let Ok(msg) = rx.recv() else { return Ok(None) };
+        if let Msg::End(ending) = msg {
+            return Ok(Some(ending));
+        }
+        #[cfg(feature = "testing")]
+        injected_panic(&msg);
         app.update(msg);
         // Take whatever else is waiting (a burst of tokens) before drawing again.
         let deadline = Instant::now() + Duration::from_millis(15);
         while Instant::now() < deadline {
             match rx.try_recv() {
+                Ok(Msg::End(ending)) => return Ok(Some(ending)),
                 Ok(msg) => app.update(msg),
                 Err(_) => break,
             }
         }
         if app.quit {
-            break;
+            return Ok(None);
         }
     }
-    let saved = (!app.turns.is_empty()).then(|| app.session.path());
-    let result = app.session.save(&app.turns);
-    drop(app);
-    leave();
-    if let Some(path) = saved {
-        result.with_context(|| format!("saving the conversation to {}", path.display()))?;
-        eprintln!(
-            "o1: conversation saved to {} (o1 tui --resume reopens it)",
-            path.display()
-        );
+}
+
+/// With `O1_TEST_UI_PANIC` set, F12 panics on the UI thread: for the tests
+/// of how the UI ends on a panic of its own.
+#[cfg(feature = "testing")]
+fn injected_panic(msg: &Msg) {
+    if let Msg::Key(key) = msg {
+        if key.code == event::KeyCode::F(12) && std::env::var_os("O1_TEST_UI_PANIC").is_some() {
+            panic!("injected UI panic (O1_TEST_UI_PANIC)");
+        }
     }
-    Ok(())
 }
 
 type Term = Terminal<CrosstermBackend<Stdout>>;
 
-fn enter() -> Result<Term> {
-    let hook = std::panic::take_hook();
+/// Whether the UI has the terminal (raw mode, alternate screen): what
+/// [`leave`] gives back, once.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// The UI's inbox, for the panic hook; the first panic's message.
+static PANICS: Mutex<(Option<Sender<Msg>>, Option<String>)> = Mutex::new((None, None));
+
+fn take_panic_message() -> Option<String> {
+    PANICS.lock().ok()?.1.take()
+}
+
+fn enter(inbox: Sender<Msg>) -> Result<Term> {
+    if let Ok(mut p) = PANICS.lock() {
+        *p = (Some(inbox), None);
+    }
+    let previous: Arc<dyn Fn(&PanicHookInfo<'_>) + Send + Sync> =
+        Arc::from(std::panic::take_hook());
     std::panic::set_hook(Box::new(move |info| {
-        leave();
-        hook(info);
+        if !ACTIVE.load(Ordering::SeqCst) {
+            return previous(info);
+        }
+        // Printed now, the message would land on the alternate screen and
+        // vanish: the UI ends, restores the terminal, then reports it.
+        let thread = std::thread::current();
+        let message = format!(
+            "thread '{}' panicked at {}: {}",
+            thread.name().unwrap_or("unnamed"),
+            info.location().map_or_else(String::new, |l| l.to_string()),
+            panic_payload(info)
+        );
+        tracing::error!("{message}");
+        if let Ok(mut p) = PANICS.lock() {
+            if p.1.is_none() {
+                p.1 = Some(message.clone());
+            }
+            if let Some(inbox) = &p.0 {
+                let _ = inbox.send(Msg::End(Ending::Panic(message)));
+            }
+        }
     }));
     terminal::enable_raw_mode().context("the terminal does not support raw mode")?;
+    ACTIVE.store(true, Ordering::SeqCst);
     let mut out = io::stdout();
     execute!(
         out,
@@ -122,8 +238,23 @@ fn enter() -> Result<Term> {
     Ok(Terminal::new(CrosstermBackend::new(out))?)
 }
 
-/// Puts the terminal back: raw mode off, cursor shown, main screen.
+fn panic_payload(info: &PanicHookInfo<'_>) -> String {
+    let payload = info.payload();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// Puts the terminal back, once: raw mode off, cursor shown, main screen.
 fn leave() {
+    if !ACTIVE.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    if let Ok(mut p) = PANICS.lock() {
+        p.0 = None;
+    }
     let mut out = io::stdout();
     let _ = execute!(out, PopKeyboardEnhancementFlags);
     let _ = execute!(
@@ -136,12 +267,27 @@ fn leave() {
     let _ = terminal::disable_raw_mode();
 }
 
+/// Restores the terminal on an early return (an error drawing).
 struct Guard;
 
 impl Drop for Guard {
     fn drop(&mut self) {
         leave();
     }
+}
+
+/// SIGTERM, SIGHUP and SIGINT end the UI like Ctrl+Q (terminal restored,
+/// conversation saved), instead of killing it in raw mode.
+fn watch_signals(inbox: Sender<Msg>) -> Result<signal_hook::iterator::Handle> {
+    let mut signals =
+        Signals::new([SIGTERM, SIGHUP, SIGINT]).context("watching for SIGTERM and SIGHUP")?;
+    let handle = signals.handle();
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let _ = inbox.send(Msg::End(Ending::Signal(signal)));
+        }
+    });
+    Ok(handle)
 }
 
 /// Terminal events into the inbox, and a tick when nothing happens.

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chat::{Message, Role};
 use crate::engine::Stop;
+use crate::terminal_text::for_terminal;
 
 use super::markdown;
 
@@ -137,9 +138,23 @@ fn content_key(pane: Pane, t: &Turn) -> u64 {
     h.finish()
 }
 
+/// Text from the model (or pasted) as the panes may draw it: control
+/// characters made visible, tabs as spaces (a raw tab would move the
+/// terminal's cursor past the layout).
+fn shown(text: &str) -> String {
+    for_terminal(text).replace('\t', "    ")
+}
+
 /// Turn `i` as `pane` shows it: a header, the text as Markdown, where the
 /// phase was cut, and (in the answer pane) the turn's notes.
 fn render_turn(pane: Pane, i: usize, t: &Turn, width: usize) -> Vec<Line<'static>> {
+    let t = &Turn {
+        question: shown(&t.question),
+        reasoning: shown(&t.reasoning),
+        answer: shown(&t.answer),
+        notes: t.notes.iter().map(|n| shown(n)).collect(),
+        ..t.clone()
+    };
     let mut lines = Vec::new();
     let header = Style::default()
         .fg(Color::Cyan)

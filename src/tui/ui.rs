@@ -8,6 +8,7 @@ use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
 use crate::chat::Phase;
+use crate::terminal_text::for_terminal_line;
 
 use super::app::{App, State};
 use super::keys::{Focus, BINDINGS};
@@ -43,7 +44,11 @@ pub fn draw(f: &mut Frame, app: &App) {
             f,
             area,
             "Cannot load the model",
-            &[e.clone(), String::new(), "Ctrl+Q quits.".into()],
+            &[
+                for_terminal_line(e).into_owned(),
+                String::new(),
+                "Ctrl+Q quits.".into(),
+            ],
             Color::Red,
         ),
         _ => {}
@@ -160,11 +165,13 @@ fn draw_meter(f: &mut Frame, app: &App, rect: Rect) {
         Color::Green
     };
     let label = format!(
-        " {} / {} tokens ({:.0}%) · reasoning {} ",
+        " {}{} / {} tokens ({:.0}%) · reasoning {}{} ",
+        if app.usage_estimated { "≈" } else { "" },
         group(u.used),
         group(u.n_ctx),
         share * 100.0,
-        group(u.reasoning)
+        group(u.reasoning),
+        if app.restoring { " · restoring" } else { "" }
     );
     let bar_w = (rect.width as usize)
         .saturating_sub(label.chars().count() + 6)
@@ -222,7 +229,7 @@ fn draw_input(f: &mut Frame, app: &App, rect: Rect) {
         .title(title);
     let inner = layout::inner(rect);
     let (rows, (row, col)) = app.input.layout(inner.width as usize);
-    let first = row.saturating_sub(inner.height as usize - 1);
+    let first = row.saturating_sub((inner.height as usize).saturating_sub(1));
     let text: Vec<Line> = rows
         .into_iter()
         .skip(first)
@@ -231,7 +238,8 @@ fn draw_input(f: &mut Frame, app: &App, rect: Rect) {
         .collect();
     f.render_widget(Paragraph::new(text).block(block), rect);
     if focused && !app.help && matches!(app.state, State::Idle | State::Generating { .. }) {
-        f.set_cursor_position((inner.x + col as u16, inner.y + (row - first) as u16));
+        let x = inner.x + (col as u16).min(inner.width.saturating_sub(1));
+        f.set_cursor_position((x, inner.y + (row - first) as u16));
     }
 }
 
@@ -243,8 +251,12 @@ fn draw_status(f: &mut Frame, app: &App, rect: Rect) {
         format!("GPU {}/{}", m.gpu_layers, m.n_layers + 1)
     };
     let phase = match &app.state {
+        State::Loading(_) if app.queued().is_some() => {
+            "loading · your question is waiting for the model".to_string()
+        }
         State::Loading(_) => "loading".to_string(),
         State::Failed(_) => "not loaded".to_string(),
+        State::Idle if app.restoring => "restoring the conversation…".to_string(),
         State::Idle => "idle".to_string(),
         State::Generating {
             prefill: Some((done, total)),
@@ -278,7 +290,11 @@ fn draw_status(f: &mut Frame, app: &App, rect: Rect) {
         .unwrap_or_default();
     let mut spans = vec![
         Span::styled(
-            format!(" {} {} ", m.name, m.file_type),
+            format!(
+                " {} {} ",
+                for_terminal_line(&m.name),
+                for_terminal_line(&m.file_type)
+            ),
             Style::default().fg(Color::Black).bg(Color::Cyan),
         ),
         Span::raw(format!(" {device} · {phase}{stats}")),
@@ -289,7 +305,10 @@ fn draw_status(f: &mut Frame, app: &App, rect: Rect) {
         } else {
             Style::default().fg(Color::Yellow)
         };
-        spans.push(Span::styled(format!(" · {}", n.text), style));
+        spans.push(Span::styled(
+            format!(" · {}", for_terminal_line(&n.text)),
+            style,
+        ));
     }
     spans.push(Span::styled(
         "  ? help",
