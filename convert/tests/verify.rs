@@ -122,3 +122,26 @@ fn file_llama_cpp_cannot_load() {
     ));
     assert!(p.contains("llama.cpp cannot load it"), "{p}");
 }
+
+#[test]
+fn a_panic_in_the_tokenizers_crate_is_an_error() {
+    // tokenizers loads a truncation whose stride is not below its length
+    // unchecked, then asserts `stride < max_len` while encoding.
+    let (fx, gguf) = converted();
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&fs::read(tokenizer(&fx)).unwrap()).unwrap();
+    json["truncation"] = serde_json::json!({
+        "direction": "Right", "max_length": 2, "strategy": "LongestFirst", "stride": 5
+    });
+    fs::write(tokenizer(&fx), serde_json::to_vec(&json).unwrap()).unwrap();
+    let w = &fx.written;
+    let p = problem(verify(&gguf, &tokenizer(&fx), w.vocab_size, w.reasoning_id));
+    assert!(
+        p.contains("tokenizer.json") && p.contains("panicked") && p.contains("stride"),
+        "{p}"
+    );
+    // A conversion reports it the same way, and keeps nothing.
+    let err = common::convert(&fx.ckpt(), &fx.out("again.gguf"), OutputType::F32).unwrap_err();
+    assert!(matches!(err, ConvertError::Verify { .. }), "{err}");
+    assert!(!fx.out("again.gguf").exists());
+}
