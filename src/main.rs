@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::FromArgMatches;
 
 use cli::{Cli, Command};
+use o1::terminal_text::for_terminal;
 
 fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&cli::command().get_matches()).unwrap_or_else(|e| e.exit());
@@ -33,9 +34,12 @@ fn main() -> ExitCode {
             if code == commands::exit::INTERRUPTED {
                 eprintln!("o1: interrupted");
             } else if !commands::is_broken_pipe(&err) {
-                eprintln!("o1: error: {err}");
+                // Messages can quote file names and model strings: their
+                // control characters are shown, not obeyed.
+                let shown = |e: &dyn std::fmt::Display| for_terminal(&e.to_string()).into_owned();
+                eprintln!("o1: error: {}", shown(&err));
                 for cause in err.chain().skip(1) {
-                    eprintln!("  caused by: {cause}");
+                    eprintln!("  caused by: {}", shown(&cause));
                 }
             } else {
                 return ExitCode::SUCCESS;

@@ -16,6 +16,11 @@ pub enum ModelError {
     #[error("{}: no such model file (o1 ls lists the stored models)", .0.display())]
     NotFound(PathBuf),
     #[error(
+        "{0:?} is not a stored model's name: a name is a plain file name as `o1 ls` lists it, \
+         with no folder in it"
+    )]
+    NotAStoreName(String),
+    #[error(
         "no model yet: {name} is not in the model store ({}); run `o1 pull {repo}` and \
          `o1 convert {repo}`, or pass a .gguf file", store.display()
     )]

@@ -58,8 +58,21 @@ impl Store {
         format!("{base}-{ty}")
     }
 
-    /// A stored model by name.
+    /// Whether `name` can name a stored model: a plain file name, so that
+    /// joining it to the store's folder stays inside it.
+    pub fn is_name(name: &str) -> bool {
+        let mut parts = Path::new(name).components();
+        matches!(
+            (parts.next(), parts.next()),
+            (Some(std::path::Component::Normal(_)), None)
+        ) && !name.contains(['/', '\\', '\0'])
+    }
+
+    /// A stored model by name; `None` for a name that is not a plain file name.
     pub fn find(&self, name: &str) -> Option<PathBuf> {
+        if !Self::is_name(name) {
+            return None;
+        }
         let path = self.path_of(name);
         path.is_file().then_some(path)
     }
@@ -98,8 +111,12 @@ impl Store {
         Ok(entries)
     }
 
-    /// Deletes a stored model.
+    /// Deletes a stored model. Only a plain name is accepted: a path, even
+    /// one that leads back into the store, is refused and nothing is touched.
     pub fn remove(&self, name: &str) -> Result<PathBuf, ModelError> {
+        if !Self::is_name(name) {
+            return Err(ModelError::NotAStoreName(name.to_string()));
+        }
         let path = self
             .find(name)
             .ok_or_else(|| ModelError::NotFound(self.path_of(name)))?;
@@ -137,6 +154,38 @@ mod tests {
         let s = Store::at("/x");
         assert_eq!(s.path_of("a-q8_0"), PathBuf::from("/x/a-q8_0.gguf"));
         assert_eq!(s.path_of("a-q8_0.gguf"), PathBuf::from("/x/a-q8_0.gguf"));
+    }
+
+    #[test]
+    fn remove_refuses_anything_but_a_plain_name() {
+        let root = tempfile::tempdir().unwrap();
+        let store_dir = root.path().join("data/models");
+        std::fs::create_dir_all(&store_dir).unwrap();
+        let victim = root.path().join("x.gguf");
+        std::fs::write(&victim, b"keep me").unwrap();
+        std::fs::write(store_dir.join("m.gguf"), b"stored").unwrap();
+        let s = Store::at(&store_dir);
+        let outside = victim.with_extension("");
+        for name in [
+            "../../x",
+            "../../x.gguf",
+            outside.to_str().unwrap(),
+            "./m",
+            "sub/../m",
+            "..",
+            ".",
+            "",
+            "a\\..\\..\\x",
+        ] {
+            let err = s.remove(name).unwrap_err();
+            assert!(matches!(err, ModelError::NotAStoreName(_)), "{name}: {err}");
+            assert!(err.to_string().contains("not a stored model's name"));
+            assert!(s.find(name).is_none(), "{name}");
+        }
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        assert!(store_dir.join("m.gguf").exists());
+        s.remove("m").unwrap();
+        assert!(!store_dir.join("m.gguf").exists());
     }
 
     #[test]

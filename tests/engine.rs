@@ -532,3 +532,39 @@ fn warm_rebuilds_the_cache_of_a_restored_conversation() {
     assert!(p.prefill.reused > 30, "{:?}", p.prefill);
     assert!(p.prefill.prefilled < 12, "{:?}", p.prefill);
 }
+
+#[test]
+fn a_context_smaller_than_the_limits_answers_every_turn_and_says_so_once() {
+    let e = engine_with(
+        |c| {
+            c.n_ctx = Some(256);
+            c.limits = Limits {
+                reasoning: 3000,
+                answer: 3000,
+            };
+        },
+        &[(model().the, 100.0)],
+    );
+    let mut lowered = 0;
+    for i in 0..4 {
+        let events = turn(&e, &format!("Question number {i}"));
+        for ev in &events {
+            match ev {
+                Event::LimitsLowered { limits, n_ctx } => {
+                    assert_eq!(*n_ctx, 256);
+                    assert!(limits.reasoning + limits.answer < 256, "{limits:?}");
+                    lowered += 1;
+                }
+                Event::Error(err) => panic!("turn {i}: {err}"),
+                Event::TurnFinished { usage } => assert!(usage.used <= 256),
+                _ => {}
+            }
+        }
+        let phases = finished(&events);
+        assert_eq!(phases.len(), 2, "turn {i} answers: {events:?}");
+        // Both phases are cut at the room there is, and marked so.
+        assert!(phases.iter().all(|p| p.3.is_cut()), "{phases:?}");
+        assert!(!phases[1].1.is_empty(), "an answer, not just the reasoning");
+    }
+    assert_eq!(lowered, 1, "said once");
+}

@@ -142,6 +142,8 @@ fn run_sampling_options_change_the_output_deterministically() {
 
 #[test]
 fn run_bad_input_exit_codes() {
+    // A small context still answers a short question; not one this long.
+    let long_question = "word ".repeat(300);
     let cases: &[(&[&str], i32, &str)] = &[
         (
             &["run", "/nonexistent/model.gguf", "hi"],
@@ -160,7 +162,7 @@ fn run_bad_input_exit_codes() {
         ),
         (&["run", model(), "   "], 1, "the question is empty"),
         (
-            &["run", model(), "hi", "--ctx", "64"],
+            &["run", model(), &long_question, "--ctx", "64"],
             5,
             "cannot hold this turn",
         ),
@@ -264,4 +266,128 @@ fn info_prints_metadata_and_memory() {
     }
     let missing = o1(&["info", "/nonexistent.gguf"], None);
     assert_eq!(missing.status.code(), Some(3));
+}
+
+#[test]
+fn ctrl_c_while_text_streams_stops_and_prints_the_partial_json() {
+    // A reasoning limit the model would take minutes to reach.
+    let child = Command::new(env!("CARGO_BIN_EXE_o1"))
+        .args(["run", model(), "Hello there", "--json", "--ctx", "24576"])
+        .args(["--max-reasoning", "20000", "--max-answer", "5"])
+        .env("O1_LOG_FILE", fixture().dir.path().join("o1.log"))
+        .env("O1_MODELS_DIR", fixture().dir.path().join("store"))
+        .env("O1_CONFIG", fixture().dir.path().join("config.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Loading the tiny model takes well under this; then tokens stream.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sent = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let waited = sent.elapsed();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}): {}", text(&out.stdout)));
+    assert_eq!(json["stats"]["reasoning"]["stop"], "cancelled", "{json}");
+    assert!(!json["reasoning"].as_str().unwrap().is_empty());
+    assert!(
+        waited < std::time::Duration::from_secs(10),
+        "took {waited:?} to stop"
+    );
+}
+
+#[test]
+fn a_small_context_still_answers_and_says_so_once() {
+    let out = o1(
+        &[
+            "run",
+            model(),
+            "Hello there",
+            "--ctx",
+            "256",
+            "--max-reasoning",
+            "3000",
+            "--max-answer",
+            "3000",
+        ],
+        None,
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("holds less than the phase limits").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!text(&out.stdout).trim().is_empty(), "no answer: {stderr}");
+}
+
+#[test]
+fn rm_touches_nothing_outside_the_store() {
+    let root = tempfile::tempdir().unwrap();
+    let victim = root.path().join("x.gguf");
+    std::fs::write(&victim, b"keep me").unwrap();
+    let store = root.path().join("a/b");
+    std::fs::create_dir_all(&store).unwrap();
+    let outside = victim.with_extension("");
+    for name in ["../../x", outside.to_str().unwrap()] {
+        let out = Command::new(env!("CARGO_BIN_EXE_o1"))
+            .args(["rm", name])
+            .env("O1_MODELS_DIR", &store)
+            .env("O1_CONFIG", fixture().dir.path().join("config.toml"))
+            .env("O1_LOG_FILE", fixture().dir.path().join("o1.log"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("not a stored model's name"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    }
+}
+
+#[test]
+fn ls_and_info_show_control_characters_in_model_strings_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    synthetic::write(&ckpt, &Spec::tiny()).unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let model = store.join("evil\u{1b}[2J.gguf");
+    let mut opts = o1_convert::ConvertOptions::new(&ckpt, &model, o1_convert::OutputType::Q8_0);
+    opts.name = Some("name\u{1b}]0;pwned\u{7}".into());
+    opts.source = Some("src\u{9b}31m".into());
+    o1_convert::convert(&opts, &mut o1_convert::NoProgress, &Default::default()).unwrap();
+    for args in [vec!["ls"], vec!["info", model.to_str().unwrap()]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_o1"))
+            .args(&args)
+            .env("O1_MODELS_DIR", &store)
+            .env("O1_CONFIG", dir.path().join("config.toml"))
+            .env("O1_LOG_FILE", dir.path().join("o1.log"))
+            .output()
+            .unwrap();
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(
+            !stdout.contains(['\u{1b}', '\u{7}', '\u{9b}']),
+            "{args:?}: {stdout:?}"
+        );
+        assert!(
+            stdout.contains(if args[0] == "ls" {
+                "evil\\x1b[2J"
+            } else {
+                "name\\x1b]0;pwned\\x07"
+            }),
+            "{args:?}: {stdout}"
+        );
+        assert!(stdout.contains("src\\x9b31m"), "{args:?}: {stdout}");
+    }
 }

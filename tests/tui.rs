@@ -319,7 +319,7 @@ fn engine_error_is_shown() {
     h.ask("Hello");
     h.ev(Event::Error(Arc::new(EngineError::ContextTooSmall {
         prompt: 9000,
-        reserve: 6016,
+        reserve: 48,
         n_ctx: 4096,
     })));
     assert_eq!(h.app.state, State::Idle);

@@ -67,7 +67,13 @@ fn note(size: usize) -> bool {
             // again once nothing is watched).
             WATCHING.store(false, Ordering::Relaxed);
             if let Ok(current) = CURRENT.try_lock() {
-                if let Some((name, case, seed, input)) = current.as_ref() {
+                if let Some(Mutant {
+                    name,
+                    case,
+                    seed,
+                    input,
+                }) = current.as_ref()
+                {
                     let path = save(name, *case, input);
                     eprintln!(
                         "{name}: case {case} (O1_FUZZ_SEED={seed}) asked for one allocation of \
@@ -83,7 +89,14 @@ fn note(size: usize) -> bool {
 }
 
 /// The mutant being checked, for the message when an allocation aborts the run.
-static CURRENT: Mutex<Option<(String, usize, u64, Vec<u8>)>> = Mutex::new(None);
+static CURRENT: Mutex<Option<Mutant>> = Mutex::new(None);
+
+struct Mutant {
+    name: String,
+    case: usize,
+    seed: u64,
+    input: Vec<u8>,
+}
 
 /// How many cases to run: `O1_FUZZ_CASES`, or `default`.
 pub fn cases(default: usize) -> usize {
@@ -161,7 +174,12 @@ where
         for _ in 0..rng.usize(0..3) {
             input = mutate(&mut rng, &input);
         }
-        *CURRENT.lock().unwrap() = Some((name.to_string(), case, seed, input.clone()));
+        *CURRENT.lock().unwrap() = Some(Mutant {
+            name: name.to_string(),
+            case,
+            seed,
+            input: input.clone(),
+        });
         LARGEST_REQUEST.store(0, Ordering::Relaxed);
         WATCHING.store(true, Ordering::Relaxed);
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| parse(&input)));

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use o1::settings::{self, Settings};
 use o1::store::Store;
+use o1::terminal_text::for_terminal;
 use o1_convert::{ConvertReport, OutputType};
 
 use crate::cli::ConvertArgs;
@@ -144,7 +145,7 @@ pub fn print_report(report: &ConvertReport, out: &mut dyn Write) -> Result<()> {
         )?;
     }
     for w in &report.warnings {
-        eprintln!("o1: warning: {w}");
+        eprintln!("o1: warning: {}", for_terminal(w));
     }
     if report.removed_stale_temporaries > 0 {
         eprintln!(

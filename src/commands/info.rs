@@ -5,6 +5,7 @@ use std::io::Write;
 use anyhow::Result;
 use o1::model::{KvType, ModelInfo};
 use o1::settings::{self, Settings};
+use o1::terminal_text::for_terminal_line;
 
 use crate::cli::InfoArgs;
 
@@ -27,21 +28,23 @@ pub fn run(args: InfoArgs) -> Result<()> {
         .collect();
     let g = &i.generation;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "file            {}", i.path.display())?;
-    writeln!(out, "name            {}", i.name)?;
+    // The path and the strings come from outside: shown, never obeyed.
+    let path = i.path.display().to_string();
+    writeln!(out, "file            {}", for_terminal_line(&path))?;
+    writeln!(out, "name            {}", for_terminal_line(&i.name))?;
     if let Some(source) = &i.source {
-        writeln!(out, "source          {source}")?;
+        writeln!(out, "source          {}", for_terminal_line(source))?;
     }
     writeln!(
         out,
         "architecture    {} ({:.2} B parameters)",
-        i.architecture,
+        for_terminal_line(&i.architecture),
         i.n_params as f64 / 1e9
     )?;
     writeln!(
         out,
         "type            {} ({}; tensors: {})",
-        i.file_type,
+        for_terminal_line(&i.file_type),
         mib(i.file_bytes),
         types.join(", ")
     )?;

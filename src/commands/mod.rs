@@ -42,7 +42,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         return exit::INTERRUPTED;
     }
     let model_error = |e: &ModelError| match e {
-        ModelError::NotFound(_) | ModelError::NoDefaultModel { .. } => exit::MODEL_NOT_FOUND,
+        ModelError::NotFound(_)
+        | ModelError::NotAStoreName(_)
+        | ModelError::NoDefaultModel { .. } => exit::MODEL_NOT_FOUND,
         _ => exit::MODEL_UNUSABLE,
     };
     if let Some(e) = err.downcast_ref::<ModelError>() {
@@ -84,22 +86,34 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-/// The flag Ctrl+C or SIGTERM sets (one handler per process); a second
-/// signal exits at once.
+/// The flag Ctrl+C or SIGTERM sets (one handler per process). The command
+/// stops at the flag and still prints what it has (`o1 run --json`), so a
+/// quick second Ctrl+C changes nothing; one that comes after
+/// [`FORCE_EXIT_AFTER`], when o1 has not stopped yet, exits at once.
 pub fn interrupt_flag() -> Arc<AtomicBool> {
     static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
     FLAG.get_or_init(|| {
         let flag = Arc::new(AtomicBool::new(false));
         let handler_flag = flag.clone();
+        let mut first: Option<std::time::Instant> = None;
         let _ = ctrlc::set_handler(move || {
-            if handler_flag.swap(true, Ordering::SeqCst) {
-                std::process::exit(exit::INTERRUPTED.into());
+            handler_flag.store(true, Ordering::SeqCst);
+            match first {
+                None => first = Some(std::time::Instant::now()),
+                Some(t) if t.elapsed() >= FORCE_EXIT_AFTER => {
+                    std::process::exit(exit::INTERRUPTED.into())
+                }
+                Some(_) => {}
             }
         });
         flag
     })
     .clone()
 }
+
+/// How long a command has to stop cleanly after Ctrl+C before another
+/// Ctrl+C exits without waiting.
+pub const FORCE_EXIT_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Loads a model, with a progress bar on a terminal.
 pub fn start_engine(config: EngineConfig, quiet: bool) -> Result<Engine, EngineError> {

@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use o1::settings::Settings;
+use o1::terminal_text::for_terminal_line;
 use o1_hub::{PullOptions, Snapshot};
 
 use crate::cli::PullArgs;
@@ -19,7 +20,7 @@ pub fn run(args: PullArgs) -> Result<()> {
     let snap = pull(&repo, &revision, args.quiet)?;
     println!(
         "pulled {repo}@{} ({} files, {} downloaded, {:.2} GB) into {}",
-        &snap.commit[..snap.commit.len().min(12)],
+        for_terminal_line(snap.commit.get(..12).unwrap_or(&snap.commit)),
         snap.files.len(),
         snap.downloaded_files,
         snap.downloaded_bytes as f64 / 1e9,

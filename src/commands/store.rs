@@ -5,6 +5,7 @@ use std::io::Write;
 use anyhow::Result;
 use o1::settings::{self, Settings};
 use o1::store::Store;
+use o1::terminal_text::for_terminal_line;
 
 use crate::cli::RmArgs;
 
@@ -21,9 +22,20 @@ pub fn ls() -> Result<()> {
         )?;
         return Ok(());
     }
+    // Names and strings come from files anyone could have put there: shown,
+    // never obeyed.
+    let entries: Vec<_> = entries
+        .into_iter()
+        .map(|mut e| {
+            e.name = for_terminal_line(&e.name).into_owned();
+            e.file_type = for_terminal_line(&e.file_type).into_owned();
+            e.source = for_terminal_line(&e.source).into_owned();
+            e
+        })
+        .collect();
     let width = entries
         .iter()
-        .map(|e| e.name.len())
+        .map(|e| e.name.chars().count())
         .max()
         .unwrap_or(4)
         .max(4);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::config::Limits;
 use super::runner::{Prefill, RunError};
 use crate::chat::Phase;
 use crate::model::ModelError;
@@ -18,8 +19,8 @@ pub enum EngineError {
     #[error("cannot create a llama.cpp context of {n_ctx} tokens: {detail}")]
     Context { n_ctx: usize, detail: String },
     #[error(
-        "a context of {n_ctx} tokens cannot hold this turn: the prompt needs {prompt} tokens plus room \
-         for {reserve} generated ones; raise --ctx or lower --max-reasoning/--max-answer"
+        "a context of {n_ctx} tokens cannot hold this turn: the prompt needs {prompt} tokens plus at \
+         least {reserve} for the reasoning and the answer; raise --ctx or shorten the question"
     )]
     ContextTooSmall {
         prompt: usize,
@@ -99,6 +100,13 @@ pub struct ContextUsage {
 
 #[derive(Clone, Debug)]
 pub enum Event {
+    /// The context is smaller than the phases' token limits: turns generate
+    /// at most `limits` now (the phases are cut, and marked so, when they
+    /// reach them). Sent once per engine, at the first turn it applies to.
+    LimitsLowered {
+        limits: Limits,
+        n_ctx: usize,
+    },
     /// Old messages were dropped so the turn fits.
     Trimmed {
         dropped_reasoning: usize,

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use llama_cpp_2::token::LlamaToken;
 
-use super::config::{EngineConfig, OnFull, Sampling};
+use super::config::{EngineConfig, Limits, OnFull, Sampling};
 #[cfg(feature = "testing")]
 use super::event::Probe;
 use super::event::{BenchRuns, ContextUsage, EngineError, Event, PhaseStats, Stop};
@@ -19,6 +19,24 @@ use crate::chat::{self, Message, Phase, Role};
 
 /// Room kept for the generation markers around a phase's text.
 const MARKER_TOKENS: usize = 8;
+
+/// The least a turn must be able to generate (both phases together) for it
+/// to start at all.
+const MIN_GENERATION: usize = 32;
+
+/// The phase limits that fit in `room` free tokens: the configured ones
+/// when they fit, else the room shared in their proportion (each phase
+/// keeps at least a little, so a small context still answers).
+pub(super) fn fit_limits(limits: Limits, room: usize) -> Limits {
+    let wanted = limits.reasoning + limits.answer;
+    if wanted <= room || wanted == 0 {
+        return limits;
+    }
+    let answer = (room as u128 * limits.answer as u128 / wanted as u128) as usize;
+    let answer = answer.max(room.min(limits.answer).min(MIN_GENERATION / 2));
+    let reasoning = (room - answer).min(limits.reasoning);
+    Limits { reasoning, answer }
+}
 
 /// What the handle tells running turns without going through the command
 /// channel; the worker polls them at every token.
@@ -64,6 +82,8 @@ pub(super) struct Worker<'m> {
     sampling: Sampling,
     /// Messages after the system message.
     conversation: Vec<Message>,
+    /// Whether the user was told that the context lowers the phase limits.
+    told_limits_lowered: bool,
 }
 
 /// The result of one phase.
@@ -85,6 +105,7 @@ impl<'m> Worker<'m> {
             config,
             sampling,
             conversation: Vec::new(),
+            told_limits_lowered: false,
         }
     }
 
@@ -143,11 +164,20 @@ impl<'m> Worker<'m> {
             return Err(EngineError::EmptyQuestion);
         }
         self.conversation.push(Message::new(Role::User, user));
-        if let Err(e) = self.make_room(events) {
-            self.conversation.pop();
-            return Err(e);
+        let prompt = match self.make_room(events) {
+            Ok(prompt) => prompt,
+            Err(e) => {
+                self.conversation.pop();
+                return Err(e);
+            }
+        };
+        let n_ctx = self.runner.n_ctx();
+        let room = n_ctx.saturating_sub(prompt + 2 * MARKER_TOKENS);
+        let limits = fit_limits(self.config.limits, room);
+        if limits != self.config.limits && !self.told_limits_lowered {
+            self.told_limits_lowered = true;
+            let _ = events.send(Event::LimitsLowered { limits, n_ctx });
         }
-        let limits = self.config.limits;
         let messages = self.messages();
         let reasoning =
             self.run_phase(id, &messages, Phase::Reasoning, limits.reasoning, events)?;
@@ -171,19 +201,29 @@ impl<'m> Worker<'m> {
         Ok(())
     }
 
-    /// Makes the new turn fit: the reasoning prompt plus both phases' budgets.
-    fn make_room(&mut self, events: &Sender<Event>) -> Result<(), EngineError> {
+    /// Makes the new turn fit: room after the reasoning prompt for both
+    /// phases' limits, or for half the context when the limits are larger
+    /// than that (the phases then share the room there is). Old reasoning,
+    /// then old turns, go as `--on-full` says. Returns the prompt's length.
+    fn make_room(&mut self, events: &Sender<Event>) -> Result<usize, EngineError> {
         let n_ctx = self.runner.n_ctx();
-        let reserve = self.config.limits.reasoning + self.config.limits.answer + 2 * MARKER_TOKENS;
+        let limits = self.config.limits;
+        let reserve = (limits.reasoning + limits.answer).min(n_ctx / 2) + 2 * MARKER_TOKENS;
         let (mut dropped_reasoning, mut dropped_turns) = (0, 0);
-        loop {
+        let prompt = loop {
             let prompt = self
                 .prompt_tokens(&self.messages(), Phase::Reasoning)?
                 .len();
             if prompt + reserve <= n_ctx {
-                break;
+                break prompt;
             }
-            if self.config.on_full == OnFull::Stop && self.conversation.len() > 1 {
+            let only_the_question = self.conversation.len() == 1;
+            // A lone question may use what room there is, down to a minimum.
+            let least = MIN_GENERATION.min(limits.reasoning + limits.answer) + 2 * MARKER_TOKENS;
+            if only_the_question && prompt + least <= n_ctx {
+                break prompt;
+            }
+            if self.config.on_full == OnFull::Stop && !only_the_question {
                 return Err(EngineError::ContextFull {
                     needed: prompt + reserve,
                     n_ctx,
@@ -208,11 +248,11 @@ impl<'m> Worker<'m> {
             } else {
                 return Err(EngineError::ContextTooSmall {
                     prompt,
-                    reserve,
+                    reserve: least,
                     n_ctx,
                 });
             }
-        }
+        };
         if dropped_reasoning + dropped_turns > 0 {
             let _ = events.send(Event::Trimmed {
                 dropped_reasoning,
@@ -220,7 +260,7 @@ impl<'m> Worker<'m> {
                 usage: self.usage(),
             });
         }
-        Ok(())
+        Ok(prompt)
     }
 
     /// Runs `phase` of turn `id` after `messages`: prefills its prompt,
@@ -382,5 +422,38 @@ impl<'m> Worker<'m> {
         }
         self.runner.clear();
         Ok(runs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(reasoning: usize, answer: usize) -> Limits {
+        Limits { reasoning, answer }
+    }
+
+    #[test]
+    fn limits_that_fit_are_kept() {
+        assert_eq!(fit_limits(limits(3000, 3000), 6000), limits(3000, 3000));
+        assert_eq!(fit_limits(limits(10, 5), 100), limits(10, 5));
+    }
+
+    #[test]
+    fn a_small_room_is_shared_in_proportion() {
+        let l = fit_limits(limits(3000, 3000), 466);
+        assert_eq!(l, limits(233, 233));
+        let l = fit_limits(limits(4000, 2000), 300);
+        assert_eq!(l, limits(200, 100));
+        assert!(l.reasoning + l.answer <= 300);
+    }
+
+    #[test]
+    fn each_phase_keeps_a_little() {
+        let l = fit_limits(limits(6000, 10), 40);
+        assert!(l.answer >= 10 && l.reasoning > 0, "{l:?}");
+        assert!(l.reasoning + l.answer <= 40);
+        assert_eq!(fit_limits(limits(0, 3000), 100), limits(0, 100));
+        assert_eq!(fit_limits(limits(5, 5), 0), limits(0, 0));
     }
 }

@@ -342,6 +342,15 @@ impl App {
             return;
         };
         match event {
+            Event::LimitsLowered { limits, n_ctx } => {
+                let text = format!(
+                    "a context of {n_ctx} tokens holds less than the phase limits: \
+                     this turn reasons for at most {} tokens and answers in at most {}",
+                    limits.reasoning, limits.answer
+                );
+                turn.notes.push(text.clone());
+                self.note(text, false);
+            }
             Event::Trimmed {
                 dropped_reasoning,
                 dropped_turns,
