@@ -93,9 +93,15 @@ fn gguf_name(hf: &str, tied: bool) -> Option<Option<String>> {
         return Some((!dropped).then(|| t.gguf.to_string()));
     }
     let (layer, part) = hf.strip_prefix("model.layers.")?.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
+    let layer = layer_number(layer)?;
     let t = LAYER_TENSORS.iter().find(|t| t.hf == part)?;
     Some(Some(format!("blk.{layer}.{}", t.gguf)))
+}
+
+/// A layer number as `save_pretrained` writes it: `7`, never `07` or `+7`,
+/// which would name the same GGUF tensor twice.
+fn layer_number(text: &str) -> Option<usize> {
+    text.parse().ok().filter(|n: &usize| n.to_string() == text)
 }
 
 /// The table entry of a GGUF name, with the layer for a layer tensor.
@@ -177,10 +183,10 @@ pub fn check(config: &ModelConfig, config_path: &Path, weights: &Weights) -> Res
             ));
         }
     }
-    let layers: BTreeSet<&str> = weights
+    let layers: BTreeSet<usize> = weights
         .tensors()
         .filter_map(|t| t.name.strip_prefix("model.layers.")?.split_once('.'))
-        .map(|(layer, _)| layer)
+        .filter_map(|(layer, _)| layer_number(layer))
         .collect();
     if layers.len() != config.num_hidden_layers {
         return Err(bad(
@@ -490,6 +496,11 @@ mod tests {
             gguf_name("model.layers.0.mlp.experts.0.weight", false),
             None
         );
+        // One layer, one spelling: `00` and `+0` would duplicate `blk.0`.
+        for odd in ["00", "+0", "-0", " 0"] {
+            let hf = format!("model.layers.{odd}.input_layernorm.weight");
+            assert_eq!(gguf_name(&hf, false), None, "{hf}");
+        }
     }
 
     fn test_config(tied: bool) -> ModelConfig {

@@ -1,5 +1,6 @@
 //! Mutation testing of what a conversion reads from a checkpoint: the
-//! safetensors header, config.json, tokenizer.json and tokenizer_config.json.
+//! safetensors header, config.json, tokenizer.json, tokenizer_config.json
+//! and generation_config.json.
 //! Every mutant must give a plan or an error with a message: never a panic,
 //! never an allocation beyond the bound (a config.json size once sized the
 //! vocabulary before anything checked it).
@@ -83,6 +84,17 @@ fn mutants_tokenizer_config_json() {
         &seeds,
         o1_fuzz::cases(4000),
         |input| ckpt.plan_with("tokenizer_config.json", input),
+    );
+}
+
+#[test]
+fn mutants_generation_config_json() {
+    let (ckpt, seeds) = json_seeds("generation_config.json");
+    o1_fuzz::json(
+        "generation_config.json",
+        &seeds,
+        o1_fuzz::cases(2000),
+        |input| ckpt.plan_with("generation_config.json", input),
     );
 }
 
