@@ -39,8 +39,7 @@ impl Checkpoint {
         let config = ModelConfig::load(&config_path)?;
         let tokenizer_config: TokenizerConfig =
             config::load_optional(dir.join("tokenizer_config.json"))?;
-        let generation: GenerationConfig =
-            config::load_optional(dir.join("generation_config.json"))?;
+        let generation = GenerationConfig::load(dir.join("generation_config.json"))?;
         // The weights vouch for config.json's sizes before the vocabulary
         // is built from them.
         let weights = Weights::open(dir)?;

@@ -317,6 +317,34 @@ pub struct GenerationConfig {
     pub max_new_tokens: Option<u32>,
 }
 
+impl GenerationConfig {
+    /// Loads `generation_config.json` if present; its values become the
+    /// runtime's sampling defaults, so each must be one a sampler can use.
+    pub fn load(path: PathBuf) -> Result<Self> {
+        let config: Self = load_optional(path.clone())?;
+        let in_range =
+            |field: &str, value: Option<f64>, ok: fn(f64) -> bool, expected: &str| match value {
+                Some(v) if !ok(v) || !(v as f32).is_finite() => Err(ConvertError::BadField {
+                    path: path.clone(),
+                    field: field.to_string(),
+                    problem: format!("is {v:?}; expected {expected}"),
+                }),
+                _ => Ok(()),
+            };
+        let probability = |p: f64| (0.0..=1.0).contains(&p);
+        in_range("temperature", config.temperature, |t| t >= 0.0, "0 or more")?;
+        in_range("top_p", config.top_p, probability, "0 to 1")?;
+        in_range("min_p", config.min_p, probability, "0 to 1")?;
+        in_range(
+            "repetition_penalty",
+            config.repetition_penalty,
+            |r| r > 0.0,
+            "a finite positive number",
+        )?;
+        Ok(config)
+    }
+}
+
 /// Loads an optional JSON file: absent gives the default.
 pub fn load_optional<T: DeserializeOwned + Default>(path: PathBuf) -> Result<T> {
     if path.exists() {

@@ -536,3 +536,27 @@ fn a_symlink_planted_at_the_temporary_name_is_not_followed() {
     let file = fs::read(&out).unwrap();
     o1_gguf::format::GgufFile::parse(&file).unwrap();
 }
+
+#[test]
+fn generation_defaults_out_of_range_are_named() {
+    // Stored as f32 for the runtime's sampler: 1e300 became infinite.
+    for (key, value) in [
+        ("temperature", 1e300),
+        ("temperature", -1.0),
+        ("top_p", 1.5),
+        ("min_p", -0.1),
+        ("repetition_penalty", 0.0),
+    ] {
+        let fx = Fixture::tiny();
+        edit_json(&fx.ckpt().join("generation_config.json"), |v| {
+            v[key] = value.into()
+        });
+        for m in fails_planned_and_converted(&fx) {
+            assert!(
+                m.contains("generation_config.json")
+                    && m.contains(&format!("`{key}` is {value:?}")),
+                "{m}"
+            );
+        }
+    }
+}
