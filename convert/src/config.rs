@@ -219,7 +219,7 @@ impl ModelConfig {
             if !positive(value) {
                 return Err(bad(
                     field,
-                    format!("is {value}; expected a positive number"),
+                    format!("is {value:?}; expected a positive number within f32 range"),
                 ));
             }
         }
@@ -233,7 +233,10 @@ impl ModelConfig {
             if !positive(s.factor) {
                 return Err(bad(
                     "rope_scaling.factor",
-                    format!("is {}; expected a positive number", s.factor),
+                    format!(
+                        "is {:?}; expected a positive number within f32 range",
+                        s.factor
+                    ),
                 ));
             }
             if let Some(n) = s.original_max_position_embeddings {

@@ -560,3 +560,36 @@ fn generation_defaults_out_of_range_are_named() {
         }
     }
 }
+
+#[test]
+fn config_floats_must_stay_positive_and_finite_as_f32() {
+    // GGUF stores them as f32: 1e300 became infinite, 1e-300 zero.
+    for (key, value, shown) in [
+        (
+            "rms_norm_eps",
+            serde_json::json!(1e300),
+            "`rms_norm_eps` is 1e300",
+        ),
+        (
+            "rms_norm_eps",
+            serde_json::json!(1e-300),
+            "`rms_norm_eps` is 1e-300",
+        ),
+        (
+            "rope_theta",
+            serde_json::json!(-1.0),
+            "`rope_theta` is -1.0",
+        ),
+        (
+            "rope_scaling",
+            serde_json::json!({"type": "linear", "factor": 1e40}),
+            "`rope_scaling.factor` is 1e40",
+        ),
+    ] {
+        let fx = Fixture::tiny();
+        edit_json(&fx.ckpt().join("config.json"), |v| v[key] = value.clone());
+        for m in fails_planned_and_converted(&fx) {
+            assert!(m.contains(shown), "{m}");
+        }
+    }
+}
