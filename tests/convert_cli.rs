@@ -208,18 +208,20 @@ fn hostile_checkpoints_exit_1_with_the_cause() {
         );
     }
 
-    // A tokenizer.json the tokenizers crate panics on while verifying.
+    // A tokenizer.json whose normalizer the tokenizers crate panics on.
     synthetic::write(&ckpt, &Spec::tiny()).unwrap();
-    edit_json(&ckpt.join("tokenizer.json"), |v| {
-        v["truncation"] = serde_json::json!({
-            "direction": "Right", "max_length": 2, "strategy": "LongestFirst", "stride": 5
-        })
-    });
+    edit_json(
+        &ckpt.join("tokenizer.json"),
+        |v| {
+            v["normalizer"] =
+                serde_json::json!({"type": "Precompiled", "precompiled_charsmap": "AAAAAA=="})
+        },
+    );
     let out = o1(&["convert", "ckpt", "-o", "b.gguf"], dir.path());
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("the tokenizers crate panicked on") && stderr.contains("tokenizer.json"),
+        stderr.contains("tokenizer.json: `normalizer` is SentencePiece's"),
         "{stderr}"
     );
     assert!(!dir.path().join("b.gguf").exists());

@@ -133,12 +133,18 @@ pub fn reference_tokens(tokenizer_json: &Path) -> std::result::Result<Vec<Vec<u3
 }
 
 fn tokenize_samples(tokenizer_json: &Path) -> std::result::Result<Vec<Vec<u32>>, String> {
-    let reference = tokenizers::Tokenizer::from_file(tokenizer_json).map_err(|e| {
+    let mut reference = tokenizers::Tokenizer::from_file(tokenizer_json).map_err(|e| {
         format!(
             "the tokenizers crate cannot load {}: {e}",
             tokenizer_json.display()
         )
     })?;
+    // Padding and truncation are for batches in Python and never reach the
+    // GGUF; the file's own could pad to any length (memory) or assert.
+    reference.with_padding(None);
+    reference
+        .with_truncation(None)
+        .map_err(|e| format!("tokenizers crate: {e}"))?;
     SAMPLES
         .iter()
         .map(|sample| {

@@ -123,25 +123,54 @@ fn file_llama_cpp_cannot_load() {
     assert!(p.contains("llama.cpp cannot load it"), "{p}");
 }
 
+fn edit_tokenizer(fx: &Fixture, f: impl FnOnce(&mut serde_json::Value)) {
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&fs::read(tokenizer(fx)).unwrap()).unwrap();
+    f(&mut json);
+    fs::write(tokenizer(fx), serde_json::to_vec(&json).unwrap()).unwrap();
+}
+
 #[test]
 fn a_panic_in_the_tokenizers_crate_is_an_error() {
-    // tokenizers loads a truncation whose stride is not below its length
-    // unchecked, then asserts `stride < max_len` while encoding.
+    // SentencePiece's precompiled normalizer with an empty trie (base64 of
+    // a zero length): the tokenizers crate indexes it unchecked on encode.
     let (fx, gguf) = converted();
-    let mut json: serde_json::Value =
-        serde_json::from_slice(&fs::read(tokenizer(&fx)).unwrap()).unwrap();
-    json["truncation"] = serde_json::json!({
-        "direction": "Right", "max_length": 2, "strategy": "LongestFirst", "stride": 5
+    edit_tokenizer(&fx, |json| {
+        json["normalizer"] =
+            serde_json::json!({"type": "Precompiled", "precompiled_charsmap": "AAAAAA=="});
     });
-    fs::write(tokenizer(&fx), serde_json::to_vec(&json).unwrap()).unwrap();
     let w = &fx.written;
     let p = problem(verify(&gguf, &tokenizer(&fx), w.vocab_size, w.reasoning_id));
     assert!(
-        p.contains("tokenizer.json") && p.contains("panicked") && p.contains("stride"),
+        p.contains("the tokenizers crate panicked on") && p.contains("tokenizer.json"),
         "{p}"
     );
-    // A conversion reports it the same way, and keeps nothing.
+    // A conversion refuses that normalizer before it gets there.
     let err = common::convert(&fx.ckpt(), &fx.out("again.gguf"), OutputType::F32).unwrap_err();
-    assert!(matches!(err, ConvertError::Verify { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("tokenizer.json: `normalizer` is SentencePiece's \"Precompiled\""),
+        "{err}"
+    );
     assert!(!fx.out("again.gguf").exists());
+}
+
+#[test]
+fn padding_and_truncation_of_tokenizer_json_are_ignored() {
+    // They never reach the GGUF. Truncation with its stride past its length
+    // made the tokenizers crate assert; padding to a fixed huge length
+    // exhausted memory.
+    let (fx, gguf) = converted();
+    edit_tokenizer(&fx, |json| {
+        json["truncation"] = serde_json::json!({
+            "direction": "Right", "max_length": 2, "strategy": "LongestFirst", "stride": 5
+        });
+        json["padding"] = serde_json::json!({
+            "strategy": {"Fixed": 1_000_000_000_000u64}, "direction": "Right",
+            "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "a"
+        });
+    });
+    let w = &fx.written;
+    let report = verify(&gguf, &tokenizer(&fx), w.vocab_size, w.reasoning_id).unwrap();
+    assert_eq!(report.samples, SAMPLES.len());
 }
