@@ -98,10 +98,62 @@ fn mutants_generation_config_json() {
     );
 }
 
+/// The tiny tokenizer.json, and variants with the components a
+/// tokenizer.json may carry (normalizers, pre-tokenizers, a template, BPE
+/// options) for the tokenizers crate's side of verification.
+fn tokenizer_seeds(tiny: &[u8]) -> Vec<Vec<u8>> {
+    use serde_json::json;
+    let base: serde_json::Value = serde_json::from_slice(tiny).unwrap();
+    let variant = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = base.clone();
+        f(&mut v);
+        serde_json::to_vec(&v).unwrap()
+    };
+    vec![
+        tiny.to_vec(),
+        variant(&|v| {
+            v["normalizer"] = json!({"type": "Sequence", "normalizers": [
+                {"type": "NFKC"},
+                {"type": "Replace", "pattern": {"String": "a"}, "content": "bb"},
+                {"type": "Strip", "strip_left": true, "strip_right": true},
+                {"type": "Prepend", "prepend": "▁"},
+                {"type": "Lowercase"}
+            ]})
+        }),
+        variant(&|v| {
+            v["pre_tokenizer"] = json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Digits", "individual_digits": true},
+                {"type": "Punctuation", "behavior": "Isolated"},
+                {"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithNext",
+                 "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true,
+                 "use_regex": true}
+            ]})
+        }),
+        variant(&|v| {
+            v["post_processor"] = json!({"type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
+                           {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [{"Sequence": {"id": "A", "type_id": 0}},
+                         {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>",
+                    "ids": [501], "tokens": ["<|endoftext|>"]}}})
+        }),
+        variant(&|v| {
+            v["model"]["byte_fallback"] = true.into();
+            v["model"]["dropout"] = 0.5.into();
+            v["model"]["unk_token"] = "<|endoftext|>".into();
+            v["added_tokens"][0]["normalized"] = true.into();
+            v["added_tokens"][1]["lstrip"] = true.into();
+            v["added_tokens"][2]["single_word"] = true.into();
+        }),
+    ]
+}
+
 #[test]
 fn mutants_tokenizer_json() {
     let ckpt = Checkpoint::new(&Spec::tiny());
-    let seeds = vec![ckpt.read("tokenizer.json")];
+    let seeds = tokenizer_seeds(&ckpt.read("tokenizer.json"));
     let path = ckpt.path.join("tokenizer.json");
     // o1's own reading (the GGUF vocabulary), then the tokenizers crate's,
     // which verification compares llama.cpp with.

@@ -132,12 +132,13 @@ fn edit_tokenizer(fx: &Fixture, f: impl FnOnce(&mut serde_json::Value)) {
 
 #[test]
 fn a_panic_in_the_tokenizers_crate_is_an_error() {
-    // SentencePiece's precompiled normalizer with an empty trie (base64 of
-    // a zero length): the tokenizers crate indexes it unchecked on encode.
+    // A Replace normalizer with an empty pattern: the tokenizers crate
+    // indexes past its input while encoding (found by the mutation test).
     let (fx, gguf) = converted();
     edit_tokenizer(&fx, |json| {
-        json["normalizer"] =
-            serde_json::json!({"type": "Precompiled", "precompiled_charsmap": "AAAAAA=="});
+        json["normalizer"] = serde_json::json!(
+            {"type": "Replace", "pattern": {"String": ""}, "content": "x"}
+        );
     });
     let w = &fx.written;
     let p = problem(verify(&gguf, &tokenizer(&fx), w.vocab_size, w.reasoning_id));
@@ -145,14 +146,36 @@ fn a_panic_in_the_tokenizers_crate_is_an_error() {
         p.contains("the tokenizers crate panicked on") && p.contains("tokenizer.json"),
         "{p}"
     );
-    // A conversion refuses that normalizer before it gets there.
+    // A conversion reports it the same way and keeps nothing.
     let err = common::convert(&fx.ckpt(), &fx.out("again.gguf"), OutputType::F32).unwrap_err();
+    assert!(matches!(err, ConvertError::Verify { .. }), "{err}");
+    assert!(err.to_string().contains("panicked"), "{err}");
+    assert!(!fx.out("again.gguf").exists());
+
+    // A file cut off inside its decoder: the crate's loader `expect`s it.
+    let text = fs::read_to_string(tokenizer(&fx)).unwrap();
+    let cut = text.find("\"decoder\"").unwrap() + 20;
+    let truncated = fx.out("truncated.json");
+    fs::write(&truncated, &text[..cut]).unwrap();
+    let p = problem(verify(&gguf, &truncated, w.vocab_size, w.reasoning_id));
+    assert!(p.contains("the tokenizers crate panicked on"), "{p}");
+}
+
+#[test]
+fn a_sentencepiece_normalizer_is_refused() {
+    // The tokenizers crate sizes an allocation from a precompiled charsmap
+    // (an abort, beyond any catching) and indexes an empty one unchecked.
+    let fx = Fixture::tiny();
+    edit_tokenizer(&fx, |json| {
+        json["normalizer"] =
+            serde_json::json!({"type": "Precompiled", "precompiled_charsmap": "/////w=="});
+    });
+    let err = common::convert(&fx.ckpt(), &fx.out("o.gguf"), OutputType::F32).unwrap_err();
     assert!(
         err.to_string()
             .contains("tokenizer.json: `normalizer` is SentencePiece's \"Precompiled\""),
         "{err}"
     );
-    assert!(!fx.out("again.gguf").exists());
 }
 
 #[test]
