@@ -335,7 +335,12 @@ impl GenerationConfig {
                 _ => Ok(()),
             };
         let probability = |p: f64| (0.0..=1.0).contains(&p);
-        in_range("temperature", config.temperature, |t| t >= 0.0, "0 or more")?;
+        in_range(
+            "temperature",
+            config.temperature,
+            |t| t >= 0.0,
+            "a finite number, 0 or more",
+        )?;
         in_range("top_p", config.top_p, probability, "0 to 1")?;
         in_range("min_p", config.min_p, probability, "0 to 1")?;
         in_range(

@@ -386,6 +386,14 @@ pub struct GgufFile<'a> {
     n_params: u64,
 }
 
+/// Caps on what a header may declare, beyond what its bytes can hold: each
+/// parsed value takes tens of bytes of memory, so a file of tiny values
+/// could otherwise ask for many times its size. Far above real files (a
+/// few dozen pairs, a thousand or so tensors, arrays of one entry per token).
+const MAX_KV: u64 = 1 << 16;
+const MAX_TENSORS: u64 = 1 << 20;
+const MAX_ARRAY_ITEMS: u64 = 1 << 22;
+
 /// The fewest bytes a key/value pair takes: key length, value type, one byte.
 const MIN_KV_BYTES: u64 = 8 + 4 + 1;
 /// The fewest bytes a tensor info takes: name length, dimension count, one
@@ -411,7 +419,7 @@ impl<'a> GgufFile<'a> {
         let n_kv = r.u64()?;
         // Counts come from the file: each entry takes bytes of it, so a
         // count the file cannot hold is refused before anything is sized.
-        r.fits(n_kv, MIN_KV_BYTES, "key/value pairs")?;
+        r.fits(n_kv, MIN_KV_BYTES, MAX_KV, "key/value pairs")?;
         let mut metadata = Vec::new();
         for _ in 0..n_kv {
             let key = r.string()?;
@@ -427,7 +435,7 @@ impl<'a> GgufFile<'a> {
         if alignment == 0 || !alignment.is_power_of_two() {
             return Err(GgufError(format!("bad alignment {alignment}")));
         }
-        r.fits(n_tensors, MIN_TENSOR_INFO_BYTES, "tensors")?;
+        r.fits(n_tensors, MIN_TENSOR_INFO_BYTES, MAX_TENSORS, "tensors")?;
         let mut tensors = Vec::new();
         let mut offsets = Vec::new();
         for _ in 0..n_tensors {
@@ -555,13 +563,19 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
-    /// Fails unless `count` entries of at least `min_bytes` each fit in
-    /// the rest of the file.
-    fn fits(&self, count: u64, min_bytes: u64, what: &str) -> Result<(), GgufError> {
+    /// Fails unless `count` is at most `max` and `count` entries of at least
+    /// `min_bytes` each fit in the rest of the file.
+    fn fits(&self, count: u64, min_bytes: u64, max: u64, what: &str) -> Result<(), GgufError> {
         let left = (self.bytes.len() - self.pos) as u64;
         if count > left / min_bytes {
             return Err(GgufError(format!(
                 "the header claims {count} {what} at byte {}, more than the {left} bytes left can hold",
+                self.pos
+            )));
+        }
+        if count > max {
+            return Err(GgufError(format!(
+                "the header claims {count} {what} at byte {}; o1 reads at most {max}",
                 self.pos
             )));
         }
@@ -612,7 +626,12 @@ impl<'a> Reader<'a> {
                 }
                 let elem = self.value_type()?;
                 let n = self.u64()?;
-                self.fits(n, elem.min_bytes(), &format!("{elem:?} array items"))?;
+                self.fits(
+                    n,
+                    elem.min_bytes(),
+                    MAX_ARRAY_ITEMS,
+                    &format!("{elem:?} array items"),
+                )?;
                 let items = (0..n)
                     .map(|_| self.value(elem, depth + 1))
                     .collect::<Result<Vec<_>, _>>()?;
@@ -857,6 +876,27 @@ mod tests {
         f.extend_from_slice(&[0; 200]);
         let err = GgufFile::parse(&f).unwrap_err().to_string();
         assert!(err.contains("claims 100 U32 array items"), "{err}");
+    }
+
+    #[test]
+    fn arrays_longer_than_any_model_needs_are_refused() {
+        // Five million one-byte items fit in a 5 MB file but would take
+        // 160 MB as parsed values.
+        let n = 5_000_000u64;
+        let mut f = MAGIC.to_vec();
+        f.extend_from_slice(&VERSION.to_le_bytes());
+        f.extend_from_slice(&0u64.to_le_bytes());
+        f.extend_from_slice(&1u64.to_le_bytes());
+        write_string(&mut f, "a");
+        f.extend_from_slice(&(ValueType::Array as u32).to_le_bytes());
+        f.extend_from_slice(&(ValueType::U8 as u32).to_le_bytes());
+        f.extend_from_slice(&n.to_le_bytes());
+        f.resize(f.len() + n as usize, 0);
+        let err = GgufFile::parse(&f).unwrap_err().to_string();
+        assert!(
+            err.contains("claims 5000000 U8 array items") && err.contains("at most 4194304"),
+            "{err}"
+        );
     }
 
     #[test]
