@@ -46,7 +46,10 @@ impl TempOutput {
                 .open(&path)
             {
                 Ok(file) => {
-                    let handle = file.try_clone().map_err(|e| write_error(target, 0, e))?;
+                    let handle = file.try_clone().map_err(|e| {
+                        let _ = fs::remove_file(&path);
+                        write_error(target, 0, e)
+                    })?;
                     return Ok(Self {
                         path,
                         target: target.to_path_buf(),
@@ -221,6 +224,29 @@ mod tests {
         t.persist().unwrap();
         assert!(target.exists());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_taken_temporary_name_is_never_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("m.gguf");
+        let base = temp_path(&target, std::process::id(), "out");
+        fs::write(&base, b"someone else's").unwrap();
+        let t = TempOutput::create(&target, "out").unwrap();
+        assert_ne!(t.path(), base);
+        assert_eq!(fs::read(&base).unwrap(), b"someone else's");
+        drop(t);
+        // Every name taken: a clear error, and nothing opened.
+        for n in 1..TEMP_ATTEMPTS {
+            fs::write(format!("{}-{n}", base.display()), b"x").unwrap();
+        }
+        let err = TempOutput::create(&target, "out").err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("100 temporary names beside it are taken"),
+            "{err}"
+        );
+        assert_eq!(fs::read(&base).unwrap(), b"someone else's");
     }
 
     #[test]
