@@ -177,6 +177,56 @@ fn bad_input_exits_non_zero_with_the_cause() {
     );
 }
 
+fn edit_json(path: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(path, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn hostile_checkpoints_exit_1_with_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    synthetic::write(&ckpt, &Spec::tiny()).unwrap();
+    // A size no model has: refused before anything is sized from it (it
+    // used to abort on allocation, even in a dry run).
+    edit_json(&ckpt.join("config.json"), |v| {
+        v["vocab_size"] = 4_294_967_295u64.into()
+    });
+    for args in [
+        &["convert", "ckpt", "--dry-run"][..],
+        &["convert", "ckpt", "-o", "a.gguf"],
+    ] {
+        let out = o1(args, dir.path());
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(
+                "config.json: `vocab_size` is 4294967295; expected a positive number at most"
+            ),
+            "{stderr}"
+        );
+    }
+
+    // A tokenizer.json the tokenizers crate panics on while verifying.
+    synthetic::write(&ckpt, &Spec::tiny()).unwrap();
+    edit_json(
+        &ckpt.join("tokenizer.json"),
+        |v| {
+            v["normalizer"] =
+                serde_json::json!({"type": "Replace", "pattern": {"String": ""}, "content": "x"})
+        },
+    );
+    let out = o1(&["convert", "ckpt", "-o", "b.gguf"], dir.path());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the tokenizers crate panicked on") && stderr.contains("tokenizer.json"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("b.gguf").exists());
+}
+
 #[test]
 fn help_lists_types_and_options() {
     let out = o1(&["convert", "--help"], Path::new("."));

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{self, GenerationConfig, ModelConfig, TokenizerConfig};
 use crate::error::{ConvertError, Result};
+use crate::plan;
 use crate::safetensors::Weights;
 use crate::vocab::Vocab;
 
@@ -38,10 +39,12 @@ impl Checkpoint {
         let config = ModelConfig::load(&config_path)?;
         let tokenizer_config: TokenizerConfig =
             config::load_optional(dir.join("tokenizer_config.json"))?;
-        let generation: GenerationConfig =
-            config::load_optional(dir.join("generation_config.json"))?;
-        let vocab = Vocab::load(&tokenizer_path, &tokenizer_config, &config)?;
+        let generation = GenerationConfig::load(dir.join("generation_config.json"))?;
+        // The weights vouch for config.json's sizes before the vocabulary
+        // is built from them.
         let weights = Weights::open(dir)?;
+        plan::check(&config, &config_path, &weights)?;
+        let vocab = Vocab::load(&tokenizer_path, &tokenizer_config, &config)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             config,

@@ -20,6 +20,27 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
+/// The largest `config.json` values o1 accepts: far above any released
+/// model (the largest in parentheses), low enough that nothing sized from
+/// them can overflow or exhaust memory before they are checked against the
+/// tensors.
+pub mod bounds {
+    /// Vocabulary rows (Gemma 3: 262,144).
+    pub const VOCAB: usize = 1 << 20;
+    /// Hidden size (Llama 3.1 405B: 16,384).
+    pub const HIDDEN: usize = 1 << 16;
+    /// Feed-forward size (Llama 3.1 405B: 53,248).
+    pub const FFN: usize = 1 << 20;
+    /// Layers (Llama 3.1 405B: 126).
+    pub const LAYERS: usize = 1024;
+    /// Attention heads, query or key/value (Llama 3.1 405B: 128).
+    pub const HEADS: usize = 1024;
+    /// Size of one head (Gemma 2: 256).
+    pub const HEAD_DIM: usize = 1024;
+    /// Trained context (Llama 4 Scout: 10,485,760).
+    pub const CONTEXT: usize = 1 << 24;
+}
+
 /// `config.json`: the model's shape.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModelConfig {
@@ -127,32 +148,52 @@ impl ModelConfig {
             field: field.to_string(),
             problem,
         };
-        for (field, value) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("max_position_embeddings", self.max_position_embeddings),
-        ] {
-            if value == 0 || value > u32::MAX as usize {
-                return Err(bad(
+        let in_bounds = |field: &str, value: usize, max: usize| {
+            if value == 0 || value > max {
+                Err(bad(
                     field,
-                    format!("is {value}; expected a positive 32-bit number"),
-                ));
+                    format!("is {value}; expected a positive number at most {max}"),
+                ))
+            } else {
+                Ok(())
             }
+        };
+        for (field, value, max) in [
+            ("vocab_size", self.vocab_size, bounds::VOCAB),
+            ("hidden_size", self.hidden_size, bounds::HIDDEN),
+            ("intermediate_size", self.intermediate_size, bounds::FFN),
+            ("num_hidden_layers", self.num_hidden_layers, bounds::LAYERS),
+            (
+                "num_attention_heads",
+                self.num_attention_heads,
+                bounds::HEADS,
+            ),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                bounds::CONTEXT,
+            ),
+        ] {
+            in_bounds(field, value, max)?;
         }
-        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return Err(bad(
-                "hidden_size",
-                format!(
-                    "({}) is not a multiple of num_attention_heads ({})",
-                    self.hidden_size, self.num_attention_heads
-                ),
-            ));
+        if let Some(kv) = self.num_key_value_heads {
+            in_bounds("num_key_value_heads", kv, bounds::HEADS)?;
+        }
+        match self.head_dim {
+            Some(d) => in_bounds("head_dim", d, bounds::HEAD_DIM)?,
+            None if !self.hidden_size.is_multiple_of(self.num_attention_heads) => {
+                return Err(bad(
+                    "hidden_size",
+                    format!(
+                        "({}) is not a multiple of num_attention_heads ({})",
+                        self.hidden_size, self.num_attention_heads
+                    ),
+                ))
+            }
+            None => {}
         }
         let kv = self.n_kv_heads();
-        if kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {
+        if !self.num_attention_heads.is_multiple_of(kv) {
             return Err(bad(
                 "num_key_value_heads",
                 format!(
@@ -169,9 +210,18 @@ impl ModelConfig {
                 ));
             }
         }
-        let positive = |x: f64| x.is_finite() && x > 0.0;
-        if !positive(self.rms_norm_eps) || !positive(self.rope_theta) {
-            return Err(bad("rms_norm_eps/rope_theta", "must be positive".into()));
+        // Stored as f32 in the GGUF: it must stay positive and finite there.
+        let positive = |x: f64| (x as f32).is_finite() && (x as f32) > 0.0;
+        for (field, value) in [
+            ("rms_norm_eps", self.rms_norm_eps),
+            ("rope_theta", self.rope_theta),
+        ] {
+            if !positive(value) {
+                return Err(bad(
+                    field,
+                    format!("is {value:?}; expected a positive number within f32 range"),
+                ));
+            }
         }
         if let Some(s) = &self.rope_scaling {
             if !matches!(s.kind.as_str(), "linear" | "yarn") {
@@ -179,6 +229,22 @@ impl ModelConfig {
                     "rope_scaling",
                     format!("type {:?} is not supported (linear or yarn are)", s.kind),
                 ));
+            }
+            if !positive(s.factor) {
+                return Err(bad(
+                    "rope_scaling.factor",
+                    format!(
+                        "is {:?}; expected a positive number within f32 range",
+                        s.factor
+                    ),
+                ));
+            }
+            if let Some(n) = s.original_max_position_embeddings {
+                in_bounds(
+                    "rope_scaling.original_max_position_embeddings",
+                    n,
+                    bounds::CONTEXT,
+                )?;
             }
         }
         Ok(())
@@ -190,7 +256,18 @@ impl ModelConfig {
 
     pub fn head_dim(&self) -> usize {
         self.head_dim
-            .unwrap_or(self.hidden_size / self.num_attention_heads)
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// Rows of the query projection: heads × head size. Saturates on a
+    /// config that skipped validation, which then matches no tensor.
+    pub fn q_dim(&self) -> usize {
+        self.num_attention_heads.saturating_mul(self.head_dim())
+    }
+
+    /// Rows of the key and value projections.
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads().saturating_mul(self.head_dim())
     }
 }
 
@@ -241,6 +318,39 @@ pub struct GenerationConfig {
     pub repetition_penalty: Option<f64>,
     #[serde(default)]
     pub max_new_tokens: Option<u32>,
+}
+
+impl GenerationConfig {
+    /// Loads `generation_config.json` if present; its values become the
+    /// runtime's sampling defaults, so each must be one a sampler can use.
+    pub fn load(path: PathBuf) -> Result<Self> {
+        let config: Self = load_optional(path.clone())?;
+        let in_range =
+            |field: &str, value: Option<f64>, ok: fn(f64) -> bool, expected: &str| match value {
+                Some(v) if !ok(v) || !(v as f32).is_finite() => Err(ConvertError::BadField {
+                    path: path.clone(),
+                    field: field.to_string(),
+                    problem: format!("is {v:?}; expected {expected}"),
+                }),
+                _ => Ok(()),
+            };
+        let probability = |p: f64| (0.0..=1.0).contains(&p);
+        in_range(
+            "temperature",
+            config.temperature,
+            |t| t >= 0.0,
+            "a finite number, 0 or more",
+        )?;
+        in_range("top_p", config.top_p, probability, "0 to 1")?;
+        in_range("min_p", config.min_p, probability, "0 to 1")?;
+        in_range(
+            "repetition_penalty",
+            config.repetition_penalty,
+            |r| r > 0.0,
+            "a finite positive number",
+        )?;
+        Ok(config)
+    }
 }
 
 /// Loads an optional JSON file: absent gives the default.

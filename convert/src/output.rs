@@ -15,17 +15,62 @@ pub struct TempOutput {
     path: PathBuf,
     target: PathBuf,
     file: Option<File>,
+    /// A second handle on the same file, to sync it after `file` is taken.
+    handle: File,
 }
 
+/// Names tried per temporary before giving up: each one taken means a file
+/// (or a planted link) already sits there.
+const TEMP_ATTEMPTS: u32 = 100;
+
 impl TempOutput {
-    /// Creates `.{target name}.o1tmp-{pid}-{kind}` beside `target`.
+    /// Creates `.{target name}.o1tmp-{pid}-{kind}` beside `target`, or the
+    /// same name with `-{n}` after it if that one is taken. The name is
+    /// predictable, so the file is created exclusively: never through a
+    /// link planted there, never over someone else's file.
     pub fn create(target: &Path, kind: &str) -> Result<Self> {
-        let path = temp_path(target, std::process::id(), kind);
-        let file = File::create(&path).map_err(|e| write_error(target, 0, e))?;
-        Ok(Self {
-            path,
-            target: target.to_path_buf(),
-            file: Some(file),
+        let base = temp_path(target, std::process::id(), kind);
+        let mut last_error = None;
+        for attempt in 0..TEMP_ATTEMPTS {
+            let path = if attempt == 0 {
+                base.clone()
+            } else {
+                let mut name = base.clone().into_os_string();
+                name.push(format!("-{attempt}"));
+                PathBuf::from(name)
+            };
+            match fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => {
+                    let handle = file.try_clone().map_err(|e| {
+                        let _ = fs::remove_file(&path);
+                        write_error(target, 0, e)
+                    })?;
+                    return Ok(Self {
+                        path,
+                        target: target.to_path_buf(),
+                        file: Some(file),
+                        handle,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last_error = Some(e),
+                Err(e) => return Err(write_error(target, 0, e)),
+            }
+        }
+        let e = last_error.expect("at least one attempt");
+        Err(ConvertError::Write {
+            path: target.to_path_buf(),
+            source: std::io::Error::new(
+                e.kind(),
+                format!(
+                    "{TEMP_ATTEMPTS} temporary names beside it are taken ({} and the next ones): {e}",
+                    base.display()
+                ),
+            ),
         })
     }
 
@@ -41,8 +86,9 @@ impl TempOutput {
     /// Flushes the written data to disk; callable from another thread while
     /// the file is being read, so the wait overlaps other work.
     pub fn sync(&self) -> Result<()> {
-        let sync = File::open(&self.path).and_then(|f| f.sync_all());
-        sync.map_err(|e| write_error(&self.target, 0, e))
+        self.handle
+            .sync_all()
+            .map_err(|e| write_error(&self.target, 0, e))
     }
 
     /// Syncs the data to disk (quick when `sync` ran already) and renames
@@ -101,7 +147,10 @@ pub fn remove_stale_temporaries(target: &Path) -> usize {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        if !process_alive(pid) && fs::remove_file(entry.path()).is_ok() {
+        // Only files a conversion could have left: a link or a folder under
+        // such a name is someone else's.
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && !process_alive(pid) && fs::remove_file(entry.path()).is_ok() {
             removed += 1;
         }
     }
@@ -175,6 +224,29 @@ mod tests {
         t.persist().unwrap();
         assert!(target.exists());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_taken_temporary_name_is_never_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("m.gguf");
+        let base = temp_path(&target, std::process::id(), "out");
+        fs::write(&base, b"someone else's").unwrap();
+        let t = TempOutput::create(&target, "out").unwrap();
+        assert_ne!(t.path(), base);
+        assert_eq!(fs::read(&base).unwrap(), b"someone else's");
+        drop(t);
+        // Every name taken: a clear error, and nothing opened.
+        for n in 1..TEMP_ATTEMPTS {
+            fs::write(format!("{}-{n}", base.display()), b"x").unwrap();
+        }
+        let err = TempOutput::create(&target, "out").err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("100 temporary names beside it are taken"),
+            "{err}"
+        );
+        assert_eq!(fs::read(&base).unwrap(), b"someone else's");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! tests compare the two on every output type.
 
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
+use std::path::Path;
 
 use o1_gguf::format::TensorInfo;
 use o1_gguf::ggml::{GgmlType, OutputType};
@@ -91,9 +93,15 @@ fn gguf_name(hf: &str, tied: bool) -> Option<Option<String>> {
         return Some((!dropped).then(|| t.gguf.to_string()));
     }
     let (layer, part) = hf.strip_prefix("model.layers.")?.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
+    let layer = layer_number(layer)?;
     let t = LAYER_TENSORS.iter().find(|t| t.hf == part)?;
     Some(Some(format!("blk.{layer}.{}", t.gguf)))
+}
+
+/// A layer number as `save_pretrained` writes it: `7`, never `07` or `+7`,
+/// which would name the same GGUF tensor twice.
+fn layer_number(text: &str) -> Option<usize> {
+    text.parse().ok().filter(|n: &usize| n.to_string() == text)
 }
 
 /// The table entry of a GGUF name, with the layer for a layer tensor.
@@ -117,8 +125,8 @@ fn expected_shape(config: &ModelConfig, gguf: &str) -> Option<Vec<usize>> {
     let size = |d: &Dim| match d {
         Dim::Vocab => config.vocab_size,
         Dim::Hidden => config.hidden_size,
-        Dim::Q => config.num_attention_heads * config.head_dim(),
-        Dim::Kv => config.n_kv_heads() * config.head_dim(),
+        Dim::Q => config.q_dim(),
+        Dim::Kv => config.kv_dim(),
         Dim::Ffn => config.intermediate_size,
     };
     Some(t.shape.iter().map(size).collect())
@@ -151,12 +159,68 @@ fn loader_order(a: &str, b: &str) -> Ordering {
     layer(a).cmp(&layer(b)).then_with(|| a.cmp(b))
 }
 
+/// Checks config.json against the weights: the vocabulary and layer count
+/// by name first (both size what is built next), then every tensor's shape.
+/// Nothing is allocated from config.json before this passes.
+pub fn check(config: &ModelConfig, config_path: &Path, weights: &Weights) -> Result<()> {
+    let bad = |field: &str, problem: String| ConvertError::BadField {
+        path: config_path.to_path_buf(),
+        field: field.to_string(),
+        problem,
+    };
+    let embed = GLOBAL_TENSORS[0].hf;
+    if let Some(&[rows, cols]) = weights.get(embed).map(|t| &t.shape[..]) {
+        if rows != config.vocab_size {
+            return Err(bad(
+                "vocab_size",
+                format!("is {} but {embed} has {rows} rows", config.vocab_size),
+            ));
+        }
+        if cols != config.hidden_size {
+            return Err(bad(
+                "hidden_size",
+                format!("is {} but {embed} has {cols} columns", config.hidden_size),
+            ));
+        }
+    }
+    let layers: BTreeSet<usize> = weights
+        .tensors()
+        .filter_map(|t| t.name.strip_prefix("model.layers.")?.split_once('.'))
+        .filter_map(|(layer, _)| layer_number(layer))
+        .collect();
+    if layers.len() != config.num_hidden_layers {
+        return Err(bad(
+            "num_hidden_layers",
+            format!(
+                "is {} but the weights hold {} layers",
+                config.num_hidden_layers,
+                layers.len()
+            ),
+        ));
+    }
+    shaped(config, weights).map(|_| ())
+}
+
 /// Builds the output tensor list for `weights`, checking every shape.
 pub fn plan(
     config: &ModelConfig,
     weights: &Weights,
     out_type: OutputType,
 ) -> Result<Vec<PlannedTensor>> {
+    let mut planned = shaped(config, weights)?;
+    planned.sort_by(|a, b| loader_order(&a.info.name, &b.info.name));
+    let chooser = TypeChooser::new(
+        config,
+        out_type,
+        !planned.iter().any(|p| p.info.name == OUTPUT),
+    );
+    chooser.assign(&mut planned);
+    Ok(planned)
+}
+
+/// The output tensors of `weights` (all F32 for now), each shape checked
+/// against config.json, every required tensor present.
+fn shaped(config: &ModelConfig, weights: &Weights) -> Result<Vec<PlannedTensor>> {
     let tied = config.tie_word_embeddings;
     let mut planned = Vec::new();
     for src in weights.tensors() {
@@ -195,20 +259,14 @@ pub fn plan(
             source: src.clone(),
         });
     }
+    let present: BTreeSet<&str> = planned.iter().map(|p| p.info.name.as_str()).collect();
     for name in required_names(config) {
-        if !planned.iter().any(|p| p.info.name == name) {
+        if !present.contains(name.as_str()) {
             return Err(ConvertError::MissingTensor {
                 tensor: hf_name(&name),
             });
         }
     }
-    planned.sort_by(|a, b| loader_order(&a.info.name, &b.info.name));
-    let chooser = TypeChooser::new(
-        config,
-        out_type,
-        !planned.iter().any(|p| p.info.name == OUTPUT),
-    );
-    chooser.assign(&mut planned);
     Ok(planned)
 }
 
@@ -438,6 +496,11 @@ mod tests {
             gguf_name("model.layers.0.mlp.experts.0.weight", false),
             None
         );
+        // One layer, one spelling: `00` and `+0` would duplicate `blk.0`.
+        for odd in ["00", "+0", "-0", " 0"] {
+            let hf = format!("model.layers.{odd}.input_layernorm.weight");
+            assert_eq!(gguf_name(&hf, false), None, "{hf}");
+        }
     }
 
     fn test_config(tied: bool) -> ModelConfig {

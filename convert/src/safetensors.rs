@@ -278,14 +278,13 @@ fn page_size() -> usize {
 /// crate reports the problem without the name).
 fn find_size_mismatch(file: &[u8]) -> String {
     let generic = "a tensor's shape does not match its byte size".to_string();
-    let Some(n) = file
+    // Sizes here come straight from the file: all arithmetic is checked.
+    let header_end = file
         .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
-    else {
-        return generic;
-    };
-    let Some(Ok(header)) = file
-        .get(8..8 + n)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .and_then(|n| usize::try_from(n).ok()?.checked_add(8));
+    let Some(Ok(header)) = header_end
+        .and_then(|end| file.get(8..end))
         .map(serde_json::from_slice::<BTreeMap<String, serde_json::Value>>)
     else {
         return generic;
@@ -298,21 +297,24 @@ fn find_size_mismatch(file: &[u8]) -> String {
         ) else {
             continue;
         };
-        let size = match dtype {
+        let size: u64 = match dtype {
             "F64" | "I64" | "U64" => 8,
             "F32" | "I32" | "U32" => 4,
             "F16" | "BF16" | "I16" | "U16" => 2,
             _ => 1,
         };
-        let elements: u64 = shape.iter().filter_map(|d| d.as_u64()).product();
+        let dims: Vec<u64> = shape.iter().filter_map(|d| d.as_u64()).collect();
+        let needed = dims.iter().try_fold(size, |acc, &d| acc.checked_mul(d));
         let span = offsets
             .get(1)
             .and_then(|e| e.as_u64())
             .unwrap_or(0)
             .saturating_sub(offsets.first().and_then(|s| s.as_u64()).unwrap_or(0));
-        if elements * size != span {
-            let dims: Vec<u64> = shape.iter().filter_map(|d| d.as_u64()).collect();
-            return format!("tensor `{name}`: shape {dims:?} of {dtype} needs {} bytes, its offsets span {span}", elements * size);
+        if needed != Some(span) {
+            let needed = needed.map_or("more than 2^64".to_string(), |n| n.to_string());
+            return format!(
+                "tensor `{name}`: shape {dims:?} of {dtype} needs {needed} bytes, its offsets span {span}"
+            );
         }
     }
     generic
@@ -335,5 +337,27 @@ fn describe(e: safetensors::SafeTensorError) -> String {
         TensorInvalidInfo => "a tensor's shape does not match its byte size".into(),
         ValidationOverflow => "a tensor's size overflows".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_mismatch_with_an_overflowing_shape_is_named_not_wrapped() {
+        let header =
+            br#"{"t":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,16]}}"#;
+        let mut file = (header.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(header);
+        file.extend_from_slice(&[0; 16]);
+        let problem = find_size_mismatch(&file);
+        assert!(problem.contains("needs more than 2^64 bytes"), "{problem}");
+        // A header length near u64::MAX is not followed either.
+        file[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(
+            find_size_mismatch(&file),
+            "a tensor's shape does not match its byte size"
+        );
     }
 }

@@ -209,6 +209,10 @@ fn plan_blocks(planned: &[PlannedTensor]) -> Vec<Block> {
     for (tensor, p) in planned.iter().enumerate() {
         let n_per_row = p.info.dims[0] as usize;
         let n_rows = p.info.n_rows() as usize;
+        // A tensor without elements has no data to stream.
+        if n_per_row == 0 || n_rows == 0 {
+            continue;
+        }
         let block_rows = (BLOCK_ELEMENTS / n_per_row).max(1);
         for first_row in (0..n_rows).step_by(block_rows) {
             let rows = block_rows.min(n_rows - first_row);

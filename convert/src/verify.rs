@@ -114,14 +114,37 @@ fn load_vocab_only(gguf: &Path) -> std::result::Result<LlamaModel, String> {
     })
 }
 
-/// The checkpoint tokenizer's ids for every sample.
-fn reference_tokens(tokenizer_json: &Path) -> std::result::Result<Vec<Vec<u32>>, String> {
-    let reference = tokenizers::Tokenizer::from_file(tokenizer_json).map_err(|e| {
+/// The checkpoint tokenizer's ids for every sample. The tokenizers crate
+/// trusts its file in places (it asserts instead of returning an error), so
+/// a panic in it is caught and reported as a problem with tokenizer.json.
+pub fn reference_tokens(tokenizer_json: &Path) -> std::result::Result<Vec<Vec<u32>>, String> {
+    let run = std::panic::AssertUnwindSafe(|| tokenize_samples(tokenizer_json));
+    std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(format!(
+            "the tokenizers crate panicked on {}: {message}",
+            tokenizer_json.display()
+        ))
+    })
+}
+
+fn tokenize_samples(tokenizer_json: &Path) -> std::result::Result<Vec<Vec<u32>>, String> {
+    let mut reference = tokenizers::Tokenizer::from_file(tokenizer_json).map_err(|e| {
         format!(
             "the tokenizers crate cannot load {}: {e}",
             tokenizer_json.display()
         )
     })?;
+    // Padding and truncation are for batches in Python and never reach the
+    // GGUF; the file's own could pad to any length (memory) or assert.
+    reference.with_padding(None);
+    reference
+        .with_truncation(None)
+        .map_err(|e| format!("tokenizers crate: {e}"))?;
     SAMPLES
         .iter()
         .map(|sample| {

@@ -30,6 +30,8 @@ struct TokenizerJson {
     added_tokens: Vec<AddedToken>,
     #[serde(default)]
     pre_tokenizer: Option<serde_json::Value>,
+    #[serde(default)]
+    normalizer: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +119,21 @@ impl Vocab {
             return Err(bad(
                 "pre_tokenizer",
                 "is not byte-level; Qwen2's tokenizer is".into(),
+            ));
+        }
+        // SentencePiece's precompiled normalizer has no place in a byte-level
+        // BPE tokenizer, and the tokenizers crate sizes an allocation from
+        // its bytes and indexes them unchecked (a panic or an abort in
+        // verification).
+        let precompiled = tok
+            .normalizer
+            .as_ref()
+            .is_some_and(|n| n.to_string().contains("\"Precompiled\""));
+        if precompiled {
+            return Err(bad(
+                "normalizer",
+                "is SentencePiece's \"Precompiled\"; Qwen2's byte-level tokenizer has none (or NFC)"
+                    .into(),
             ));
         }
 

@@ -220,13 +220,19 @@ fn shape_disagrees_with_config() {
 
 #[test]
 fn vocab_size_smaller_than_tokenizer() {
+    // config.json and the embedding agree; the tokenizer defines more.
     let fx = Fixture::tiny();
-    edit_json(&fx.ckpt().join("config.json"), |v| {
-        v["vocab_size"] = 100.into()
+    let rows = fx.written.vocab_size;
+    edit_json(&fx.ckpt().join("tokenizer.json"), |v| {
+        let added = v["added_tokens"].as_array_mut().unwrap();
+        added.push(serde_json::json!({"id": rows + 9, "content": "<|beyond|>", "special": true}));
     });
     let err = fails(&fx);
     assert!(
-        msg(&err).contains("vocab_size is 100 but tokenizer.json defines"),
+        msg(&err).contains(&format!(
+            "vocab_size is {rows} but tokenizer.json defines {} tokens",
+            rows + 10
+        )),
         "{err}"
     );
 }
@@ -277,7 +283,18 @@ fn missing_and_unexpected_tensors() {
     edit_json(&fx.ckpt().join("config.json"), |v| {
         v["num_hidden_layers"] = 3.into()
     });
-    assert!(msg(&fails(&fx)).contains("tensor `model.layers.2.input_layernorm.weight` is missing"));
+    assert!(msg(&fails(&fx)).contains("`num_hidden_layers` is 3 but the weights hold 2 layers"));
+
+    let fx = Fixture::tiny();
+    let file = fx.ckpt().join("model.safetensors");
+    let bytes = fs::read(&file).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept = st
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| name != "model.layers.1.mlp.up_proj.weight");
+    fs::write(&file, safetensors::serialize(kept, None).unwrap()).unwrap();
+    assert!(msg(&fails(&fx)).contains("tensor `model.layers.1.mlp.up_proj.weight` is missing"));
 }
 
 #[test]
@@ -364,4 +381,215 @@ fn full_disk() {
     assert!(matches!(err, ConvertError::DiskFull { .. }), "{err}");
     assert!(msg(&err).contains("no space left on the device"), "{err}");
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Fails both a dry run (`plan_only`) and a conversion; returns the two messages.
+fn fails_planned_and_converted(fx: &Fixture) -> [String; 2] {
+    let opts = common::options(&fx.ckpt(), &fx.out("out.gguf"), OutputType::Q8_0);
+    let planned = o1_convert::plan_only(&opts).unwrap_err();
+    [msg(&planned), msg(&fails(fx))]
+}
+
+#[test]
+fn config_sizes_beyond_sane_bounds_are_refused_before_allocating() {
+    // The vocabulary used to be sized from config.json alone: 4294967295
+    // aborted on allocation, a value near 3e8 exhausted memory.
+    for value in [2_000_000u64, 4_294_967_295, 300_000_000] {
+        let fx = Fixture::tiny();
+        edit_json(&fx.ckpt().join("config.json"), |v| {
+            v["vocab_size"] = value.into()
+        });
+        for m in fails_planned_and_converted(&fx) {
+            assert!(
+                m.contains(&format!("`vocab_size` is {value}")) && m.contains("at most"),
+                "{m}"
+            );
+        }
+    }
+    for (key, value) in [
+        ("num_hidden_layers", 2000u64),
+        ("num_hidden_layers", 4_294_967_295),
+        ("hidden_size", 1 << 20),
+        ("intermediate_size", 4_294_967_295),
+        ("num_attention_heads", 4_294_967_295),
+        ("num_key_value_heads", 4_294_967_295),
+        ("max_position_embeddings", 4_294_967_295),
+    ] {
+        let fx = Fixture::tiny();
+        edit_json(&fx.ckpt().join("config.json"), |v| v[key] = value.into());
+        for m in fails_planned_and_converted(&fx) {
+            assert!(m.contains(&format!("`{key}` is {value}")), "{m}");
+        }
+    }
+}
+
+#[test]
+fn config_values_must_match_the_tensors() {
+    // Within the bounds but not what the weights hold: the key is named.
+    let fx = Fixture::tiny();
+    let rows = fx.written.vocab_size;
+    let value = rows + 64;
+    edit_json(&fx.ckpt().join("config.json"), |v| {
+        v["vocab_size"] = value.into()
+    });
+    for m in fails_planned_and_converted(&fx) {
+        assert!(
+            m.contains(&format!(
+                "`vocab_size` is {value} but model.embed_tokens.weight has {rows} rows"
+            )),
+            "{m}"
+        );
+    }
+    for layers in [1, 3, 1000] {
+        let fx = Fixture::tiny();
+        edit_json(&fx.ckpt().join("config.json"), |v| {
+            v["num_hidden_layers"] = layers.into()
+        });
+        for m in fails_planned_and_converted(&fx) {
+            assert!(
+                m.contains(&format!(
+                    "`num_hidden_layers` is {layers} but the weights hold 2 layers"
+                )),
+                "{m}"
+            );
+        }
+    }
+}
+
+/// Rewrites `file` with the tensors `f` gives a new (empty) shape to.
+fn empty_tensors(file: &Path, f: impl Fn(&str, &[usize]) -> Option<Vec<usize>>) {
+    let bytes = fs::read(file).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| match f(&name, view.shape()) {
+            Some(shape) => {
+                let empty = safetensors::tensor::TensorView::new(view.dtype(), shape, &[]);
+                (name, empty.unwrap())
+            }
+            None => (name, view),
+        })
+        .collect();
+    fs::write(file, safetensors::serialize(tensors, None).unwrap()).unwrap();
+}
+
+#[test]
+fn head_dim_zero_with_empty_attention_tensors_is_an_error() {
+    // safetensors accepts zero-sized tensors, so every shape matched
+    // config.json and the converter divided by the empty rows.
+    let fx = Fixture::tiny();
+    edit_json(&fx.ckpt().join("config.json"), |v| v["head_dim"] = 0.into());
+    empty_tensors(&fx.ckpt().join("model.safetensors"), |name, shape| {
+        if !name.contains(".self_attn.") {
+            None
+        } else if name.contains("o_proj") {
+            Some(vec![shape[0], 0])
+        } else if name.ends_with(".bias") {
+            Some(vec![0])
+        } else {
+            Some(vec![0, shape[1]])
+        }
+    });
+    for m in fails_planned_and_converted(&fx) {
+        assert!(m.contains("`head_dim` is 0"), "{m}");
+    }
+}
+
+#[test]
+fn head_dim_too_large_is_an_error_not_an_overflow() {
+    // 4 heads × 2^62 wrapped to 0 in the expected tensor shapes.
+    for value in [1u64 << 62, 4096] {
+        let fx = Fixture::tiny();
+        edit_json(&fx.ckpt().join("config.json"), |v| {
+            v["head_dim"] = value.into()
+        });
+        for m in fails_planned_and_converted(&fx) {
+            assert!(m.contains(&format!("`head_dim` is {value}")), "{m}");
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_planted_at_the_temporary_name_is_not_followed() {
+    let fx = Fixture::tiny();
+    let out = fx.out("o.gguf");
+    let victim = fx.out("victim");
+    fs::write(&victim, b"precious").unwrap();
+    // The temporary's name is predictable: `.{output}.o1tmp-{pid}-{kind}`,
+    // and a planted link of a dead process must not be followed either.
+    let pid = std::process::id();
+    for name in [
+        format!(".o.gguf.o1tmp-{pid}-out"),
+        ".o.gguf.o1tmp-999999999-out".to_string(),
+    ] {
+        std::os::unix::fs::symlink(&victim, fx.out(&name)).unwrap();
+    }
+    let report = convert(&fx.ckpt(), &out, OutputType::Q8_0).unwrap();
+    assert!(
+        fs::read(&victim).unwrap() == b"precious",
+        "the conversion wrote through the planted link"
+    );
+    assert!(!fs::symlink_metadata(&out).unwrap().file_type().is_symlink());
+    assert_eq!(report.output_bytes, fs::metadata(&out).unwrap().len());
+    let file = fs::read(&out).unwrap();
+    o1_gguf::format::GgufFile::parse(&file).unwrap();
+}
+
+#[test]
+fn generation_defaults_out_of_range_are_named() {
+    // Stored as f32 for the runtime's sampler: 1e300 became infinite.
+    for (key, value) in [
+        ("temperature", 1e300),
+        ("temperature", -1.0),
+        ("top_p", 1.5),
+        ("min_p", -0.1),
+        ("repetition_penalty", 0.0),
+    ] {
+        let fx = Fixture::tiny();
+        edit_json(&fx.ckpt().join("generation_config.json"), |v| {
+            v[key] = value.into()
+        });
+        for m in fails_planned_and_converted(&fx) {
+            assert!(
+                m.contains("generation_config.json")
+                    && m.contains(&format!("`{key}` is {value:?}")),
+                "{m}"
+            );
+        }
+    }
+}
+
+#[test]
+fn config_floats_must_stay_positive_and_finite_as_f32() {
+    // GGUF stores them as f32: 1e300 became infinite, 1e-300 zero.
+    for (key, value, shown) in [
+        (
+            "rms_norm_eps",
+            serde_json::json!(1e300),
+            "`rms_norm_eps` is 1e300",
+        ),
+        (
+            "rms_norm_eps",
+            serde_json::json!(1e-300),
+            "`rms_norm_eps` is 1e-300",
+        ),
+        (
+            "rope_theta",
+            serde_json::json!(-1.0),
+            "`rope_theta` is -1.0",
+        ),
+        (
+            "rope_scaling",
+            serde_json::json!({"type": "linear", "factor": 1e40}),
+            "`rope_scaling.factor` is 1e40",
+        ),
+    ] {
+        let fx = Fixture::tiny();
+        edit_json(&fx.ckpt().join("config.json"), |v| v[key] = value.clone());
+        for m in fails_planned_and_converted(&fx) {
+            assert!(m.contains(shown), "{m}");
+        }
+    }
 }

@@ -122,3 +122,78 @@ fn file_llama_cpp_cannot_load() {
     ));
     assert!(p.contains("llama.cpp cannot load it"), "{p}");
 }
+
+fn edit_tokenizer(fx: &Fixture, f: impl FnOnce(&mut serde_json::Value)) {
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&fs::read(tokenizer(fx)).unwrap()).unwrap();
+    f(&mut json);
+    fs::write(tokenizer(fx), serde_json::to_vec(&json).unwrap()).unwrap();
+}
+
+#[test]
+fn a_panic_in_the_tokenizers_crate_is_an_error() {
+    // A Replace normalizer with an empty pattern: the tokenizers crate
+    // indexes past its input while encoding (found by the mutation test).
+    let (fx, gguf) = converted();
+    edit_tokenizer(&fx, |json| {
+        json["normalizer"] = serde_json::json!(
+            {"type": "Replace", "pattern": {"String": ""}, "content": "x"}
+        );
+    });
+    let w = &fx.written;
+    let p = problem(verify(&gguf, &tokenizer(&fx), w.vocab_size, w.reasoning_id));
+    assert!(
+        p.contains("the tokenizers crate panicked on") && p.contains("tokenizer.json"),
+        "{p}"
+    );
+    // A conversion reports it the same way and keeps nothing.
+    let err = common::convert(&fx.ckpt(), &fx.out("again.gguf"), OutputType::F32).unwrap_err();
+    assert!(matches!(err, ConvertError::Verify { .. }), "{err}");
+    assert!(err.to_string().contains("panicked"), "{err}");
+    assert!(!fx.out("again.gguf").exists());
+
+    // A file cut off inside its decoder: the crate's loader `expect`s it.
+    let text = fs::read_to_string(tokenizer(&fx)).unwrap();
+    let cut = text.find("\"decoder\"").unwrap() + 20;
+    let truncated = fx.out("truncated.json");
+    fs::write(&truncated, &text[..cut]).unwrap();
+    let p = problem(verify(&gguf, &truncated, w.vocab_size, w.reasoning_id));
+    assert!(p.contains("the tokenizers crate panicked on"), "{p}");
+}
+
+#[test]
+fn a_sentencepiece_normalizer_is_refused() {
+    // The tokenizers crate sizes an allocation from a precompiled charsmap
+    // (an abort, beyond any catching) and indexes an empty one unchecked.
+    let fx = Fixture::tiny();
+    edit_tokenizer(&fx, |json| {
+        json["normalizer"] =
+            serde_json::json!({"type": "Precompiled", "precompiled_charsmap": "/////w=="});
+    });
+    let err = common::convert(&fx.ckpt(), &fx.out("o.gguf"), OutputType::F32).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("tokenizer.json: `normalizer` is SentencePiece's \"Precompiled\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn padding_and_truncation_of_tokenizer_json_are_ignored() {
+    // They never reach the GGUF. Truncation with its stride past its length
+    // made the tokenizers crate assert; padding to a fixed huge length
+    // exhausted memory.
+    let (fx, gguf) = converted();
+    edit_tokenizer(&fx, |json| {
+        json["truncation"] = serde_json::json!({
+            "direction": "Right", "max_length": 2, "strategy": "LongestFirst", "stride": 5
+        });
+        json["padding"] = serde_json::json!({
+            "strategy": {"Fixed": 1_000_000_000_000u64}, "direction": "Right",
+            "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "a"
+        });
+    });
+    let w = &fx.written;
+    let report = verify(&gguf, &tokenizer(&fx), w.vocab_size, w.reasoning_id).unwrap();
+    assert_eq!(report.samples, SAMPLES.len());
+}

@@ -33,6 +33,19 @@ pub enum ValueType {
 }
 
 impl ValueType {
+    /// The fewest bytes a value of this type takes in a file.
+    fn min_bytes(self) -> u64 {
+        use ValueType::*;
+        match self {
+            U8 | I8 | Bool => 1,
+            U16 | I16 => 2,
+            U32 | I32 | F32 => 4,
+            U64 | I64 | F64 | String => 8,
+            // Element type and length.
+            Array => 12,
+        }
+    }
+
     fn from_raw(raw: u32) -> Option<Self> {
         use ValueType::*;
         Some(match raw {
@@ -169,8 +182,19 @@ impl TensorInfo {
         self.dims[1..].iter().product()
     }
 
+    /// Bytes of the tensor's data. Only for sizes known to fit: a parsed
+    /// file's tensors (checked by the reader) or a checked plan.
     pub fn n_bytes(&self) -> u64 {
         self.ty.row_bytes(self.dims[0]) * self.n_rows()
+    }
+
+    /// Bytes of the tensor's data, `None` if its dimensions make it
+    /// overflow u64 (or it has none).
+    pub fn checked_n_bytes(&self) -> Option<u64> {
+        let (&ne0, rest) = self.dims.split_first()?;
+        let blocks = ne0 / self.ty.block_size();
+        let row = blocks.checked_mul(self.ty.row_bytes(self.ty.block_size()))?;
+        rest.iter().try_fold(row, |acc, &d| acc.checked_mul(d))
     }
 }
 
@@ -228,7 +252,16 @@ impl<W: Write> GgufWriter<W> {
             }
             header.extend_from_slice(&t.ty.raw().to_le_bytes());
             header.extend_from_slice(&offset.to_le_bytes());
-            offset = align(offset + t.n_bytes());
+            offset = t
+                .checked_n_bytes()
+                .and_then(|n| offset.checked_add(n))
+                .and_then(|end| end.checked_next_multiple_of(ALIGNMENT))
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("tensor {}: size {:?} overflows", t.name, t.dims),
+                    )
+                })?;
         }
         let padded = align(header.len() as u64) as usize;
         header.resize(padded, 0);
@@ -350,7 +383,22 @@ pub struct GgufFile<'a> {
     pub tensors: Vec<TensorInfo>,
     offsets: Vec<u64>,
     data: &'a [u8],
+    n_params: u64,
 }
+
+/// Caps on what a header may declare, beyond what its bytes can hold: each
+/// parsed value takes tens of bytes of memory, so a file of tiny values
+/// could otherwise ask for many times its size. Far above real files (a
+/// few dozen pairs, a thousand or so tensors, arrays of one entry per token).
+const MAX_KV: u64 = 1 << 16;
+const MAX_TENSORS: u64 = 1 << 20;
+const MAX_ARRAY_ITEMS: u64 = 1 << 22;
+
+/// The fewest bytes a key/value pair takes: key length, value type, one byte.
+const MIN_KV_BYTES: u64 = 8 + 4 + 1;
+/// The fewest bytes a tensor info takes: name length, dimension count, one
+/// dimension, type and offset.
+const MIN_TENSOR_INFO_BYTES: u64 = 8 + 4 + 8 + 4 + 8;
 
 /// Why a byte string is not a GGUF file this reader accepts.
 #[derive(Debug, thiserror::Error)]
@@ -369,6 +417,9 @@ impl<'a> GgufFile<'a> {
         }
         let n_tensors = r.u64()?;
         let n_kv = r.u64()?;
+        // Counts come from the file: each entry takes bytes of it, so a
+        // count the file cannot hold is refused before anything is sized.
+        r.fits(n_kv, MIN_KV_BYTES, MAX_KV, "key/value pairs")?;
         let mut metadata = Vec::new();
         for _ in 0..n_kv {
             let key = r.string()?;
@@ -384,6 +435,7 @@ impl<'a> GgufFile<'a> {
         if alignment == 0 || !alignment.is_power_of_two() {
             return Err(GgufError(format!("bad alignment {alignment}")));
         }
+        r.fits(n_tensors, MIN_TENSOR_INFO_BYTES, MAX_TENSORS, "tensors")?;
         let mut tensors = Vec::new();
         let mut offsets = Vec::new();
         for _ in 0..n_tensors {
@@ -405,32 +457,52 @@ impl<'a> GgufFile<'a> {
                     dims[0]
                 )));
             }
-            dims.iter()
-                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-                .ok_or_else(|| GgufError(format!("tensor {name}: size overflows")))?;
-            tensors.push(TensorInfo { name, dims, ty });
-            offsets.push(offset);
-        }
-        let data_start = (r.pos as u64).div_ceil(alignment) * alignment;
-        let data = bytes
-            .get(data_start as usize..)
-            .ok_or_else(|| GgufError("file ends before the tensor data".into()))?;
-        for (t, &off) in tensors.iter().zip(&offsets) {
-            let end = off.checked_add(t.n_bytes());
-            if end.is_none_or(|e| e > data.len() as u64) {
+            let info = TensorInfo { name, dims, ty };
+            let elements = info
+                .dims
+                .iter()
+                .try_fold(1u64, |acc, &d| acc.checked_mul(d));
+            if elements.is_none() || info.checked_n_bytes().is_none() {
                 return Err(GgufError(format!(
-                    "tensor {}: data at {off}+{} lies past the end of the file",
-                    t.name,
-                    t.n_bytes()
+                    "tensor {}: size {:?} of {ty} overflows",
+                    info.name, info.dims
                 )));
             }
+            tensors.push(info);
+            offsets.push(offset);
+        }
+        let data_start = (r.pos as u64)
+            .checked_next_multiple_of(alignment)
+            .and_then(|start| usize::try_from(start).ok())
+            .and_then(|start| bytes.get(start..));
+        let data =
+            data_start.ok_or_else(|| GgufError("file ends before the tensor data".into()))?;
+        let mut n_params = 0u64;
+        for (t, &off) in tensors.iter().zip(&offsets) {
+            // Checked while parsing: every size below fits in u64.
+            let size = t.n_bytes();
+            if off.checked_add(size).is_none_or(|e| e > data.len() as u64) {
+                return Err(GgufError(format!(
+                    "tensor {}: data at {off}+{size} lies past the end of the file",
+                    t.name
+                )));
+            }
+            n_params = n_params.checked_add(t.n_elements()).ok_or_else(|| {
+                GgufError(format!("tensor {}: the parameter count overflows", t.name))
+            })?;
         }
         Ok(Self {
             metadata,
             tensors,
             offsets,
             data,
+            n_params,
         })
+    }
+
+    /// Elements of all tensors together (checked not to overflow).
+    pub fn n_params(&self) -> u64 {
+        self.n_params
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -491,6 +563,25 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
+    /// Fails unless `count` is at most `max` and `count` entries of at least
+    /// `min_bytes` each fit in the rest of the file.
+    fn fits(&self, count: u64, min_bytes: u64, max: u64, what: &str) -> Result<(), GgufError> {
+        let left = (self.bytes.len() - self.pos) as u64;
+        if count > left / min_bytes {
+            return Err(GgufError(format!(
+                "the header claims {count} {what} at byte {}, more than the {left} bytes left can hold",
+                self.pos
+            )));
+        }
+        if count > max {
+            return Err(GgufError(format!(
+                "the header claims {count} {what} at byte {}; o1 reads at most {max}",
+                self.pos
+            )));
+        }
+        Ok(())
+    }
+
     fn array<const N: usize>(&mut self) -> Result<[u8; N], GgufError> {
         Ok(self.take(N as u64)?.try_into().expect("length checked"))
     }
@@ -535,12 +626,12 @@ impl<'a> Reader<'a> {
                 }
                 let elem = self.value_type()?;
                 let n = self.u64()?;
-                // Every element takes at least one byte: bound the allocation.
-                if n > (self.bytes.len() - self.pos) as u64 {
-                    return Err(GgufError(format!(
-                        "array of {n} items is longer than the file"
-                    )));
-                }
+                self.fits(
+                    n,
+                    elem.min_bytes(),
+                    MAX_ARRAY_ITEMS,
+                    &format!("{elem:?} array items"),
+                )?;
                 let items = (0..n)
                     .map(|_| self.value(elem, depth + 1))
                     .collect::<Result<Vec<_>, _>>()?;
@@ -724,6 +815,88 @@ mod tests {
         }];
         let err = GgufWriter::new(Vec::new(), &metadata, bad).err().unwrap();
         assert!(err.to_string().contains("block size"), "{err}");
+    }
+
+    /// A file with one tensor at offset 0, its header written by hand (the
+    /// writer refuses what the reader must survive), and 64 bytes of data.
+    fn one_tensor(dims: &[u64], ty: GgmlType) -> Vec<u8> {
+        let mut f = MAGIC.to_vec();
+        f.extend_from_slice(&VERSION.to_le_bytes());
+        f.extend_from_slice(&1u64.to_le_bytes());
+        f.extend_from_slice(&0u64.to_le_bytes());
+        write_string(&mut f, "t");
+        f.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        for d in dims {
+            f.extend_from_slice(&d.to_le_bytes());
+        }
+        f.extend_from_slice(&ty.raw().to_le_bytes());
+        f.extend_from_slice(&0u64.to_le_bytes());
+        f.resize(align(f.len() as u64) as usize + 64, 0);
+        f
+    }
+
+    #[test]
+    fn tensor_sizes_that_overflow_are_rejected() {
+        // 2^62 + 1 f32 values: the element count fits in u64, the byte
+        // size (4 × that) wrapped to 4 and passed the bounds check.
+        for (dims, ty) in [
+            (vec![(1u64 << 62) + 1], GgmlType::F32),
+            (vec![1, (1u64 << 62) + 1], GgmlType::F32),
+            // 5.5e17 blocks of 32 values fit in u64, of 34 bytes do not.
+            (vec![550_000_000_000_000_000 * 32, 1], GgmlType::Q8_0),
+        ] {
+            let file = one_tensor(&dims, ty);
+            let err = GgufFile::parse(&file).unwrap_err().to_string();
+            assert!(err.contains("tensor t") && err.contains("size"), "{err}");
+        }
+        // Sound sizes still parse.
+        let file = one_tensor(&[16], GgmlType::F32);
+        assert_eq!(GgufFile::parse(&file).unwrap().n_params(), 16);
+    }
+
+    #[test]
+    fn counts_beyond_the_file_are_rejected_before_allocating() {
+        let good = write(false);
+        // Tensor count (bytes 8..16) and key/value count (16..24).
+        for (at, what) in [(8, "tensors"), (16, "key/value pairs")] {
+            let mut bad = good.clone();
+            bad[at..at + 8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+            let err = GgufFile::parse(&bad).unwrap_err().to_string();
+            assert!(err.contains(what) && err.contains("bytes"), "{err}");
+        }
+        // An array of u32 claiming more elements than its bytes could hold.
+        let mut f = MAGIC.to_vec();
+        f.extend_from_slice(&VERSION.to_le_bytes());
+        f.extend_from_slice(&0u64.to_le_bytes());
+        f.extend_from_slice(&1u64.to_le_bytes());
+        write_string(&mut f, "a");
+        f.extend_from_slice(&(ValueType::Array as u32).to_le_bytes());
+        f.extend_from_slice(&(ValueType::U32 as u32).to_le_bytes());
+        f.extend_from_slice(&100u64.to_le_bytes());
+        f.extend_from_slice(&[0; 200]);
+        let err = GgufFile::parse(&f).unwrap_err().to_string();
+        assert!(err.contains("claims 100 U32 array items"), "{err}");
+    }
+
+    #[test]
+    fn arrays_longer_than_any_model_needs_are_refused() {
+        // Five million one-byte items fit in a 5 MB file but would take
+        // 160 MB as parsed values.
+        let n = 5_000_000u64;
+        let mut f = MAGIC.to_vec();
+        f.extend_from_slice(&VERSION.to_le_bytes());
+        f.extend_from_slice(&0u64.to_le_bytes());
+        f.extend_from_slice(&1u64.to_le_bytes());
+        write_string(&mut f, "a");
+        f.extend_from_slice(&(ValueType::Array as u32).to_le_bytes());
+        f.extend_from_slice(&(ValueType::U8 as u32).to_le_bytes());
+        f.extend_from_slice(&n.to_le_bytes());
+        f.resize(f.len() + n as usize, 0);
+        let err = GgufFile::parse(&f).unwrap_err().to_string();
+        assert!(
+            err.contains("claims 5000000 U8 array items") && err.contains("at most 4194304"),
+            "{err}"
+        );
     }
 
     #[test]
