@@ -124,23 +124,41 @@ impl ModelInfo {
             path: path.to_path_buf(),
             reason: format!("metadata key {k} is missing"),
         };
-        let u32_key = |k: &str| -> Result<u32, ModelError> {
-            g.get(k)
-                .and_then(Value::as_u64)
-                .map(|v| v as u32)
-                .ok_or_else(|| missing(k))
+        // Every size o1 computes from (memory, layers to offload) is checked
+        // here, against bounds far above any released model: a hostile file
+        // must not reach a division by zero or an overflow later.
+        let bounded = |k: &str, v: u64, max: u64| -> Result<u32, ModelError> {
+            if (1..=max).contains(&v) {
+                Ok(v as u32)
+            } else {
+                Err(ModelError::NotGguf {
+                    path: path.to_path_buf(),
+                    reason: format!("{k} is {v}: must be from 1 to {max}"),
+                })
+            }
         };
-        let n_layer = u32_key("qwen2.block_count")?;
-        let n_embd = u32_key("qwen2.embedding_length")?;
-        let n_head = u32_key("qwen2.attention.head_count")?;
-        let n_head_kv = g
+        let u32_key = |k: &str, max: u64| -> Result<u32, ModelError> {
+            let v = g.get(k).and_then(Value::as_u64).ok_or_else(|| missing(k))?;
+            bounded(k, v, max)
+        };
+        let n_layer = u32_key("qwen2.block_count", 1024)?;
+        let n_embd = u32_key("qwen2.embedding_length", 65536)?;
+        let n_head = u32_key("qwen2.attention.head_count", 1024)?;
+        let n_head_kv = match g
             .get("qwen2.attention.head_count_kv")
             .and_then(Value::as_u64)
-            .map_or(n_head, |v| v as u32);
-        let head_dim = g
-            .get("qwen2.attention.key_length")
-            .and_then(Value::as_u64)
-            .map_or(n_embd / n_head.max(1), |v| v as u32);
+        {
+            Some(v) => bounded("qwen2.attention.head_count_kv", v, u64::from(n_head))?,
+            None => n_head,
+        };
+        let head_dim = match g.get("qwen2.attention.key_length").and_then(Value::as_u64) {
+            Some(v) => bounded("qwen2.attention.key_length", v, 1024)?,
+            None => bounded(
+                "qwen2.embedding_length / head_count",
+                u64::from(n_embd / n_head),
+                1024,
+            )?,
+        };
         let tokens = g
             .get("tokenizer.ggml.tokens")
             .and_then(Value::as_array)
@@ -205,7 +223,7 @@ impl ModelInfo {
             n_head,
             n_head_kv,
             head_dim,
-            n_ctx_train: u32_key("qwen2.context_length")?,
+            n_ctx_train: u32_key("qwen2.context_length", 1 << 24)?,
             n_vocab: tokens.len() as u32,
             reasoning_token_id: Some(reasoning_token_id),
             source: g

@@ -102,3 +102,31 @@ fn mutants_config_file() {
         }),
     );
 }
+
+/// A model file's header as `o1 info`, `o1 ls` and the engine read it: a
+/// small real GGUF, mutated.
+#[test]
+fn mutants_model_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    o1_convert::synthetic::write(&ckpt, &o1_convert::synthetic::Spec::tiny()).unwrap();
+    let model = dir.path().join("tiny.gguf");
+    let opts = o1_convert::ConvertOptions::new(&ckpt, &model, o1_convert::OutputType::Q8_0);
+    o1_convert::convert(&opts, &mut o1_convert::NoProgress, &Default::default()).unwrap();
+    let seed = std::fs::read(&model).unwrap();
+    o1_fuzz::bytes(
+        "model_info",
+        &[seed],
+        o1_fuzz::cases(3000),
+        through_a_file("m.gguf", |path| {
+            let info = o1::model::ModelInfo::read(path).map_err(|e| e.to_string())?;
+            // What the engine and `o1 info` compute from it must not overflow.
+            for kv in [o1::model::KvType::F16, o1::model::KvType::Q8_0] {
+                let _ = info
+                    .kv_bytes_per_token(kv)
+                    .checked_mul(u64::from(info.n_ctx_train));
+            }
+            Ok(())
+        }),
+    );
+}

@@ -203,10 +203,30 @@ fn unusable_model_files_exit_4() {
     let at = llama.windows(5).position(|w| w == b"qwen2").unwrap();
     llama[at..at + 5].copy_from_slice(b"llama");
     let other_arch = write("llama.gguf", &llama);
+    // A key is its length (u64) and its bytes, then the value's type (u32),
+    // then a u32 value.
+    let with_u32 = |key: &str, value: u32| {
+        let mut bytes = original.clone();
+        let mut pattern = (key.len() as u64).to_le_bytes().to_vec();
+        pattern.extend_from_slice(key.as_bytes());
+        let at = bytes
+            .windows(pattern.len())
+            .position(|w| w == pattern)
+            .unwrap()
+            + pattern.len();
+        bytes[at + 4..at + 8].copy_from_slice(&value.to_le_bytes());
+        bytes
+    };
+    let no_layers = write("no-layers.gguf", &with_u32("qwen2.block_count", 0));
+    let no_heads = write("no-heads.gguf", &with_u32("qwen2.attention.head_count", 0));
+    let huge = write("huge.gguf", &with_u32("qwen2.embedding_length", u32::MAX));
     for (path, msg) in [
         (&not_gguf, "not a GGUF model file"),
         (&truncated, "not a GGUF model file"),
         (&other_arch, "a llama model; o1 runs Qwen2.5-O1 models"),
+        (&no_layers, "qwen2.block_count is 0: must be from 1 to 1024"),
+        (&no_heads, "qwen2.attention.head_count is 0"),
+        (&huge, "qwen2.embedding_length is 4294967295"),
     ] {
         let out = o1(&["run", path.to_str().unwrap(), "hi"], None);
         assert_eq!(
