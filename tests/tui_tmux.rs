@@ -51,36 +51,10 @@ fn meter_used(screen: &str) -> usize {
 #[ignore = "needs tmux: `just test` runs it"]
 fn chat_in_a_real_terminal() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("ckpt");
-    synthetic::write(&ckpt, &Spec::tiny()).unwrap();
-    let model = dir.path().join("tiny-q8_0.gguf");
-    let opts = o1_convert::ConvertOptions::new(&ckpt, &model, o1_convert::OutputType::Q8_0);
-    o1_convert::convert(&opts, &mut o1_convert::NoProgress, &Default::default()).unwrap();
-
-    let session = format!("o1-e2e-{}", std::process::id());
+    let guard = start_tui(dir.path(), "e2e", "");
+    let session = guard.0.clone();
     let stderr = dir.path().join("stderr");
-    let script = format!(
-        "XDG_DATA_HOME={data} O1_LOG_FILE={log} {bin} tui {model} --max-reasoning 8 --max-answer 8 2>{stderr}; echo EXIT=$?; sleep 30",
-        data = dir.path().join("data").display(),
-        log = dir.path().join("o1.log").display(),
-        bin = env!("CARGO_BIN_EXE_o1"),
-        model = model.display(),
-        stderr = stderr.display(),
-    );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &script,
-    ]);
-    let guard = KillOnDrop(session.clone());
 
-    wait_for(&session, "the model to load", |s| s.contains("· idle"));
     tmux(&["send-keys", "-t", &session, "-l", "Hello model"]);
     tmux(&["send-keys", "-t", &session, "Enter"]);
     let screen = wait_for(&session, "the answer", |s| {
