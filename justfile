@@ -50,7 +50,7 @@ convert *args:
     cargo run --release -q -- convert {{args}}
 
 # Benchmarks: print the figures.
-bench: bench-convert bench-runtime bench-tui
+bench: bench-convert bench-runtime bench-tui bench-memory
 
 # The chat UI: frame time with a 30,000-token transcript, typing latency while the 0.5B model streams.
 bench-tui: (fixture "0.5b")
@@ -65,6 +65,13 @@ llama-tools:
 bench-runtime: build (fixture "1.5b")
     @test -f {{fixture_dir}}/o1-1.5b-q4_k_m.gguf || $CARGO_TARGET_DIR/release/o1 convert --quiet {{fixture_dir}}/o1-1.5b -o {{fixture_dir}}/o1-1.5b-q4_k_m.gguf
     scripts/bench-runtime {{fixture_dir}}/o1-1.5b-q4_k_m.gguf "$(scripts/build-llama-tools)/build/bin/llama-bench"
+
+# The 1.5B q4_k_m chat turn as a low-memory laptop feels it, o1 beside llama.cpp's llama-completion
+# (same file, context and threads): peak RSS, and the time under a series of memory caps (cgroup v1,
+# page cache dropped before each run; needs root). `just bench-memory 8192 1400 1300 1200`
+bench-memory ctx="8192" *caps="": build (fixture "1.5b")
+    @test -f {{fixture_dir}}/o1-1.5b-q4_k_m.gguf || $CARGO_TARGET_DIR/release/o1 convert --quiet {{fixture_dir}}/o1-1.5b -o {{fixture_dir}}/o1-1.5b-q4_k_m.gguf
+    scripts/bench-memory $CARGO_TARGET_DIR/release/o1 "$(scripts/build-llama-tools)/build/bin/llama-completion" {{fixture_dir}}/o1-1.5b-q4_k_m.gguf {{ctx}} {{caps}}
 
 # Conversion of the 0.5B and 1.5B fixtures to q4_k_m: o1's single pass, o1's two pass, and llama.cpp's
 # own convert_hf_to_gguf.py + llama-quantize, side by side: time, CPU, peak RSS, ratios, and a

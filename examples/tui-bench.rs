@@ -64,6 +64,7 @@ fn app_with_transcript(tokens: usize) -> (App, tempfile::TempDir) {
         gpu_layers: 0,
         n_layers: 28,
         n_ctx: 32768,
+        ..Default::default()
     };
     app.update(Msg::Ready(Box::new(Silent), model));
     let turns = 30;

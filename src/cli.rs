@@ -224,6 +224,14 @@ pub struct InfoArgs {
     /// The estimate's KV cache type.
     #[arg(long, value_enum)]
     pub kv_type: Option<KvType>,
+
+    /// The estimate's memory budget.
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<o1::memory::Size>,
+
+    /// The estimate's prompt batch (tokens per decode) [default: 512, or less when max_memory needs it].
+    #[arg(long, value_name = "TOKENS")]
+    pub batch: Option<u32>,
 }
 
 /// The command line, with the help of each setting's flag taken from the

@@ -9,6 +9,7 @@
 
 pub mod chat;
 pub mod engine;
+pub mod memory;
 pub mod model;
 pub mod paths;
 pub mod settings;

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use o1_gguf::format::{GgufFile, Value};
@@ -77,6 +78,80 @@ pub struct ModelInfo {
     pub generation: GenerationDefaults,
     /// Tensors per ggml type.
     pub tensor_types: BTreeMap<String, usize>,
+    /// The feed-forward width (the compute buffer grows with it).
+    pub n_ff: u32,
+    pub weights: WeightBytes,
+    /// Where in the file the weights every token reads from the mapping lie.
+    pub read_every_token: Vec<Range<u64>>,
+}
+
+/// The weights' bytes, by how llama.cpp holds them on the CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WeightBytes {
+    /// Every tensor.
+    pub total: u64,
+    /// The token embedding (a turn reads only its tokens' rows, unless it is
+    /// also the output matrix).
+    pub embedding: u64,
+    /// Whether the embedding is also the output matrix (no `output.weight`).
+    pub tied_embeddings: bool,
+    /// The tensors llama.cpp's CPU backend repacks into a buffer of its own
+    /// (on x86 with AVX2: q4_0, q4_K and iq4_nl matrices of whole 8-row
+    /// groups, but the embedding).
+    pub repacked: u64,
+}
+
+/// Whether llama.cpp's CPU backend repacks this tensor into a buffer of its
+/// own (on x86 with AVX2: q4_0, q4_K and iq4_nl matrices of whole 8-row
+/// groups, but the embedding, which is looked up by row).
+fn is_repacked(t: &o1_gguf::format::TensorInfo) -> bool {
+    use o1_gguf::ggml::GgmlType;
+    t.name != "token_embd.weight"
+        && [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::IQ4_NL].contains(&t.ty)
+        && t.dims.len() == 2
+        && t.dims[1].is_multiple_of(8)
+}
+
+impl WeightBytes {
+    fn of<'t>(tensors: impl Iterator<Item = &'t o1_gguf::format::TensorInfo> + Clone) -> Self {
+        let mut w = WeightBytes {
+            tied_embeddings: !tensors.clone().any(|t| t.name == "output.weight"),
+            ..Default::default()
+        };
+        for t in tensors {
+            let bytes = t.n_bytes();
+            w.total += bytes;
+            if t.name == "token_embd.weight" {
+                w.embedding = bytes;
+            } else if is_repacked(t) {
+                w.repacked += bytes;
+            }
+        }
+        w
+    }
+}
+
+/// The byte ranges of the file every token reads from the mapping: the
+/// tensors that are not repacked, and the embedding when it is also the
+/// output matrix. Adjacent ranges are merged.
+fn read_every_token<'t>(
+    tensors: impl Iterator<Item = (&'t o1_gguf::format::TensorInfo, Range<u64>)>,
+    tied_embeddings: bool,
+) -> Vec<Range<u64>> {
+    let mut ranges: Vec<Range<u64>> = tensors
+        .filter(|(t, _)| !is_repacked(t) && (t.name != "token_embd.weight" || tied_embeddings))
+        .map(|(_, r)| r)
+        .collect();
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<Range<u64>> = Vec::new();
+    for r in ranges {
+        match merged.last_mut() {
+            // Tensors are aligned to 32 bytes: gaps below that are padding.
+            Some(last) if r.start <= last.end + 32 => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    merged
 }
 
 impl ModelInfo {
@@ -232,6 +307,23 @@ impl ModelInfo {
                 .map(str::to_string),
             generation,
             tensor_types,
+            n_ff: g
+                .get("qwen2.feed_forward_length")
+                .and_then(Value::as_u64)
+                .map(|v| v as u32)
+                .or_else(|| {
+                    g.tensors
+                        .iter()
+                        .find(|t| t.name == "blk.0.ffn_up.weight")
+                        .and_then(|t| t.dims.get(1))
+                        .map(|&d| d as u32)
+                })
+                .unwrap_or(0),
+            weights: WeightBytes::of(g.tensors.iter()),
+            read_every_token: read_every_token(
+                g.tensor_ranges(),
+                !g.tensors.iter().any(|t| t.name == "output.weight"),
+            ),
         })
     }
 
@@ -283,20 +375,12 @@ pub fn total_memory() -> u64 {
         .map_or(8 << 30, |kb| kb * 1024)
 }
 
-/// The default context: the trained length, capped so the KV cache takes at
-/// most a quarter of the machine's memory (and 2 GiB), in steps of 256.
-pub fn default_n_ctx(info: &ModelInfo, kv: KvType, total_memory: u64) -> u32 {
-    let budget = (total_memory / 4).min(2 << 30);
-    let fits = budget / info.kv_bytes_per_token(kv).max(1);
-    let n = (fits as u32).min(info.n_ctx_train);
-    (n / 256 * 256).max(256.min(info.n_ctx_train))
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn info_15b() -> ModelInfo {
+    /// The 1.5B q4_k_m as o1 converts it, with llama.cpp's figures.
+    pub(crate) fn info_15b() -> ModelInfo {
         ModelInfo {
             path: PathBuf::new(),
             name: String::new(),
@@ -315,6 +399,14 @@ mod tests {
             source: None,
             generation: GenerationDefaults::default(),
             tensor_types: BTreeMap::new(),
+            n_ff: 8960,
+            weights: WeightBytes {
+                total: 1_103_058_944,
+                embedding: 131_035_424,
+                tied_embeddings: false,
+                repacked: 625_504_256,
+            },
+            read_every_token: Vec::new(),
         }
     }
 
@@ -324,13 +416,5 @@ mod tests {
         // 2 (K and V) × 28 layers × 2 heads × 128 × 2 bytes.
         assert_eq!(i.kv_bytes_per_token(KvType::F16), 28672);
         assert_eq!(i.kv_bytes_per_token(KvType::Q8_0), 28672 / 2 / 32 * 34);
-    }
-
-    #[test]
-    fn default_context_fits_the_memory() {
-        let i = info_15b();
-        assert_eq!(default_n_ctx(&i, KvType::F16, 16 << 30), 32768);
-        // 2 GiB machine: 512 MiB for the KV cache = 18724 tokens, rounded down.
-        assert_eq!(default_n_ctx(&i, KvType::F16, 2 << 30), 18688);
     }
 }

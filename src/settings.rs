@@ -13,6 +13,7 @@ use clap::ValueEnum;
 use o1_gguf::ggml::OutputType;
 
 use crate::engine::{EngineConfig, GpuLayers, Limits, OnFull, SamplingOverrides};
+use crate::memory::Size;
 use crate::model::KvType;
 
 pub use o1_hub::{DEFAULT_REPO, DEFAULT_REVISION};
@@ -77,12 +78,14 @@ settings! {
         "The Hugging Face repository of the model";
     REVISION: String = "revision", "O1_REVISION", Value(|| DEFAULT_REVISION.to_string()),
         "Branch, tag or commit of the repository";
-    CTX: u32 = "ctx", "O1_CTX", Derived("trained length (KV cache ≤ 1/4 of RAM)"),
+    CTX: u32 = "ctx", "O1_CTX", Derived("trained length, or what fits max_memory"),
         "Context size in tokens", 1..=1_048_576;
     GPU_LAYERS: GpuLayers = "gpu_layers", "O1_GPU_LAYERS", Value(GpuLayers::default),
         "Layers to offload to the GPU: auto, all or a number (CPU builds ignore it)";
-    KV_TYPE: KvType = "kv_type", "O1_KV_TYPE", Value(KvType::default),
-        "KV cache type: q8_0 halves its memory (turns on flash attention)";
+    KV_TYPE: KvType = "kv_type", "O1_KV_TYPE", Derived("f16; q8_0 when max_memory needs it"),
+        "KV cache type: q8_0 halves its memory";
+    MAX_MEMORY: Size = "max_memory", "O1_MAX_MEMORY", Derived("half of this machine's memory"),
+        "Memory o1 may use (e.g. 1.5G, 1200M): the context, KV type and batch are chosen to fit";
     THREADS: usize = "threads", "O1_THREADS", Derived("all cores"),
         "CPU threads", 1..=1024;
     SYSTEM: String = "system", "O1_SYSTEM", Value(|| crate::chat::DEFAULT_SYSTEM.to_string()),
@@ -232,6 +235,15 @@ macro_rules! value_enum_values {
 }
 
 value_enum_values!(KvType, OnFull, ReasoningView);
+
+impl SettingValue for Size {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.parse().map_err(|e: String| format!("is {e}"))
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
 
 /// What `o1 config`, the config file's check and the flags' help need of a
 /// setting, whatever its type.
@@ -436,9 +448,12 @@ impl Settings {
         let mut c = EngineConfig::new(model);
         c.n_ctx = self.get(&CTX, flags.ctx)?;
         c.gpu_layers = self.value(&GPU_LAYERS, flags.gpu_layers)?;
-        c.kv_type = self.value(&KV_TYPE, flags.kv_type)?;
+        c.kv_type = self.get(&KV_TYPE, flags.kv_type)?;
         c.threads = self.get(&THREADS, flags.threads)?;
         c.n_batch = flags.batch;
+        if let Some(Size(bytes)) = self.get(&MAX_MEMORY, flags.max_memory)? {
+            c.max_memory = bytes;
+        }
         c.mmap = !flags.no_mmap;
         let Some(chat) = chat else { return Ok(c) };
         c.system = self.value(&SYSTEM, chat.system.clone())?;
@@ -483,9 +498,13 @@ pub struct EngineFlags {
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 
-    /// Prompt tokens per llama.cpp batch.
-    #[arg(long, default_value_t = 512, value_name = "N")]
-    pub batch: u32,
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<Size>,
+
+    /// Prompt tokens per llama.cpp batch [default: 512, or less when
+    /// max_memory needs it]
+    #[arg(long, value_name = "N")]
+    pub batch: Option<u32>,
 
     /// Read the whole model into memory instead of mapping the file.
     #[arg(long)]
@@ -546,7 +565,7 @@ mod tests {
         }
         assert_eq!(TYPE.builtin_text(), "q4_k_m");
         assert_eq!(MAX_ANSWER.builtin_text(), "3000");
-        assert_eq!(KV_TYPE.builtin_text(), "f16");
+        assert_eq!(KV_TYPE.builtin_text(), "f16; q8_0 when max_memory needs it");
     }
 
     #[test]
@@ -554,7 +573,7 @@ mod tests {
         let s = parse("model = \"mine\"\ntype = \"q8_0\"\nctx = 8192\ngpu_layers = \"all\"\nkv_type = \"q8_0\"\ntemperature = 0.7\nreasoning = \"collapsed\"").unwrap();
         assert_eq!(s.get(&CTX, None).unwrap(), Some(8192));
         assert_eq!(s.value(&GPU_LAYERS, None).unwrap(), GpuLayers::All);
-        assert_eq!(s.value(&KV_TYPE, None).unwrap(), KvType::Q8_0);
+        assert_eq!(s.get(&KV_TYPE, None).unwrap(), Some(KvType::Q8_0));
         assert_eq!(s.value(&TYPE, None).unwrap(), OutputType::Q8_0);
         assert_eq!(s.get(&TEMPERATURE, None).unwrap(), Some(0.7));
         assert_eq!(s.value(&REASONING, None).unwrap(), ReasoningView::Collapsed);
@@ -588,10 +607,13 @@ mod tests {
 
     #[test]
     fn the_engine_config_takes_every_setting() {
-        let s = parse("ctx = 2048\nkv_type = \"q8_0\"\nmax_answer = 7\ntop_k = 5").unwrap();
+        let s = parse(
+            "ctx = 2048\nkv_type = \"q8_0\"\nmax_answer = 7\ntop_k = 5\nmax_memory = \"1.5G\"",
+        )
+        .unwrap();
         let flags = EngineFlags {
             threads: Some(3),
-            batch: 256,
+            batch: Some(256),
             ..Default::default()
         };
         let chat = ChatFlags {
@@ -602,8 +624,14 @@ mod tests {
             .engine_config("m.gguf".into(), &flags, Some(&chat))
             .unwrap();
         assert_eq!(
-            (c.n_ctx, c.kv_type, c.threads, c.n_batch),
-            (Some(2048), KvType::Q8_0, Some(3), 256)
+            (c.n_ctx, c.kv_type, c.threads, c.n_batch, c.max_memory),
+            (
+                Some(2048),
+                Some(KvType::Q8_0),
+                Some(3),
+                Some(256),
+                1536 << 20
+            )
         );
         assert_eq!(
             c.limits,

@@ -504,7 +504,7 @@ fn chat_module_and_engine_agree_on_rendering() {
 #[test]
 fn quantized_kv_cache_runs_turns() {
     let e = engine_with(
-        |c| c.kv_type = o1::model::KvType::Q8_0,
+        |c| c.kv_type = Some(o1::model::KvType::Q8_0),
         &[(model().the, 100.0)],
     );
     let f = finished(&turn(&e, "Hi"));

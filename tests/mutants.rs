@@ -56,6 +56,7 @@ fn session_seeds() -> Vec<Vec<u8>> {
             gpu_layers: 29,
             n_layers: 28,
             n_ctx: 32768,
+            ..Default::default()
         };
         s.tokens = tokens;
         s.save(&[turn("First?", Some(Stop::AnswerNow)), turn("Second", None)])

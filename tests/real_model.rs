@@ -338,3 +338,58 @@ fn golden_engine_prompts_and_greedy_tokens() {
         share * 100.0
     );
 }
+
+/// `--max-memory`: the settings o1 chooses fit the budget, and o1's own
+/// prediction of a turn's peak is within 10 % of the peak measured.
+#[test]
+#[ignore = "needs the real 0.5B checkpoint: run through `just test`"]
+fn the_memory_plan_fits_its_budget_and_predicts_the_peak() {
+    let model = converted("q4_k_m");
+    let info = o1::model::ModelInfo::read(&model).unwrap();
+    let max_memory: u64 = 600_000_000;
+    let plan = o1::memory::plan(
+        &info,
+        o1::memory::Wanted {
+            max_memory,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(plan.constrained, "{plan:?}");
+    let out = Command::new(env!("CARGO_BIN_EXE_o1"))
+        .arg("run")
+        .arg(&model)
+        .arg("Write a Python function that checks whether a number is prime.")
+        .args(["--max-memory", &max_memory.to_string()])
+        .args(["--max-reasoning", "64", "--max-answer", "64", "--json"])
+        .env("O1_CONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Its own peak (VmHWM): getrusage would include this test process's.
+    let peak = report["stats"]["peak_memory"].as_u64().unwrap();
+    assert_eq!(
+        report["stats"]["context_size"].as_u64(),
+        Some(u64::from(plan.shape.n_ctx)),
+        "o1 run chose what the plan says"
+    );
+    let predicted = plan.footprint.total();
+    eprintln!(
+        "budget {} MB: predicted {} MiB ({}), measured {} MiB",
+        max_memory / 1_000_000,
+        predicted >> 20,
+        plan.footprint,
+        peak >> 20
+    );
+    assert!(
+        peak <= max_memory,
+        "measured {peak} over the budget {max_memory}"
+    );
+    let error = (peak as f64 - predicted as f64).abs() / peak as f64;
+    assert!(error < 0.10, "predicted {predicted}, measured {peak}");
+}

@@ -109,6 +109,10 @@ fn run_json_reports_both_phases_with_stats() {
         "{a}"
     );
     assert!(v["stats"]["context_used"].as_u64().unwrap() > 0);
+    assert!(
+        v["stats"]["peak_memory"].as_u64().unwrap() > 10 << 20,
+        "o1 run reports its peak memory"
+    );
 }
 
 #[test]
@@ -171,6 +175,12 @@ fn run_bad_input_exit_codes() {
             2,
             "not auto, all or a number",
         ),
+        (
+            &["run", model(), "hi", "--max-memory", "1M"],
+            6,
+            "MiB allowed (--max-memory); allow",
+        ),
+        (&["run", model(), "hi", "--max-memory", "lots"], 2, "lots"),
     ];
     for (args, code, msg) in cases {
         let out = o1(args, None);
@@ -280,10 +290,21 @@ fn info_prints_metadata_and_memory() {
         "type            q8_0",
         "<|reasoning|> = ",
         "KV per token    256 bytes (f16)",
-        "memory at 1000 tokens",
+        "at 1000 tokens, f16 KV cache, batches of 512",
+        "KV cache 0 MiB, compute 2 MiB, process 64 MiB",
     ] {
         assert!(t.contains(needle), "lacks {needle:?}:\n{t}");
     }
+    // The plan for a budget: the same context, in a smaller shape.
+    let out = o1(
+        &["info", model(), "--ctx", "1000", "--max-memory", "66M"],
+        None,
+    );
+    let t = text(&out.stdout);
+    assert!(
+        t.contains("at 1000 tokens, f16 KV cache, batches of 256 (66 MiB allowed: chosen to fit)"),
+        "{t}"
+    );
     let missing = o1(&["info", "/nonexistent.gguf"], None);
     assert_eq!(missing.status.code(), Some(3));
 }

@@ -65,6 +65,11 @@ fn model() -> ModelSummary {
         gpu_layers: 0,
         n_layers: 28,
         n_ctx: 4096,
+        chosen: vec![
+            "context 4096 tokens · f16 KV cache · batches of 512 · 2 threads".into(),
+            "memory ≈ 1241 MiB of 11980 MiB allowed (--max-memory)".into(),
+        ],
+        notes: vec![],
     }
 }
 
@@ -275,9 +280,37 @@ fn help_overlay() {
     let mut h = harness();
     h.key(KeyCode::Char('?'), KeyModifiers::NONE);
     assert!(h.app.help);
-    insta::assert_snapshot!(h.screen(100, 30));
+    let screen = h.screen(100, 30);
+    // What the engine chose for this machine's memory is listed under the keys.
+    assert!(
+        screen.contains("context 4096 tokens · f16 KV cache"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("of 11980 MiB allowed (--max-memory)"),
+        "{screen}"
+    );
+    insta::assert_snapshot!(screen);
     h.key(KeyCode::Esc, KeyModifiers::NONE);
     assert!(!h.app.help);
+}
+
+#[test]
+fn what_the_load_chose_to_fit_memory_is_said_once_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::new(dir.path().join("sessions"), dir.path().to_path_buf());
+    let mut app = App::new(session, None);
+    let fake = Fake::default();
+    let mut summary = model();
+    summary.notes = vec!["to fit --max-memory 1144 MiB: a context of 7424 tokens".into()];
+    app.update(Msg::Ready(Box::new(fake), summary));
+    let notice = app.notice.as_ref().expect("a notice");
+    assert!(
+        notice.text.contains("to fit --max-memory 1144 MiB"),
+        "{}",
+        notice.text
+    );
+    assert!(!notice.error);
 }
 
 #[test]

@@ -383,6 +383,8 @@ pub struct GgufFile<'a> {
     pub tensors: Vec<TensorInfo>,
     offsets: Vec<u64>,
     data: &'a [u8],
+    /// Where `data` starts in the file.
+    data_start: u64,
     n_params: u64,
 }
 
@@ -473,10 +475,9 @@ impl<'a> GgufFile<'a> {
         }
         let data_start = (r.pos as u64)
             .checked_next_multiple_of(alignment)
-            .and_then(|start| usize::try_from(start).ok())
-            .and_then(|start| bytes.get(start..));
-        let data =
-            data_start.ok_or_else(|| GgufError("file ends before the tensor data".into()))?;
+            .filter(|&start| start <= bytes.len() as u64)
+            .ok_or_else(|| GgufError("file ends before the tensor data".into()))?;
+        let data = &bytes[data_start as usize..];
         let mut n_params = 0u64;
         for (t, &off) in tensors.iter().zip(&offsets) {
             // Checked while parsing: every size below fits in u64.
@@ -496,6 +497,7 @@ impl<'a> GgufFile<'a> {
             tensors,
             offsets,
             data,
+            data_start,
             n_params,
         })
     }
@@ -511,6 +513,14 @@ impl<'a> GgufFile<'a> {
 
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// Each tensor with the byte range it takes in the file.
+    pub fn tensor_ranges(&self) -> impl Iterator<Item = (&TensorInfo, std::ops::Range<u64>)> {
+        self.tensors.iter().zip(&self.offsets).map(|(t, &off)| {
+            let start = self.data_start + off;
+            (t, start..start + t.n_bytes())
+        })
     }
 
     /// The bytes of the tensor named `name`.

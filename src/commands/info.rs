@@ -3,7 +3,8 @@
 use std::io::Write;
 
 use anyhow::Result;
-use o1::model::{KvType, ModelInfo};
+use o1::memory;
+use o1::model::{self, KvType, ModelInfo};
 use o1::settings::{self, Settings};
 use o1::terminal_text::for_terminal_line;
 
@@ -16,11 +17,22 @@ fn mib(bytes: u64) -> String {
 pub fn run(args: InfoArgs) -> Result<()> {
     let settings = Settings::load()?;
     let i = ModelInfo::read(&super::resolve_model(Some(&args.model), &settings)?)?;
-    let n_ctx = settings
-        .get(&settings::CTX, args.ctx)?
-        .unwrap_or(i.n_ctx_train);
-    let kv_type = settings.value(&settings::KV_TYPE, args.kv_type)?;
-    let kv = i.kv_bytes_per_token(kv_type) * u64::from(n_ctx);
+    // The engine's own choice for these settings (see `o1::memory`).
+    let max_memory = settings
+        .get(&settings::MAX_MEMORY, args.max_memory)?
+        .map_or_else(
+            || memory::default_max_memory(model::total_memory()),
+            |s| s.0,
+        );
+    let plan = memory::plan(
+        &i,
+        memory::Wanted {
+            n_ctx: settings.get(&settings::CTX, args.ctx)?,
+            kv_type: settings.get(&settings::KV_TYPE, args.kv_type)?,
+            n_batch: args.batch,
+            max_memory,
+        },
+    );
     let types: Vec<String> = i
         .tensor_types
         .iter()
@@ -78,13 +90,31 @@ pub fn run(args: InfoArgs) -> Result<()> {
         i.kv_bytes_per_token(KvType::F16),
         i.kv_bytes_per_token(KvType::Q8_0)
     )?;
-    writeln!(
-        out,
-        "memory at {n_ctx} tokens: {} weights + {} KV cache ({}) = {} (plus compute buffers)",
-        mib(i.file_bytes),
-        mib(kv),
-        kv_type.name(),
-        mib(i.file_bytes + kv)
-    )?;
+    match plan {
+        Ok(p) => {
+            let f = p.footprint;
+            writeln!(
+                out,
+                "memory          {} at {} tokens, {} KV cache, batches of {} ({} allowed{})",
+                mib(f.total()),
+                p.shape.n_ctx,
+                p.shape.kv_type.name(),
+                p.shape.n_batch,
+                mib(max_memory),
+                if p.constrained { ": chosen to fit" } else { "" }
+            )?;
+            writeln!(
+                out,
+                "                weights {} (repacked {} + mapped {}), KV cache {}, compute {}, process {}",
+                mib(f.weights()),
+                mib(f.repacked_weights),
+                mib(f.mapped_weights),
+                mib(f.kv_cache),
+                mib(f.compute),
+                mib(f.process)
+            )?;
+        }
+        Err(e) => writeln!(out, "memory          {e}")?,
+    }
     Ok(())
 }

@@ -24,6 +24,7 @@ pub mod exit {
     pub const MODEL_NOT_FOUND: u8 = 3;
     pub const MODEL_UNUSABLE: u8 = 4;
     pub const CONTEXT: u8 = 5;
+    pub const MEMORY: u8 = 6;
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -66,6 +67,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         Some(EngineError::ContextTooSmall { .. } | EngineError::ContextFull { .. }) => {
             exit::CONTEXT
         }
+        Some(EngineError::Memory(_)) => exit::MEMORY,
         _ => exit::FAILURE,
     }
 }

@@ -37,6 +37,8 @@ struct Stats {
     answer: PhaseReport,
     context_used: usize,
     context_size: usize,
+    /// The process's peak resident memory so far, in bytes (Linux).
+    peak_memory: Option<u64>,
 }
 
 /// Splits `[MODEL] [QUESTION]`: one argument is the model if it names a
@@ -201,6 +203,7 @@ fn print_turn<O: Write, E: Write>(
             Event::TurnFinished { usage } => {
                 report.stats.context_used = usage.used;
                 report.stats.context_size = usage.n_ctx;
+                report.stats.peak_memory = o1::memory::peak_resident();
                 finished = true;
                 break;
             }

@@ -111,13 +111,17 @@ impl Default for Limits {
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     pub model: PathBuf,
-    /// Context size; `None`: the trained length capped by a memory budget.
+    /// Context size; `None`: the trained length, or what fits `max_memory`.
     pub n_ctx: Option<u32>,
-    pub n_batch: u32,
+    /// Prompt tokens per batch; `None`: 512, or less to fit `max_memory`.
+    pub n_batch: Option<u32>,
+    /// `None`: f16, or q8_0 to fit `max_memory`.
+    pub kv_type: Option<KvType>,
+    /// The memory the engine may use (see [`crate::memory`]).
+    pub max_memory: u64,
     /// `None`: every core.
     pub threads: Option<usize>,
     pub gpu_layers: GpuLayers,
-    pub kv_type: KvType,
     pub mmap: bool,
     /// The system message; empty for none.
     pub system: String,
@@ -131,15 +135,26 @@ impl EngineConfig {
         EngineConfig {
             model: model.into(),
             n_ctx: None,
-            n_batch: 512,
+            n_batch: None,
+            kv_type: None,
+            max_memory: crate::memory::default_max_memory(crate::model::total_memory()),
             threads: None,
             gpu_layers: GpuLayers::Auto,
-            kv_type: KvType::F16,
             mmap: true,
             system: chat::DEFAULT_SYSTEM.to_string(),
             sampling: SamplingOverrides::default(),
             limits: Limits::default(),
             on_full: OnFull::Drop,
+        }
+    }
+
+    /// What the memory plan is asked for (see `memory::plan`).
+    pub fn wanted_memory(&self) -> crate::memory::Wanted {
+        crate::memory::Wanted {
+            n_ctx: self.n_ctx,
+            kv_type: self.kv_type,
+            n_batch: self.n_batch,
+            max_memory: self.max_memory,
         }
     }
 }

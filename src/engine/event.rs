@@ -36,6 +36,8 @@ pub enum EngineError {
     EmptyQuestion,
     #[error(transparent)]
     Run(#[from] RunError),
+    #[error(transparent)]
+    Memory(#[from] crate::memory::FitError),
     #[error("the engine thread has stopped")]
     Stopped,
 }

@@ -21,6 +21,7 @@ use super::load::{Loaded, Weights};
 use super::runner::Prefill;
 use super::turn::{Flags, Worker};
 use crate::chat::{Message, Phase};
+use crate::memory;
 use crate::model::ModelInfo;
 
 enum Command {
@@ -261,6 +262,14 @@ fn engine_thread(
     ready: Sender<Result<Loaded, EngineError>>,
     progress: impl FnMut(f32) -> bool + Send + 'static,
 ) {
+    // Before loading: a model that cannot fit the budget fails at once.
+    let plan = match memory::plan(&info, config.wanted_memory()) {
+        Ok(plan) => plan,
+        Err(e) => {
+            let _ = ready.send(Err(e.into()));
+            return;
+        }
+    };
     let weights = match Weights::load(&config, &info, progress) {
         Ok(w) => w,
         Err(e) => {
@@ -268,7 +277,7 @@ fn engine_thread(
             return;
         }
     };
-    let (runner, loaded) = match weights.context(&config, info) {
+    let (runner, loaded) = match weights.context(&config, info, plan) {
         Ok(started) => started,
         Err(e) => {
             let _ = ready.send(Err(e));

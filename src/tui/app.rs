@@ -196,6 +196,9 @@ impl App {
                     n_ctx: model.n_ctx,
                     reasoning: 0,
                 };
+                if !model.notes.is_empty() {
+                    self.note(model.notes.join(" · "), false);
+                }
                 self.model = model.clone();
                 self.session.model = model;
                 let engine: Arc<dyn ChatEngine> = Arc::from(engine);

@@ -60,5 +60,20 @@ pub fn model_summary(engine: &Engine) -> ModelSummary {
         gpu_layers: loaded.gpu_layers,
         n_layers: info.n_layer,
         n_ctx: loaded.n_ctx,
+        chosen: vec![
+            format!(
+                "context {} tokens · {} KV cache · batches of {} · {} threads",
+                loaded.n_ctx,
+                loaded.kv_type.name(),
+                loaded.n_batch,
+                loaded.threads
+            ),
+            format!(
+                "memory ≈ {} MiB of {} MiB allowed (--max-memory)",
+                loaded.memory.total() >> 20,
+                loaded.max_memory >> 20
+            ),
+        ],
+        notes: loaded.notes.clone(),
     }
 }

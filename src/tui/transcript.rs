@@ -36,6 +36,14 @@ pub struct ModelSummary {
     pub gpu_layers: u32,
     pub n_layers: u32,
     pub n_ctx: usize,
+    /// What the engine chose for this machine (context, KV cache, batch,
+    /// memory), as the help overlay lists it.
+    #[serde(default)]
+    pub chosen: Vec<String>,
+    /// What the user should know about the load (a setting that could not
+    /// be honoured, the memory budget's effect); shown once when ready.
+    #[serde(default, skip_serializing)]
+    pub notes: Vec<String>,
 }
 
 /// The two views of the transcript.

@@ -54,10 +54,14 @@ pub fn draw(f: &mut Frame, app: &App) {
         _ => {}
     }
     if app.help {
-        let lines: Vec<String> = BINDINGS
+        let mut lines: Vec<String> = BINDINGS
             .iter()
             .map(|(k, what)| format!("{k:<32} {what}"))
             .collect();
+        if !app.model.chosen.is_empty() {
+            lines.push(String::new());
+            lines.extend(app.model.chosen.iter().cloned());
+        }
         overlay(f, area, "Keys (Esc closes)", &lines, Color::Cyan);
     }
 }

@@ -1,0 +1,533 @@
+//! What a model takes in memory while it chats, and the settings that fit a
+//! budget (`--max-memory`).
+//!
+//! The parts, as llama.cpp allocates them on the CPU:
+//! - the weights llama.cpp repacks for faster matrix products (most of a
+//!   q4_k_m file), copied out of the mapped file into memory of their own;
+//!   the engine drops the file's pages of these once copied (see
+//!   `engine::load`), so they are counted once;
+//! - the weights read straight from the mapped file (the rest, but for the
+//!   token embedding, of which a turn reads only its tokens' rows);
+//! - the KV cache, `n_ctx` tokens of keys and values;
+//! - the compute buffer, which grows with the batch of tokens decoded at once
+//!   (`n_batch`) and with the context (the attention mask). The engine keeps
+//!   one row of logits per batch, not one per token, which is most of what
+//!   llama.cpp would reserve otherwise;
+//! - the process itself: code, libraries, the vocabulary, the heap.
+
+use std::fmt;
+
+use crate::model::{KvType, ModelInfo};
+
+/// The process beyond llama.cpp's buffers: code, libraries, the
+/// vocabulary, the heap (measured with the 1.5B and the 0.5B: 51 MiB once a
+/// turn runs, up to 63 MiB for a moment as loading ends).
+const PROCESS_BYTES: u64 = 64 << 20;
+
+/// The batch sizes the engine may choose, fastest prompt reading first.
+pub const BATCHES: [u32; 4] = [512, 256, 128, 64];
+
+/// Contexts smaller than this are not offered by `--max-memory` on its own.
+const MIN_CONTEXT: u32 = 1024;
+
+const MIB: u64 = 1 << 20;
+
+/// A prediction of the resident memory of a chat, by part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Footprint {
+    pub repacked_weights: u64,
+    pub mapped_weights: u64,
+    pub kv_cache: u64,
+    pub compute: u64,
+    pub process: u64,
+}
+
+impl Footprint {
+    pub fn total(&self) -> u64 {
+        self.weights() + self.kv_cache + self.compute + self.process
+    }
+
+    pub fn weights(&self) -> u64 {
+        self.repacked_weights + self.mapped_weights
+    }
+}
+
+impl fmt::Display for Footprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} MiB = {} MiB weights (repacked {} + mapped {}) + {} MiB KV cache + {} MiB compute + {} MiB process",
+            self.total() / MIB,
+            self.weights() / MIB,
+            self.repacked_weights / MIB,
+            self.mapped_weights / MIB,
+            self.kv_cache / MIB,
+            self.compute / MIB,
+            self.process / MIB,
+        )
+    }
+}
+
+/// Context, KV type and batch: what decides the memory beyond the weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub n_ctx: u32,
+    pub kv_type: KvType,
+    pub n_batch: u32,
+}
+
+/// The resident memory of a chat with `shape` on the CPU.
+pub fn footprint(info: &ModelInfo, shape: Shape) -> Footprint {
+    let w = &info.weights;
+    let n_ctx = u64::from(shape.n_ctx);
+    let n_batch = u64::from(shape.n_batch);
+    // Tied embeddings are also the output matrix, which every token reads.
+    let embedding = if w.tied_embeddings { w.embedding } else { 0 };
+    // Per token of the batch: the feed-forward and attention activations
+    // (f32), and the attention mask (f16) over the context; one row of
+    // logits. Fitted to llama.cpp's own figures within 0.1 MiB.
+    let per_batch_token = 4 * (3 * u64::from(info.n_ff) + 5 * u64::from(info.n_embd)) + 2 * n_ctx;
+    let compute = n_batch * per_batch_token + 4 * u64::from(info.n_vocab);
+    let mapped = w.total - w.repacked - w.embedding + embedding;
+    Footprint {
+        repacked_weights: w.repacked,
+        mapped_weights: mapped,
+        kv_cache: info.kv_bytes_per_token(shape.kv_type) * n_ctx,
+        compute,
+        process: PROCESS_BYTES,
+    }
+}
+
+/// What the user asked for; `None` is for o1 to choose.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Wanted {
+    pub n_ctx: Option<u32>,
+    pub kv_type: Option<KvType>,
+    pub n_batch: Option<u32>,
+    pub max_memory: u64,
+}
+
+/// The settings chosen, and why they differ from the defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub shape: Shape,
+    pub footprint: Footprint,
+    /// Set when the budget made o1 choose less than it would otherwise.
+    pub constrained: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FitError {
+    #[error(
+        "{model} needs {} MiB with {what}, more than the {} MiB allowed \
+         (--max-memory); allow {}M or more{hint}",
+        .needed.div_ceil(MIB), .max_memory / MIB, .needed.div_ceil(MIB)
+    )]
+    TooSmall {
+        model: String,
+        what: String,
+        needed: u64,
+        max_memory: u64,
+        hint: &'static str,
+    },
+}
+
+/// The context, KV type and batch for a chat within `wanted.max_memory`.
+///
+/// A context the user set is kept: the KV type (unless set) and then the
+/// batch give way. Otherwise the context is the trained length, or as much
+/// of it as fits: with an f16 cache when that holds at least 8,192 tokens,
+/// else with a q8_0 one (half the memory per token, nearly the same
+/// output), then with smaller batches (slower prompt reading, same output).
+pub fn plan(info: &ModelInfo, wanted: Wanted) -> Result<Plan, FitError> {
+    let kv_types: &[KvType] = match wanted.kv_type {
+        Some(KvType::F16) => &[KvType::F16],
+        Some(KvType::Q8_0) => &[KvType::Q8_0],
+        None => &[KvType::F16, KvType::Q8_0],
+    };
+    let one_batch;
+    let batches: &[u32] = match wanted.n_batch {
+        Some(n) => {
+            one_batch = [n.max(1)];
+            &one_batch
+        }
+        None => &BATCHES,
+    };
+    // The prediction is of the peak, as measured: the plan may fill the
+    // budget.
+    let budget = wanted.max_memory;
+    let fits = |shape: Shape| footprint(info, shape).total() <= budget;
+    let make = |shape: Shape, constrained| Plan {
+        shape,
+        footprint: footprint(info, shape),
+        constrained,
+    };
+    let first = Shape {
+        n_ctx: wanted.n_ctx.unwrap_or(info.n_ctx_train),
+        kv_type: kv_types[0],
+        n_batch: batches[0],
+    };
+    if let Some(n_ctx) = wanted.n_ctx {
+        for (i, &kv_type) in kv_types.iter().enumerate() {
+            for (j, &n_batch) in batches.iter().enumerate() {
+                let shape = Shape {
+                    n_ctx,
+                    kv_type,
+                    n_batch,
+                };
+                if fits(shape) {
+                    return Ok(make(shape, i + j > 0));
+                }
+            }
+        }
+        let smallest = Shape {
+            n_ctx,
+            kv_type: *kv_types.last().unwrap(),
+            n_batch: *batches.last().unwrap(),
+        };
+        return Err(too_small(
+            info,
+            smallest,
+            wanted.max_memory,
+            " or a smaller --ctx",
+        ));
+    }
+    if fits(first) {
+        return Ok(make(first, false));
+    }
+    // The largest context of each KV type and batch, in order of preference.
+    let floor = MIN_CONTEXT.min(info.n_ctx_train);
+    let comfortable = 8192.min(info.n_ctx_train);
+    let mut best: Option<Shape> = None;
+    for &n_batch in batches {
+        for &kv_type in kv_types {
+            let n_ctx = largest_context(info, kv_type, n_batch, budget);
+            if n_ctx < floor {
+                continue;
+            }
+            let shape = Shape {
+                n_ctx,
+                kv_type,
+                n_batch,
+            };
+            if n_ctx >= comfortable {
+                return Ok(make(shape, true));
+            }
+            if best.is_none_or(|b| shape.n_ctx > b.n_ctx) {
+                best = Some(shape);
+            }
+        }
+    }
+    match best {
+        Some(shape) => Ok(make(shape, true)),
+        None => {
+            let smallest = Shape {
+                n_ctx: floor,
+                kv_type: *kv_types.last().unwrap(),
+                n_batch: *batches.last().unwrap(),
+            };
+            Err(too_small(info, smallest, wanted.max_memory, ""))
+        }
+    }
+}
+
+/// The largest context (a multiple of 256, at most the trained length) that
+/// fits `max_memory` with this KV type and batch; 0 when none does.
+fn largest_context(info: &ModelInfo, kv_type: KvType, n_batch: u32, max_memory: u64) -> u32 {
+    let at = |n_ctx: u32| {
+        footprint(
+            info,
+            Shape {
+                n_ctx,
+                kv_type,
+                n_batch,
+            },
+        )
+        .total()
+    };
+    let fixed = at(0);
+    let per_token = at(1) - fixed;
+    if max_memory < fixed || per_token == 0 {
+        return 0;
+    }
+    let n = ((max_memory - fixed) / per_token).min(u64::from(info.n_ctx_train)) as u32;
+    n / 256 * 256
+}
+
+fn too_small(info: &ModelInfo, shape: Shape, max_memory: u64, hint: &'static str) -> FitError {
+    FitError::TooSmall {
+        model: if info.name.is_empty() {
+            "the model".into()
+        } else {
+            info.name.clone()
+        },
+        what: format!(
+            "a context of {} tokens, a {} KV cache and a batch of {}",
+            shape.n_ctx,
+            shape.kv_type.name(),
+            shape.n_batch
+        ),
+        needed: footprint(info, shape).total(),
+        max_memory,
+        hint,
+    }
+}
+
+/// This process's peak resident memory (`VmHWM`), in bytes; Linux only.
+/// Unlike `getrusage`'s maximum, it does not inherit the peak of the
+/// process that spawned this one.
+pub fn peak_resident() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// The default budget: half the machine's memory, which leaves the other half
+/// to the rest of a laptop's work.
+pub fn default_max_memory(total_memory: u64) -> u64 {
+    total_memory / 2
+}
+
+/// A memory size in bytes, as a user writes it (`1.5G`, `1200M`, `2GB`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl std::str::FromStr for Size {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_size(s).map(Size)
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_multiple_of(MIB) {
+            write!(f, "{}M", self.0 / MIB)
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
+/// Parses a size: a number with an optional unit. `K`, `M`, `G`, `T` (and
+/// `KiB`, `MiB`, …) are powers of 1024; `KB`, `MB`, `GB`, `TB` powers of 1000;
+/// no unit is bytes. `1.5G`, `1200MiB`, `1.2GB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 1.5G, 1200M, 2GB)"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tib" => 1024.0f64.powi(4),
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (use K, M, G, KB, MB, GB)"
+            ))
+        }
+    };
+    let bytes = value * scale;
+    if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
+        return Err(format!("{s:?} is not a usable size"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::info_15b;
+
+    const GB: u64 = 1_000_000_000;
+
+    #[test]
+    fn the_15b_footprint_matches_what_llama_cpp_allocates() {
+        let i = info_15b();
+        let f = footprint(
+            &i,
+            Shape {
+                n_ctx: 8192,
+                kv_type: KvType::F16,
+                n_batch: 512,
+            },
+        );
+        // llama.cpp: KV 224.00 MiB, compute 75.52 MiB at this shape.
+        assert_eq!(f.kv_cache, 224 * MIB);
+        assert!(f.compute.abs_diff(7552 * MIB / 100) < MIB, "{f:?}");
+        let f = footprint(
+            &i,
+            Shape {
+                n_ctx: 2048,
+                kv_type: KvType::Q8_0,
+                n_batch: 128,
+            },
+        );
+        // llama.cpp: compute 17.46 MiB.
+        assert!(f.compute.abs_diff(1746 * MIB / 100) < MIB, "{f:?}");
+    }
+
+    #[test]
+    fn a_plan_fits_its_budget_and_prefers_context_then_f16_then_big_batches() {
+        let i = info_15b();
+        let roomy = plan(
+            &i,
+            Wanted {
+                max_memory: 12 * GB,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            roomy.shape,
+            Shape {
+                n_ctx: 32768,
+                kv_type: KvType::F16,
+                n_batch: 512
+            }
+        );
+        assert!(!roomy.constrained);
+        for budget in [1_200_000_000, 1_500_000_000, 2 * GB] {
+            let p = plan(
+                &i,
+                Wanted {
+                    max_memory: budget,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert!(p.footprint.total() <= budget, "{budget}: {p:?}");
+            assert!(p.constrained);
+            assert!(
+                p.shape.n_ctx >= 1024 && p.shape.n_ctx.is_multiple_of(256),
+                "{p:?}"
+            );
+        }
+        let laptop = plan(
+            &i,
+            Wanted {
+                max_memory: 1_400_000_000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(laptop.shape.n_ctx >= 8192, "{laptop:?}");
+        assert!(plan(
+            &i,
+            Wanted {
+                max_memory: GB,
+                ..Default::default()
+            }
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn a_set_context_is_kept_and_the_rest_gives_way() {
+        let i = info_15b();
+        let p = plan(
+            &i,
+            Wanted {
+                n_ctx: Some(8192),
+                max_memory: 1_200_000_000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(p.shape.n_ctx, 8192);
+        assert_eq!(p.shape.kv_type, KvType::Q8_0);
+        assert!(p.shape.n_batch < 512 && p.constrained, "{p:?}");
+        // A batch the user set is kept too.
+        let p = plan(
+            &i,
+            Wanted {
+                n_ctx: Some(8192),
+                n_batch: Some(512),
+                max_memory: 1_300_000_000,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!((p.shape.kv_type, p.shape.n_batch), (KvType::Q8_0, 512));
+        assert!(plan(
+            &i,
+            Wanted {
+                n_ctx: Some(8192),
+                n_batch: Some(512),
+                max_memory: 1_200_000_000,
+                ..Default::default()
+            },
+        )
+        .is_err());
+        let err = plan(
+            &i,
+            Wanted {
+                n_ctx: Some(8192),
+                kv_type: Some(KvType::F16),
+                max_memory: GB,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("needs") && msg.contains("smaller --ctx"),
+            "{msg}"
+        );
+        let FitError::TooSmall { needed, .. } = err;
+        // The size it names is enough.
+        let p = plan(
+            &i,
+            Wanted {
+                n_ctx: Some(8192),
+                kv_type: Some(KvType::F16),
+                max_memory: needed,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(p.footprint.total() <= needed);
+    }
+
+    #[test]
+    fn a_budget_below_the_weights_is_a_clear_error() {
+        let err = plan(
+            &info_15b(),
+            Wanted {
+                max_memory: 500 * MIB,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("allow"), "{err}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1.5G").unwrap(), 1536 * MIB);
+        assert_eq!(parse_size("1200MiB").unwrap(), 1200 * MIB);
+        assert_eq!(parse_size("1.2GB").unwrap(), 1_200_000_000);
+        assert_eq!(parse_size(" 4096 ").unwrap(), 4096);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("1.2X").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1e30G").is_err());
+    }
+}
