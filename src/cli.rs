@@ -171,6 +171,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub chat: bool,
 
+    /// Instead, measure lookup decoding: a set of 10 prompts, each with lookup off and on
+    /// (tokens/s per phase, drafted and accepted tokens, the decode cost curve).
+    #[arg(long, conflicts_with = "chat")]
+    pub lookup_set: bool,
+
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

@@ -11,7 +11,7 @@
 //! - the KV cache, `n_ctx` tokens of keys and values;
 //! - the compute buffer, which grows with the batch of tokens decoded at once
 //!   (`n_batch`) and with the context (the attention mask). The engine keeps
-//!   one row of logits per batch, not one per token, which is most of what
+//!   a few rows of logits per batch (a lookup draft's), not one per token, which is most of what
 //!   llama.cpp would reserve otherwise;
 //! - the process itself: code, libraries, the vocabulary, the heap.
 
@@ -31,6 +31,10 @@ pub const BATCHES: [u32; 4] = [512, 256, 128, 64];
 const MIN_CONTEXT: u32 = 1024;
 
 const MIB: u64 = 1 << 20;
+
+/// Rows of logits a decode may return: one per token of the longest
+/// lookup draft plus the token before it (see `engine::lookup`).
+pub const LOGIT_ROWS: u32 = 3;
 
 /// A prediction of the resident memory of a chat, by part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,8 +88,9 @@ pub fn footprint(info: &ModelInfo, shape: Shape) -> Footprint {
     // Tied embeddings are also the output matrix, which every token reads.
     let embedding = if w.tied_embeddings { w.embedding } else { 0 };
     // Per token of the batch: the feed-forward and attention activations
-    // (f32), and the attention mask (f16) over the context; one row of
-    // logits. Fitted to llama.cpp's own figures within 0.1 MiB.
+    // (f32), and the attention mask (f16) over the context; a row of
+    // logits. Fitted to llama.cpp's own figures within 0.1 MiB. (The output
+    // buffer, `LOGIT_ROWS` rows at most, 1.7 MiB, is in the process's share.)
     let per_batch_token = 4 * (3 * u64::from(info.n_ff) + 5 * u64::from(info.n_embd)) + 2 * n_ctx;
     let compute = n_batch * per_batch_token + 4 * u64::from(info.n_vocab);
     let mapped = w.total - w.repacked - w.embedding + embedding;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use clap::ValueEnum;
 use o1_gguf::ggml::OutputType;
 
-use crate::engine::{EngineConfig, GpuLayers, Limits, OnFull, SamplingOverrides};
+use crate::engine::{EngineConfig, GpuLayers, Limits, Lookup, OnFull, SamplingOverrides};
 use crate::memory::Size;
 use crate::model::KvType;
 
@@ -96,6 +96,8 @@ settings! {
         "Token budget of the answer phase", 0..=1_048_576;
     ON_FULL: OnFull = "on_full", "O1_ON_FULL", Value(OnFull::default),
         "When a turn does not fit: drop old reasoning, then old turns; or stop";
+    LOOKUP: Lookup = "lookup", "O1_LOOKUP", Value(Lookup::default),
+        "Lookup decoding in greedy phases (experimental): guess the next tokens from the context and check them in one decode; the same output";
     TEMPERATURE: f32 = "temperature", "O1_TEMPERATURE", Derived("the model's: greedy for O1"),
         "Sampling temperature (0: greedy)", 0.0..=100.0;
     TOP_K: u32 = "top_k", "O1_TOP_K", Derived("the model's"),
@@ -234,7 +236,7 @@ macro_rules! value_enum_values {
     )*};
 }
 
-value_enum_values!(KvType, OnFull, ReasoningView);
+value_enum_values!(KvType, Lookup, OnFull, ReasoningView);
 
 impl SettingValue for Size {
     fn parse(text: &str) -> Result<Self, String> {
@@ -462,6 +464,7 @@ impl Settings {
             answer: self.value(&MAX_ANSWER, chat.max_answer)?,
         };
         c.on_full = self.value(&ON_FULL, chat.on_full)?;
+        c.lookup = self.value(&LOOKUP, chat.lookup)?;
         c.sampling = SamplingOverrides {
             temperature: self.get(&TEMPERATURE, chat.temperature)?,
             top_k: self.get(&TOP_K, chat.top_k)?,
@@ -525,6 +528,9 @@ pub struct ChatFlags {
 
     #[arg(long, value_enum)]
     pub on_full: Option<OnFull>,
+
+    #[arg(long, value_enum)]
+    pub lookup: Option<Lookup>,
 
     #[arg(long)]
     pub temperature: Option<f32>,

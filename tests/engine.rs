@@ -568,3 +568,73 @@ fn a_context_smaller_than_the_limits_answers_every_turn_and_says_so_once() {
     }
     assert_eq!(lowered, 1, "said once");
 }
+
+/// Lookup decoding changes how many decodes a phase takes, never what it
+/// says: the same tokens, stops and stats as one token per decode, and the
+/// cache after each phase holds exactly the same tokens (rejected drafts,
+/// and a draft cut by the limit or an end of turn, are gone).
+#[test]
+fn lookup_gives_the_plain_greedy_tokens_and_leaves_the_same_cache() {
+    use o1::engine::Lookup;
+    let run = |lookup: Lookup| {
+        let e = engine_with(|c| c.lookup = lookup, &[]);
+        let mut phases = Vec::new();
+        let mut caches = Vec::new();
+        let mut history = Vec::new();
+        for (q, limits) in [
+            ("Hi", (60, 40)),
+            ("Say it again: the cat sat on the mat", (37, 23)),
+            ("More", (50, 50)),
+        ] {
+            history.push(Message::new(Role::User, q));
+            for (phase, limit) in [(Phase::Reasoning, limits.0), (Phase::Answer, limits.1)] {
+                let (tx, rx) = mpsc::channel();
+                e.phase(history.clone(), phase, limit, tx).unwrap();
+                let done = finished(&collect(rx));
+                let role = match phase {
+                    Phase::Reasoning => Role::Reasoning,
+                    Phase::Answer => Role::Assistant,
+                };
+                history.push(Message::new(role, done[0].1.clone()));
+                phases.extend(done);
+                // What the cache holds now (the probe's prefill then
+                // changes it the same way in both runs).
+                caches.push(
+                    e.probe(vec![], Phase::Reasoning, false)
+                        .unwrap()
+                        .cached_before,
+                );
+            }
+        }
+        (phases, caches)
+    };
+    let (plain, plain_caches) = run(Lookup::Off);
+    let (lookup, lookup_caches) = run(Lookup::Always);
+    assert_eq!(plain.len(), lookup.len());
+    let mut accepted = 0;
+    for (p, l) in plain.iter().zip(&lookup) {
+        assert_eq!((p.0, &p.1, &p.2, p.3), (l.0, &l.1, &l.2, l.3), "{:?}", l.0);
+        let (ps, ls) = (&p.4, &l.4);
+        assert_eq!(
+            (ps.prompt_tokens, ps.reused_tokens, ps.prefilled_tokens),
+            (ls.prompt_tokens, ls.reused_tokens, ls.prefilled_tokens),
+            "the cache re-use of each phase"
+        );
+        assert_eq!((ps.drafted_tokens, ps.accepted_tokens), (0, 0));
+        assert!(ls.accepted_tokens <= ls.drafted_tokens);
+        accepted += ls.accepted_tokens;
+    }
+    assert_eq!(plain_caches, lookup_caches, "the cache after each phase");
+    // A random-weight model repeats itself: drafts were made and kept, so
+    // the comparison above covered accepted and rejected drafts.
+    assert!(
+        accepted > 0,
+        "no draft was accepted: the test proves nothing"
+    );
+    assert!(
+        lookup
+            .iter()
+            .any(|l| l.4.accepted_tokens < l.4.drafted_tokens),
+        "no draft was rejected"
+    );
+}

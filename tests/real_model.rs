@@ -339,6 +339,68 @@ fn golden_engine_prompts_and_greedy_tokens() {
     );
 }
 
+/// Lookup decoding on the golden prompts of the real model: every phase's
+/// greedy tokens are those of one token per decode, with drafts made at
+/// every step (whatever they cost), in bf16 and in q4_k_m.
+#[test]
+#[ignore = "needs the real 0.5B checkpoint: run through `just test`"]
+fn golden_prompts_give_the_same_tokens_with_lookup() {
+    use o1::chat::{Message, Role};
+    use o1::engine::{Engine, EngineConfig, Event, Lookup, PhaseStats};
+
+    let golden = golden();
+    let system = golden["system"].as_str().unwrap();
+    for ty in ["q4_k_m", "bf16"] {
+        let engine = |lookup| {
+            let mut config = EngineConfig::new(converted(ty));
+            config.n_ctx = Some(2048);
+            config.threads = Some(2);
+            config.lookup = lookup;
+            Engine::start(config, |_| true).unwrap()
+        };
+        let (plain, lookup) = (engine(Lookup::Off), engine(Lookup::Always));
+        let (mut drafted, mut accepted, mut tokens) = (0, 0, 0);
+        for case in golden["cases"].as_array().unwrap() {
+            let mut history = vec![Message::new(Role::System, system)];
+            for turn in case["turns"].as_array().unwrap() {
+                history.push(Message::new(Role::User, turn["user"].as_str().unwrap()));
+                for phase in [o1::chat::Phase::Reasoning, o1::chat::Phase::Answer] {
+                    let run = |engine: &Engine| -> (Vec<u32>, String, PhaseStats) {
+                        let (tx, rx) = mpsc::channel();
+                        engine.phase(history.clone(), phase, 96, tx).unwrap();
+                        rx.iter()
+                            .find_map(|e| match e {
+                                Event::PhaseFinished {
+                                    tokens,
+                                    text,
+                                    stats,
+                                    ..
+                                } => Some((tokens, text, stats)),
+                                Event::Error(e) => panic!("{e}"),
+                                _ => None,
+                            })
+                            .unwrap()
+                    };
+                    let (want, text, _) = run(&plain);
+                    let (got, _, stats) = run(&lookup);
+                    let same = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
+                    assert_eq!(
+                        got, want,
+                        "{ty} {} {phase:?}: lookup differs from token {same} on",
+                        case["name"]
+                    );
+                    drafted += stats.drafted_tokens;
+                    accepted += stats.accepted_tokens;
+                    tokens += got.len();
+                    history.push(Message::new(phase.role(), text));
+                }
+            }
+        }
+        eprintln!("{ty}: {tokens} tokens identical with lookup; {accepted} of {drafted} drafted tokens accepted");
+        assert!(accepted > 0, "{ty}: no draft was accepted");
+    }
+}
+
 /// `--max-memory`: the settings o1 chooses fit the budget, and o1's own
 /// prediction of a turn's peak is within 10 % of the peak measured.
 #[test]

@@ -32,6 +32,7 @@ fn o1(args: &[&str], stdin: Option<&str>) -> Output {
         .env("O1_LOG_FILE", fixture().dir.path().join("o1.log"))
         .env("O1_MODELS_DIR", fixture().dir.path().join("store"))
         .env("O1_CONFIG", fixture().dir.path().join("config.toml"))
+        .env("O1_CACHE_DIR", fixture().dir.path().join("cache"))
         .env_remove("O1_MODEL")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -277,6 +278,27 @@ fn bench_reports_pp_and_tg() {
         t.contains("pp16") && t.contains("tg4") && t.contains("chat: answer of turn 5"),
         "{t}"
     );
+}
+
+/// The lookup benchmark runs every prompt both ways and reports each phase;
+/// on a file type where lookup is not exact (q8_0), it never drafts. (Its
+/// exactness where it drafts: `engine.rs` and `real_model.rs`.)
+#[test]
+fn bench_lookup_set_compares_lookup_with_plain_decoding() {
+    let out = o1(
+        &["bench", model(), "--lookup-set", "--ctx", "2048", "--json"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 20, "10 prompts, 2 phases");
+    // This fixture is q8_0, on which lookup is not exact: it stays off.
+    for r in rows {
+        assert_eq!(r["same_text"], true, "{r}");
+        assert_eq!(r["drafted"], 0, "{r}");
+    }
+    assert_eq!(v["decode_costs"].as_array().unwrap().len(), 0);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! (tokens per second, mean ± standard deviation over the repetitions).
 //! `--chat` adds a multi-turn measurement: how fast the answer of a 5th
 //! turn starts when the cache is re-used, against a full re-prefill.
+//! `--lookup-set` measures lookup decoding instead (see `bench_lookup`).
 
 use std::io::Write;
 use std::sync::mpsc;
@@ -78,12 +79,31 @@ const QUESTIONS: [&str; 5] = [
 ];
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    if args.reps == 0 || (args.prompt == 0 && args.generate == 0 && !args.chat) {
+    if !args.lookup_set
+        && (args.reps == 0 || (args.prompt == 0 && args.generate == 0 && !args.chat))
+    {
         bail!("nothing to measure: give -p or -n, and -r of at least 1");
     }
     let settings = o1::settings::Settings::load()?;
     let model = super::resolve_model(args.model.as_deref(), &settings)?;
     let mut config = settings.engine_config(model, &args.engine, None)?;
+    if args.lookup_set {
+        config.n_ctx = config.n_ctx.or(Some(4096));
+        config.limits = Limits {
+            reasoning: 192,
+            answer: 192,
+        };
+        let engine = super::start_engine(config, args.json)?;
+        let report = super::bench_lookup::run(&engine)?;
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+        } else {
+            super::bench_lookup::print(&mut out, &report)?;
+        }
+        return Ok(());
+    }
     if config.n_ctx.is_none() {
         // As llama-bench: a context just large enough for the test.
         let chat_room = if args.chat { 4096 } else { 0 };

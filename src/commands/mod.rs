@@ -1,6 +1,7 @@
 //! The commands, and what they share: exit codes, Ctrl+C, loading a model.
 
 pub mod bench;
+mod bench_lookup;
 pub mod convert;
 mod first_run;
 pub mod info;

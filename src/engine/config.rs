@@ -43,6 +43,20 @@ pub enum OnFull {
     Stop,
 }
 
+/// Lookup decoding in greedy phases (see `engine::lookup`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Lookup {
+    /// Draft from the context whenever the measured costs say it pays.
+    On,
+    /// One token per decode (the default until lookup is shown to pay on
+    /// the machines o1 targets).
+    #[default]
+    Off,
+    /// Draft at every step whatever it costs (measurements and tests).
+    #[value(skip)]
+    Always,
+}
+
 /// Sampling settings given by the user; unset ones come from the model.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SamplingOverrides {
@@ -128,6 +142,7 @@ pub struct EngineConfig {
     pub sampling: SamplingOverrides,
     pub limits: Limits,
     pub on_full: OnFull,
+    pub lookup: Lookup,
 }
 
 impl EngineConfig {
@@ -145,6 +160,7 @@ impl EngineConfig {
             sampling: SamplingOverrides::default(),
             limits: Limits::default(),
             on_full: OnFull::Drop,
+            lookup: Lookup::Off,
         }
     }
 

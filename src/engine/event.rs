@@ -89,6 +89,9 @@ pub struct PhaseStats {
     pub time_to_first_token: f64,
     pub generation_seconds: f64,
     pub tokens_per_second: f64,
+    /// Tokens guessed by lookup decoding, and how many the model kept.
+    pub drafted_tokens: usize,
+    pub accepted_tokens: usize,
 }
 
 /// How full the context is.
@@ -155,6 +158,8 @@ pub struct BenchRuns {
 #[cfg(feature = "testing")]
 #[derive(Clone, Debug)]
 pub struct Probe {
+    /// The tokens in the cache before this probe's prefill.
+    pub cached_before: Vec<u32>,
     pub prompt: String,
     pub tokens: Vec<u32>,
     pub prefill: Prefill,

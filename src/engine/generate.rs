@@ -1,14 +1,18 @@
 //! A phase's token generation, after its prompt is in the cache: sample a
 //! token, stream its text in whole characters, feed it back, until a stop.
-//! How tokens are produced (the sampler chain, one token per decode) lives
-//! here and only here.
+//! How tokens are produced (the sampler chain one token per decode, or
+//! greedy with lookup drafts) lives here and only here.
 
 use std::time::Instant;
 
 use llama_cpp_2::sampling::LlamaSampler;
 
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+
 use super::config::Sampling;
 use super::event::Stop;
+use super::lookup::{self, Acceptance, CostCurve, MAX_DRAFT};
 use super::runner::{RunError, Runner};
 use super::text::Utf8Stream;
 
@@ -20,62 +24,219 @@ pub(super) struct Generation {
     /// When the first token was sampled.
     pub first_token: Option<Instant>,
     pub seconds: f64,
+    /// Tokens guessed by lookup, and how many of them the model kept.
+    pub drafted: usize,
+    pub accepted: usize,
+}
+
+/// How a phase's tokens are decoded.
+pub(super) enum Decoding<'a> {
+    /// One token per decode, from the sampler chain.
+    Plain,
+    /// Greedy with lookup drafts (see `lookup`), priced by this curve.
+    Lookup(&'a CostCurve),
 }
 
 /// Generates up to `limit` tokens from the runner's last logits.
-/// `interrupted` is polled before every token (a cancel, answer now);
+/// `interrupted` is polled before every decode (a cancel, answer now);
 /// `emit` receives the text as it completes.
 pub(super) fn generate(
     runner: &mut Runner<'_>,
     sampling: &Sampling,
+    decoding: Decoding<'_>,
     limit: usize,
     interrupted: impl Fn() -> Option<Stop>,
-    mut emit: impl FnMut(String),
+    emit: impl FnMut(String),
 ) -> Result<Generation, RunError> {
-    let model = runner.model();
-    let vocab = model.vocab();
-    let mut sampler = sampler(sampling, model.n_vocab());
-    let mut utf8 = Utf8Stream::default();
-    let (mut text, mut tokens) = (String::new(), Vec::new());
-    let mut first_token = None;
-    let started = Instant::now();
-    let stop = loop {
-        if let Some(stop) = interrupted() {
-            break stop;
+    let mut out = Output::new(runner, emit);
+    let stop = match decoding {
+        Decoding::Lookup(costs) if is_greedy(sampling) => {
+            lookup_loop(runner, costs, limit, &interrupted, &mut out)?
         }
-        if tokens.len() >= limit {
-            break Stop::Limit;
+        _ => plain_loop(runner, sampling, limit, &interrupted, &mut out)?,
+    };
+    Ok(out.finish(stop))
+}
+
+/// Whether the sampler chain is plain greedy: the choice is the argmax of
+/// the logits alone, which lookup reproduces.
+pub(super) fn is_greedy(sampling: &Sampling) -> bool {
+    #[cfg(feature = "testing")]
+    if !sampling.logit_bias.is_empty() {
+        return false;
+    }
+    sampling.temperature <= 0.0 && sampling.repeat_penalty == 1.0
+}
+
+/// The generated tokens and their text, streamed as whole characters.
+struct Output<'m, F> {
+    model: &'m LlamaModel,
+    utf8: Utf8Stream,
+    text: String,
+    tokens: Vec<u32>,
+    first_token: Option<Instant>,
+    started: Instant,
+    drafted: usize,
+    accepted: usize,
+    emit: F,
+}
+
+impl<'m, F: FnMut(String)> Output<'m, F> {
+    fn new(runner: &Runner<'m>, emit: F) -> Self {
+        Output {
+            model: runner.model(),
+            utf8: Utf8Stream::default(),
+            text: String::new(),
+            tokens: Vec::new(),
+            first_token: None,
+            started: Instant::now(),
+            drafted: 0,
+            accepted: 0,
+            emit,
         }
-        let token = runner.sample(&mut sampler);
-        first_token.get_or_insert_with(Instant::now);
-        tokens.push(token.0 as u32);
+    }
+
+    /// Takes a chosen token; `Some(EndOfTurn)` when it ends the phase.
+    fn push(&mut self, token: LlamaToken) -> Option<Stop> {
+        self.first_token.get_or_insert_with(Instant::now);
+        self.tokens.push(token.0 as u32);
+        let vocab = self.model.vocab();
         if vocab.is_eog(token) {
-            break Stop::EndOfTurn;
+            return Some(Stop::EndOfTurn);
         }
         // Control tokens (e.g. a stray <|im_start|>) render as nothing.
-        let delta = utf8.push(&vocab.token_to_piece(token, false, None));
+        let delta = self.utf8.push(&vocab.token_to_piece(token, false, None));
         if !delta.is_empty() {
-            text.push_str(&delta);
-            emit(delta);
+            self.text.push_str(&delta);
+            (self.emit)(delta);
+        }
+        None
+    }
+
+    fn finish(mut self, stop: Stop) -> Generation {
+        let tail = self.utf8.finish();
+        if !tail.is_empty() {
+            self.text.push_str(&tail);
+            (self.emit)(tail);
+        }
+        Generation {
+            text: self.text,
+            tokens: self.tokens,
+            stop,
+            first_token: self.first_token,
+            seconds: self.started.elapsed().as_secs_f64(),
+            drafted: self.drafted,
+            accepted: self.accepted,
+        }
+    }
+}
+
+/// One token per decode, chosen by the sampler chain.
+fn plain_loop<F: FnMut(String)>(
+    runner: &mut Runner<'_>,
+    sampling: &Sampling,
+    limit: usize,
+    interrupted: &impl Fn() -> Option<Stop>,
+    out: &mut Output<'_, F>,
+) -> Result<Stop, RunError> {
+    let mut sampler = sampler(sampling, runner.model().n_vocab());
+    loop {
+        if let Some(stop) = interrupted() {
+            return Ok(stop);
+        }
+        if out.tokens.len() >= limit {
+            return Ok(Stop::Limit);
+        }
+        let token = runner.sample(&mut sampler);
+        if let Some(stop) = out.push(token) {
+            return Ok(stop);
         }
         match runner.push(token) {
             Ok(()) => {}
-            Err(RunError::ContextFull(_)) => break Stop::ContextFull,
+            Err(RunError::ContextFull(_)) => return Ok(Stop::ContextFull),
             Err(e) => return Err(e),
         }
-    };
-    let tail = utf8.finish();
-    if !tail.is_empty() {
-        text.push_str(&tail);
-        emit(tail);
     }
-    Ok(Generation {
-        text,
-        tokens,
-        stop,
-        first_token,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+}
+
+/// Greedy decoding with lookup drafts. Each decode feeds the chosen token
+/// and a draft after it; the model's argmax after each fed token either
+/// confirms the next drafted one or is the next token itself. Rejected
+/// drafts leave the cache, so it ends exactly as plain decoding leaves it:
+/// every chosen token but an end-of-turn one.
+fn lookup_loop<F: FnMut(String)>(
+    runner: &mut Runner<'_>,
+    costs: &CostCurve,
+    limit: usize,
+    interrupted: &impl Fn() -> Option<Stop>,
+    out: &mut Output<'_, F>,
+) -> Result<Stop, RunError> {
+    let mut acceptance = Acceptance::default();
+    // The context as tokens, kept beside the cache for matching.
+    let mut context: Vec<u32> = runner.cached().iter().map(|t| t.0 as u32).collect();
+    let mut next = runner.argmax_last();
+    loop {
+        if let Some(stop) = interrupted() {
+            return Ok(stop);
+        }
+        if out.tokens.len() >= limit {
+            return Ok(Stop::Limit);
+        }
+        if let Some(stop) = out.push(next) {
+            return Ok(stop);
+        }
+        context.push(next.0 as u32);
+        // Room for the draft: the phase's limit and the context's.
+        let room = (limit - out.tokens.len())
+            .min(runner.n_ctx().saturating_sub(runner.cached().len() + 1));
+        let k = costs.best_draft(acceptance.p(), room.min(MAX_DRAFT));
+        let guess: Vec<LlamaToken> = if k > 0 {
+            lookup::draft(&context, k)
+                .iter()
+                .map(|&t| LlamaToken(t as i32))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let base = runner.cached().len();
+        let mut batch = Vec::with_capacity(guess.len() + 1);
+        batch.push(next);
+        batch.extend_from_slice(&guess);
+        match runner.decode_all(&batch) {
+            Ok(()) => {}
+            Err(RunError::ContextFull(_)) => return Ok(Stop::ContextFull),
+            Err(e) => return Err(e),
+        }
+        if guess.is_empty() {
+            acceptance.idle();
+            next = runner.argmax(0);
+            continue;
+        }
+        // Keep the drafted tokens the model agrees with, as they come.
+        let mut kept = 0;
+        let mut stop = None;
+        next = runner.argmax(0);
+        // (The draft is never longer than the phase has room for.)
+        while kept < guess.len() && next == guess[kept] {
+            kept += 1;
+            if let Some(s) = out.push(next) {
+                stop = Some(s);
+                break;
+            }
+            context.push(next.0 as u32);
+            next = runner.argmax(kept);
+        }
+        out.drafted += guess.len();
+        out.accepted += kept;
+        acceptance.record(guess.len(), kept);
+        // The cache keeps the fed token and the accepted drafts, but for an
+        // end-of-turn one, which plain decoding never feeds either.
+        let pushed = if stop.is_some() { kept - 1 } else { kept };
+        runner.truncate(base + 1 + pushed)?;
+        if let Some(stop) = stop {
+            return Ok(stop);
+        }
+    }
 }
 
 /// llama.cpp's sampler chain for `sampling`.

@@ -11,9 +11,9 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::config::EngineConfig;
 #[cfg(feature = "testing")]
 use super::config::Sampling;
+use super::config::{EngineConfig, Lookup};
 #[cfg(feature = "testing")]
 use super::event::Probe;
 use super::event::{BenchRuns, EngineError, Event};
@@ -34,6 +34,8 @@ enum Command {
     /// Prefill the conversation now, so the next turn starts at once.
     Warm,
     History(Sender<Vec<Message>>),
+    SetLookup(Lookup),
+    LookupCosts(Sender<Option<Vec<f64>>>),
     Bench {
         prompt: usize,
         generate: usize,
@@ -170,6 +172,16 @@ impl Engine {
         self.request(Command::History)
     }
 
+    /// Turns lookup decoding on or off for the following phases.
+    pub fn set_lookup(&self, lookup: Lookup) -> Result<(), EngineError> {
+        self.send(Command::SetLookup(lookup))
+    }
+
+    /// Seconds per decode of 1, 2, … tokens, once lookup has measured them.
+    pub fn lookup_costs(&self) -> Result<Option<Vec<f64>>, EngineError> {
+        self.request(Command::LookupCosts)
+    }
+
     /// Times `reps` prompt-processing runs of `prompt` tokens and generation runs of `generate` tokens.
     pub fn bench(
         &self,
@@ -284,7 +296,22 @@ fn engine_thread(
             return;
         }
     };
-    let worker = Worker::new(runner, flags, config, loaded.sampling.clone());
+    let cost_key = super::lookup::curve_key(&config.model, loaded.threads, loaded.n_batch);
+    let exact = super::lookup::is_exact_for(&loaded.info.file_type);
+    if config.lookup == Lookup::On && !exact {
+        tracing::info!(
+            file_type = %loaded.info.file_type,
+            "lookup decoding stays off: not shown exact for this file type"
+        );
+    }
+    let worker = Worker::new(
+        runner,
+        flags,
+        config,
+        loaded.sampling.clone(),
+        cost_key,
+        exact,
+    );
     if ready.send(Ok(loaded)).is_err() {
         return;
     }
@@ -310,6 +337,10 @@ fn serve(mut w: Worker<'_>, commands: Receiver<Command>) {
             }
             Command::History(reply) => {
                 let _ = reply.send(w.messages());
+            }
+            Command::SetLookup(lookup) => w.set_lookup(lookup),
+            Command::LookupCosts(reply) => {
+                let _ = reply.send(w.lookup_costs());
             }
             Command::Bench {
                 prompt,

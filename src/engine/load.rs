@@ -109,11 +109,11 @@ impl Weights {
             .with_n_threads_batch(threads as i32)
             .with_type_k(kv)
             .with_type_v(kv);
-        // One row of logits per batch is all a turn reads: llama.cpp would
-        // otherwise reserve a row per batch token (300 MiB at a batch of 512
-        // over a 151,666-token vocabulary).
+        // A turn reads one row of logits per decode, or one per token of a
+        // lookup draft: llama.cpp would otherwise reserve a row per batch
+        // token (300 MiB at a batch of 512 over a 151,666-token vocabulary).
         if let Some(raw) = raw_context_params(&mut params) {
-            raw.n_outputs_max = 1;
+            raw.n_outputs_max = memory::LOGIT_ROWS;
         }
         // Flash attention: no attention matrix in the compute buffer (the
         // memory plan counts on it), and a quantized V cache needs it.

@@ -8,6 +8,7 @@
 //! - `load`: the model and the context, and the GPU offload;
 //! - `turn`: the worker that fits and runs each turn;
 //! - `generate`: how a phase produces its tokens;
+//! - `lookup`: drafts from the context for greedy phases, and when they pay;
 //! - `runner`: one context and the tokens its KV cache holds;
 //! - `text`: token pieces to whole characters.
 //!
@@ -19,11 +20,12 @@ mod event;
 mod generate;
 mod handle;
 mod load;
+mod lookup;
 mod runner;
 mod text;
 mod turn;
 
-pub use config::{EngineConfig, GpuLayers, Limits, OnFull, Sampling, SamplingOverrides};
+pub use config::{EngineConfig, GpuLayers, Limits, Lookup, OnFull, Sampling, SamplingOverrides};
 #[cfg(feature = "testing")]
 pub use event::Probe;
 pub use event::{BenchRuns, ContextUsage, EngineError, Event, PhaseStats, Stop};

@@ -142,7 +142,7 @@ impl<'m> Runner<'m> {
     }
 
     /// Drops cached tokens from position `n` on.
-    fn truncate(&mut self, n: usize) -> Result<(), RunError> {
+    pub fn truncate(&mut self, n: usize) -> Result<(), RunError> {
         if n < self.cached.len() {
             self.ctx
                 .clear_kv_cache_seq(Some(0), Some(n as u32), None)
@@ -154,15 +154,29 @@ impl<'m> Runner<'m> {
 
     /// Decodes `tokens` after the cache; logits only for the last one if asked.
     fn decode(&mut self, tokens: &[LlamaToken], logits_last: bool) -> Result<(), RunError> {
+        self.decode_with(tokens, |i| logits_last && i + 1 == tokens.len())
+    }
+
+    /// Decodes `tokens` (at most `n_batch`) after the cache with logits for
+    /// every one of them: [`Runner::argmax`] then reads the model's choice
+    /// after each.
+    pub fn decode_all(&mut self, tokens: &[LlamaToken]) -> Result<(), RunError> {
+        self.decode_with(tokens, |_| true)
+    }
+
+    fn decode_with(
+        &mut self,
+        tokens: &[LlamaToken],
+        logits: impl Fn(usize) -> bool,
+    ) -> Result<(), RunError> {
         if self.cached.len() + tokens.len() > self.n_ctx() {
             return Err(RunError::ContextFull(self.n_ctx()));
         }
         self.batch.clear();
         let base = self.cached.len();
         for (i, &t) in tokens.iter().enumerate() {
-            let logits = logits_last && i + 1 == tokens.len();
             self.batch
-                .add(t, (base + i) as i32, &[0], logits)
+                .add(t, (base + i) as i32, &[0], logits(i))
                 .map_err(|e| RunError::Decode(e.to_string()))?;
         }
         match self.ctx.decode(&mut self.batch) {
@@ -180,6 +194,49 @@ impl<'m> Runner<'m> {
     /// Feeds one generated token.
     pub fn push(&mut self, token: LlamaToken) -> Result<(), RunError> {
         self.decode(&[token], true)
+    }
+
+    /// The greedy choice after the `i`-th token of the last `decode_all`:
+    /// the first token of highest logit, as llama.cpp's greedy sampler picks.
+    pub fn argmax(&self, i: usize) -> LlamaToken {
+        self.argmax_ith(i as i32)
+    }
+
+    /// The greedy choice from the last logits (after a prefill or a push).
+    pub fn argmax_last(&self) -> LlamaToken {
+        self.argmax_ith(-1)
+    }
+
+    fn argmax_ith(&self, i: i32) -> LlamaToken {
+        let logits = self.ctx.get_logits_ith(i);
+        let mut best = 0;
+        for (t, &l) in logits.iter().enumerate() {
+            if l > logits[best] {
+                best = t;
+            }
+        }
+        LlamaToken(best as i32)
+    }
+
+    /// Seconds per decode of 1, 2, … `max` tokens after the cache (the best
+    /// of a few runs each); the cache is left as it was.
+    pub fn decode_costs(&mut self, max: usize) -> Result<Vec<f64>, RunError> {
+        let keep = self.cached.len();
+        let filler = *self.cached.last().unwrap_or(&LlamaToken(0));
+        let mut costs = Vec::with_capacity(max);
+        for b in 1..=max.min(self.n_batch) {
+            let tokens = vec![filler; b];
+            let mut best = f64::INFINITY;
+            for _ in 0..3 {
+                let started = Instant::now();
+                self.decode_all(&tokens)?;
+                self.ctx.synchronize();
+                best = best.min(started.elapsed().as_secs_f64());
+                self.truncate(keep)?;
+            }
+            costs.push(best);
+        }
+        Ok(costs)
     }
 
     /// Samples the next token from the last logits (the sampler accepts it).

@@ -9,11 +9,12 @@ use std::time::Instant;
 
 use llama_cpp_2::token::LlamaToken;
 
-use super::config::{EngineConfig, Limits, OnFull, Sampling};
+use super::config::{EngineConfig, Limits, Lookup, OnFull, Sampling};
 #[cfg(feature = "testing")]
 use super::event::Probe;
 use super::event::{BenchRuns, ContextUsage, EngineError, Event, PhaseStats, Stop};
-use super::generate::generate;
+use super::generate::{generate, is_greedy, Decoding};
+use super::lookup::{self, CostCurve, MAX_DRAFT};
 use super::runner::{Prefill, RunError, Runner};
 use crate::chat::{self, Message, Phase, Role};
 
@@ -84,6 +85,12 @@ pub(super) struct Worker<'m> {
     conversation: Vec<Message>,
     /// Whether the user was told that the context lowers the phase limits.
     told_limits_lowered: bool,
+    /// What identifies this machine setting's decode costs, and the costs
+    /// once known (measured or read back on the first greedy phase).
+    cost_key: String,
+    costs: Option<CostCurve>,
+    /// Whether lookup gives this model's greedy tokens exactly.
+    lookup_exact: bool,
 }
 
 /// The result of one phase.
@@ -98,6 +105,8 @@ impl<'m> Worker<'m> {
         flags: Arc<Flags>,
         config: EngineConfig,
         sampling: Sampling,
+        cost_key: String,
+        lookup_exact: bool,
     ) -> Self {
         Worker {
             runner,
@@ -106,7 +115,43 @@ impl<'m> Worker<'m> {
             sampling,
             conversation: Vec::new(),
             told_limits_lowered: false,
+            cost_key,
+            costs: None,
+            lookup_exact,
         }
+    }
+
+    pub(super) fn set_lookup(&mut self, lookup: Lookup) {
+        self.config.lookup = lookup;
+    }
+
+    pub(super) fn lookup_costs(&self) -> Option<Vec<f64>> {
+        self.costs.as_ref().map(|c| c.seconds.clone())
+    }
+
+    /// Measures (or reads back) what decodes of 1 to 3 tokens cost, when
+    /// lookup may use it; before a prefill, as it overwrites the logits.
+    fn know_costs(&mut self) -> Result<(), RunError> {
+        if self.config.lookup != Lookup::On
+            || !self.lookup_exact
+            || self.costs.is_some()
+            || !is_greedy(&self.sampling)
+        {
+            return Ok(());
+        }
+        let curve = match lookup::cached_curve(&self.cost_key) {
+            Some(curve) => curve,
+            None => {
+                let curve = CostCurve {
+                    seconds: self.runner.decode_costs(MAX_DRAFT + 1)?,
+                };
+                tracing::info!(key = %self.cost_key, ?curve, "measured lookup decode costs");
+                lookup::save_curve(&self.cost_key, &curve);
+                curve
+            }
+        };
+        self.costs = Some(curve);
+        Ok(())
     }
 
     /// The system message, if any, then the conversation.
@@ -273,6 +318,7 @@ impl<'m> Worker<'m> {
         limit: usize,
         events: &Sender<Event>,
     ) -> Result<Outcome, EngineError> {
+        self.know_costs()?;
         let started = Instant::now();
         let prompt = self.prompt_tokens(messages, phase)?;
         let flags = &self.flags;
@@ -305,9 +351,20 @@ impl<'m> Worker<'m> {
         };
         let _ = events.send(Event::PhaseStarted { phase, prefill });
 
+        let flat = CostCurve::flat();
+        let decoding = match self.config.lookup {
+            Lookup::Off => Decoding::Plain,
+            Lookup::Always => Decoding::Lookup(&flat),
+            Lookup::On if self.lookup_exact => self
+                .costs
+                .as_ref()
+                .map_or(Decoding::Plain, Decoding::Lookup),
+            Lookup::On => Decoding::Plain,
+        };
         let generation = generate(
             &mut self.runner,
             &self.sampling,
+            decoding,
             limit,
             || flags.interruption(id, phase),
             |text| {
@@ -330,6 +387,8 @@ impl<'m> Worker<'m> {
             } else {
                 0.0
             },
+            drafted_tokens: generation.drafted,
+            accepted_tokens: generation.accepted,
         };
         let _ = events.send(Event::PhaseFinished {
             phase,
@@ -380,8 +439,10 @@ impl<'m> Worker<'m> {
     ) -> Result<Probe, EngineError> {
         let segments = chat::render(messages, phase);
         let tokens = self.runner.tokenize(&segments)?;
+        let cached_before = self.runner.cached().iter().map(|t| t.0 as u32).collect();
         let prefill = self.prefill(&tokens, fresh)?;
         Ok(Probe {
+            cached_before,
             prompt: chat::to_text(&segments),
             tokens: tokens.iter().map(|t| t.0 as u32).collect(),
             prefill,
