@@ -103,6 +103,52 @@ pub fn footprint(info: &ModelInfo, shape: Shape) -> Footprint {
     }
 }
 
+/// VRAM kept free beside what the offload needs: the CUDA context, cuBLAS's
+/// workspace and the driver's own (about 300–450 MiB on current drivers).
+pub const GPU_HEADROOM: u64 = 512 << 20;
+
+/// How many layers `--gpu-layers auto` offloads, and what they take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuFit {
+    /// Layers to offload, in llama.cpp's count: the repeating layers, plus
+    /// one for the output layer when all of them fit.
+    pub layers: u32,
+    /// All there are (`n_layer + 1`).
+    pub all: u32,
+    /// The VRAM the offload takes, headroom included.
+    pub vram: u64,
+}
+
+/// The layers that fit in `free` bytes of VRAM with this context, KV type
+/// and batch. llama.cpp offloads the repeating layers from the last one
+/// backwards, each with its weights and its share of the KV cache; the
+/// output layer (the output matrix) goes last, once every repeating layer
+/// is there. The compute buffer moves to the GPU with the first layer.
+pub fn gpu_layers_that_fit(info: &ModelInfo, free: u64, shape: Shape) -> GpuFit {
+    let w = &info.weights;
+    let n_layer = u64::from(info.n_layer);
+    let all = info.n_layer + 1;
+    // The embedding stays on the CPU (its rows are looked up there).
+    let untied_output = if w.tied_embeddings { 0 } else { w.output };
+    let per_layer = (w.total - w.embedding - untied_output) / n_layer.max(1)
+        + info.kv_bytes_per_token(shape.kv_type) * u64::from(shape.n_ctx) / n_layer.max(1);
+    let fixed = GPU_HEADROOM + footprint(info, shape).compute;
+    let room = free.saturating_sub(fixed);
+    let layers = if room >= per_layer * n_layer + w.output {
+        all
+    } else {
+        (room / per_layer.max(1)).min(n_layer) as u32
+    };
+    let vram = if layers == 0 {
+        0
+    } else {
+        fixed
+            + per_layer * u64::from(layers.min(info.n_layer))
+            + if layers == all { w.output } else { 0 }
+    };
+    GpuFit { layers, all, vram }
+}
+
 /// What the user asked for; `None` is for o1 to choose.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Wanted {
@@ -522,6 +568,57 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("allow"), "{err}");
+    }
+
+    #[test]
+    fn gpu_layers_for_the_15b_in_2_4_8_and_80_gb() {
+        let i = info_15b();
+        let shape = |n_ctx| Shape {
+            n_ctx,
+            kv_type: KvType::F16,
+            n_batch: 512,
+        };
+        let fit = |gib: u64, n_ctx| gpu_layers_that_fit(&i, gib << 30, shape(n_ctx));
+        // Everything (28 layers and the output layer) from 2 GiB at 4k;
+        // at 32k the KV cache (896 MiB) needs 4 GiB for all of it.
+        for (gib, n_ctx) in [
+            (2, 4096),
+            (4, 4096),
+            (8, 4096),
+            (80, 4096),
+            (4, 32768),
+            (8, 32768),
+            (80, 32768),
+        ] {
+            let f = fit(gib, n_ctx);
+            assert_eq!((f.layers, f.all), (29, 29), "{gib} GiB at {n_ctx}: {f:?}");
+            assert!(f.vram <= gib << 30, "{gib} GiB at {n_ctx}: {f:?}");
+        }
+        // 2 GiB at 32k: most layers, not the output layer.
+        let f = fit(2, 32768);
+        assert!((16..28).contains(&f.layers), "{f:?}");
+        assert!(f.vram <= 2 << 30, "{f:?}");
+        // One layer more would not fit.
+        let per_layer =
+            (f.vram - GPU_HEADROOM - footprint(&i, shape(32768)).compute) / u64::from(f.layers);
+        assert!(f.vram + per_layer > 2 << 30, "{f:?}");
+        // Less VRAM, fewer layers; none below the headroom.
+        let layers: Vec<u32> = [400 << 20, 1 << 30, 3 << 29, 2 << 30, 3 << 30]
+            .iter()
+            .map(|&b| gpu_layers_that_fit(&i, b, shape(32768)).layers)
+            .collect();
+        assert!(layers.windows(2).all(|w| w[0] <= w[1]), "{layers:?}");
+        assert_eq!(layers[0], 0);
+        // A q8_0 KV cache fits more of them.
+        let q8 = gpu_layers_that_fit(
+            &i,
+            2 << 30,
+            Shape {
+                kv_type: KvType::Q8_0,
+                ..shape(32768)
+            },
+        );
+        assert!(q8.layers > f.layers, "{q8:?} vs {f:?}");
     }
 
     #[test]

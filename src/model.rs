@@ -95,6 +95,8 @@ pub struct WeightBytes {
     pub embedding: u64,
     /// Whether the embedding is also the output matrix (no `output.weight`).
     pub tied_embeddings: bool,
+    /// The output matrix (`output.weight`; the embedding when tied).
+    pub output: u64,
     /// The tensors llama.cpp's CPU backend repacks into a buffer of its own
     /// (on x86 with AVX2: q4_0, q4_K and iq4_nl matrices of whole 8-row
     /// groups, but the embedding).
@@ -123,9 +125,15 @@ impl WeightBytes {
             w.total += bytes;
             if t.name == "token_embd.weight" {
                 w.embedding = bytes;
-            } else if is_repacked(t) {
+            } else if t.name == "output.weight" {
+                w.output = bytes;
+            }
+            if is_repacked(t) {
                 w.repacked += bytes;
             }
+        }
+        if w.tied_embeddings {
+            w.output = w.embedding;
         }
         w
     }
@@ -404,6 +412,8 @@ pub(crate) mod tests {
                 total: 1_103_058_944,
                 embedding: 131_035_424,
                 tied_embeddings: false,
+                // 151,666 × 1536 at q6_K.
+                output: 191_099_160,
                 repacked: 625_504_256,
             },
             read_every_token: Vec::new(),

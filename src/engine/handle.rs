@@ -282,7 +282,7 @@ fn engine_thread(
             return;
         }
     };
-    let weights = match Weights::load(&config, &info, progress) {
+    let weights = match Weights::load(&config, &info, plan.shape, progress) {
         Ok(w) => w,
         Err(e) => {
             let _ = ready.send(Err(e));

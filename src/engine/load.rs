@@ -46,11 +46,12 @@ impl Weights {
     pub(super) fn load(
         config: &EngineConfig,
         info: &ModelInfo,
+        shape: memory::Shape,
         progress: impl FnMut(f32) -> bool + Send + 'static,
     ) -> Result<Self, EngineError> {
         let backend = o1_gguf::llama::backend();
         let mut notes = Vec::new();
-        let gpu_layers = choose_gpu_layers(config, info, &mut notes);
+        let gpu_layers = choose_gpu_layers(config, info, shape, &mut notes);
         let mut progress = progress;
         let release = config.mmap;
         let path = config.model.clone();
@@ -171,7 +172,12 @@ fn llama_failure(error: impl Display) -> String {
 }
 
 /// Offload: none on a CPU build; `auto` fits layers in the GPU's free memory.
-fn choose_gpu_layers(config: &EngineConfig, info: &ModelInfo, notes: &mut Vec<String>) -> u32 {
+fn choose_gpu_layers(
+    config: &EngineConfig,
+    info: &ModelInfo,
+    shape: memory::Shape,
+    notes: &mut Vec<String>,
+) -> u32 {
     let all = info.n_layer + 1;
     let gpus: Vec<_> = llama_cpp_2::list_llama_ggml_backend_devices()
         .into_iter()
@@ -188,18 +194,15 @@ fn choose_gpu_layers(config: &EngineConfig, info: &ModelInfo, notes: &mut Vec<St
         GpuLayers::Count(n) => n.min(all),
         GpuLayers::Auto => {
             let free = gpus.iter().map(|d| d.memory_free as u64).max().unwrap_or(0);
-            let headroom = 512 << 20;
-            let n_ctx = u64::from(config.n_ctx.unwrap_or(4096));
-            let per_layer = info.file_bytes / u64::from(all)
-                + info.kv_bytes_per_token(config.kv_type.unwrap_or_default()) * n_ctx
-                    / u64::from(info.n_layer);
-            let fit = (free.saturating_sub(headroom) / per_layer.max(1)) as u32;
-            let n = fit.min(all);
+            let fit = memory::gpu_layers_that_fit(info, free, shape);
             notes.push(format!(
-                "offloading {n} of {all} layers to the GPU ({} MiB free)",
+                "offloading {} of {} layers to the GPU ({} of {} MiB free)",
+                fit.layers,
+                fit.all,
+                fit.vram >> 20,
                 free >> 20
             ));
-            n
+            fit.layers
         }
     }
 }
