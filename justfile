@@ -49,6 +49,12 @@ synthetic dir preset="tiny" *args="":
 convert *args:
     cargo run --release -q -- convert {{args}}
 
+# Assemble a CUDA 13 toolkit from NVIDIA's PyPI packages (pinned, SHA-256 checked) into
+# ~/.cache/o1/cuda-13.5 and print its path; no GPU needed. (The CUDA build of o1 against it is
+# work in progress: see the README.)
+cuda-toolkit:
+    scripts/cuda-toolkit
+
 # Benchmarks: print the figures.
 bench: bench-convert bench-runtime bench-tui bench-memory
 
