@@ -49,9 +49,8 @@ synthetic dir preset="tiny" *args="":
 convert *args:
     cargo run --release -q -- convert {{args}}
 
-# Assemble a CUDA 13 toolkit from NVIDIA's PyPI packages (pinned, SHA-256 checked) into
-# ~/.cache/o1/cuda-13.5 and print its path; no GPU needed. (The CUDA build of o1 against it is
-# work in progress: see the README.)
+# (The CUDA build of o1 against this toolkit is work in progress: see the README.)
+# A CUDA 13 toolkit from NVIDIA's PyPI packages (pinned, SHA-256 checked) in ~/.cache/o1/cuda-13.5.
 cuda-toolkit:
     scripts/cuda-toolkit
 
