@@ -30,8 +30,34 @@ pub fn backend() -> &'static LlamaBackend {
     BACKEND.get_or_init(|| {
         // SAFETY: the callback is a plain function that never unwinds.
         unsafe { sys::llama_log_set(Some(log_callback), std::ptr::null_mut()) };
+        #[cfg(feature = "dynamic-backends")]
+        llama_cpp_2::llama_backend::load_backends_from_path(&backends_dir());
         LlamaBackend::init().expect("llama.cpp backend initialised twice outside o1_gguf::llama")
     })
+}
+
+/// Where ggml's backend libraries are: `$O1_BACKENDS_DIR`, else the
+/// binary's own folder when it holds them (an installed o1), else the
+/// folder the build put them in. A backend whose libraries cannot load (no
+/// GPU driver) is skipped by ggml: the CPU remains.
+#[cfg(feature = "dynamic-backends")]
+pub fn backends_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("O1_BACKENDS_DIR") {
+        return dir.into();
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(std::path::Path::to_path_buf))
+        .filter(|dir| {
+            std::fs::read_dir(dir).is_ok_and(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("libggml-cpu"))
+            })
+        });
+    beside
+        .or_else(|| sys::BACKENDS_DIR.map(Into::into))
+        .unwrap_or_default()
 }
 
 /// The error and warning lines llama.cpp logged most recently.
