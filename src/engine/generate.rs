@@ -96,6 +96,12 @@ impl<'m, F: FnMut(String)> Output<'m, F> {
         }
     }
 
+    /// Why the phase stops before its next token, if it does: a cancel or
+    /// an answer-now first, then the limit.
+    fn must_stop(&self, limit: usize, interrupted: &impl Fn() -> Option<Stop>) -> Option<Stop> {
+        interrupted().or((self.tokens.len() >= limit).then_some(Stop::Limit))
+    }
+
     /// Takes a chosen token; `Some(EndOfTurn)` when it ends the phase.
     fn push(&mut self, token: LlamaToken) -> Option<Stop> {
         self.first_token.get_or_insert_with(Instant::now);
@@ -131,6 +137,16 @@ impl<'m, F: FnMut(String)> Output<'m, F> {
     }
 }
 
+/// A decode's outcome for the phase: a full context ends it, as a stop;
+/// other failures are errors.
+fn full_context_stops(decoded: Result<(), RunError>) -> Result<Option<Stop>, RunError> {
+    match decoded {
+        Ok(()) => Ok(None),
+        Err(RunError::ContextFull(_)) => Ok(Some(Stop::ContextFull)),
+        Err(e) => Err(e),
+    }
+}
+
 /// One token per decode, chosen by the sampler chain.
 fn plain_loop<F: FnMut(String)>(
     runner: &mut Runner<'_>,
@@ -141,20 +157,15 @@ fn plain_loop<F: FnMut(String)>(
 ) -> Result<Stop, RunError> {
     let mut sampler = sampler(sampling, runner.model().n_vocab());
     loop {
-        if let Some(stop) = interrupted() {
+        if let Some(stop) = out.must_stop(limit, interrupted) {
             return Ok(stop);
-        }
-        if out.tokens.len() >= limit {
-            return Ok(Stop::Limit);
         }
         let token = runner.sample(&mut sampler);
         if let Some(stop) = out.push(token) {
             return Ok(stop);
         }
-        match runner.push(token) {
-            Ok(()) => {}
-            Err(RunError::ContextFull(_)) => return Ok(Stop::ContextFull),
-            Err(e) => return Err(e),
+        if let Some(stop) = full_context_stops(runner.push(token))? {
+            return Ok(stop);
         }
     }
 }
@@ -176,11 +187,8 @@ fn lookup_loop<F: FnMut(String)>(
     let mut context: Vec<u32> = runner.cached().iter().map(|t| t.0 as u32).collect();
     let mut next = runner.argmax_last();
     loop {
-        if let Some(stop) = interrupted() {
+        if let Some(stop) = out.must_stop(limit, interrupted) {
             return Ok(stop);
-        }
-        if out.tokens.len() >= limit {
-            return Ok(Stop::Limit);
         }
         if let Some(stop) = out.push(next) {
             return Ok(stop);
@@ -202,10 +210,8 @@ fn lookup_loop<F: FnMut(String)>(
         let mut batch = Vec::with_capacity(guess.len() + 1);
         batch.push(next);
         batch.extend_from_slice(&guess);
-        match runner.decode_all(&batch) {
-            Ok(()) => {}
-            Err(RunError::ContextFull(_)) => return Ok(Stop::ContextFull),
-            Err(e) => return Err(e),
+        if let Some(stop) = full_context_stops(runner.decode_all(&batch))? {
+            return Ok(stop);
         }
         if guess.is_empty() {
             acceptance.idle();
