@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use o1::model::KvType;
-use o1::settings::{for_flag, AnySetting, ChatFlags, EngineFlags, ReasoningView};
+use o1::settings::{for_flag, AnySetting, ChatFlags, EngineFlags, ReasoningView, ServeFlags};
 use o1_gguf::ggml::OutputType;
 
 #[derive(Parser, Debug)]
@@ -31,6 +31,8 @@ pub enum Command {
     Tui(TuiArgs),
     /// Ask one question: the reasoning goes to stderr, the answer to stdout.
     Run(RunArgs),
+    /// Serve the model over HTTP: OpenAI's and ollama's chat APIs, the reasoning apart.
+    Serve(ServeArgs),
     /// Measure prompt processing and generation speed.
     Bench(BenchArgs),
     /// Show a model file's metadata and the memory a context needs.
@@ -142,6 +144,32 @@ pub struct RunArgs {
     /// Without a model: download and convert the default one without asking.
     #[arg(short, long)]
     pub yes: bool,
+
+    #[command(flatten)]
+    pub chat: ChatFlags,
+
+    #[command(flatten)]
+    pub engine: EngineFlags,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    o1 serve                                   # the default model on http://127.0.0.1:11435\n  \
+    o1 serve o1-q4_k_m.gguf --port 8080 --api-key \"$(openssl rand -hex 16)\"\n\n\
+    Routes: /v1/chat/completions and /v1/models (OpenAI), /api/chat, /api/tags, /api/show and\n\
+    /api/version (ollama), /health. The reasoning comes as `reasoning_content` (OpenAI) or\n\
+    `thinking` (ollama); `max_reasoning_tokens` or `reasoning_effort` set its budget.\n\
+    Ctrl+C or SIGTERM stops the server; running requests are cancelled.")]
+pub struct ServeArgs {
+    /// The model: a .gguf file or a stored model's name [default: $O1_MODEL, the config's, the store's].
+    pub model: Option<String>,
+
+    /// Without a model: download and convert the default one without asking.
+    #[arg(short, long)]
+    pub yes: bool,
+
+    #[command(flatten)]
+    pub serve: ServeFlags,
 
     #[command(flatten)]
     pub chat: ChatFlags,

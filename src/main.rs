@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::Pull(args) => commands::pull::run(args),
         Command::Convert(args) => commands::convert::run(args),
         Command::Run(args) => commands::run::run(args),
+        Command::Serve(args) => commands::serve::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Tui(args) => commands::tui(args),

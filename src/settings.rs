@@ -112,6 +112,46 @@ settings! {
         "Random seed for sampling";
     REASONING: ReasoningView = "reasoning", "O1_REASONING", Value(ReasoningView::default),
         "How `o1 tui` starts the reasoning pane";
+    HOST: String = "host", "O1_HOST", Value(|| "127.0.0.1".to_string()),
+        "The address `o1 serve` listens on (0.0.0.0: every network; mind the API key)";
+    PORT: u16 = "port", "O1_PORT", Value(|| crate::serve::DEFAULT_PORT),
+        "The port `o1 serve` listens on (0: any free one)";
+    API_KEY: Secret = "api_key", "O1_API_KEY", Derived("none: no key needed"),
+        "A key `o1 serve` requires of every request (Authorization: Bearer KEY)";
+    ALLOW_ORIGINS: String = "allow_origins", "O1_ALLOW_ORIGINS", Value(String::new),
+        "Web page origins besides loopback that may call `o1 serve` (comma-separated; * for any)";
+    QUEUE: usize = "queue", "O1_QUEUE", Value(|| 8),
+        "Requests `o1 serve` keeps waiting while one runs; more get 503", 1..=4096;
+}
+
+/// A value `o1 config` does not show.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().is_empty() {
+            Err("is empty".into())
+        } else {
+            Ok(Secret(s.to_string()))
+        }
+    }
+}
+
+impl SettingValue for Secret {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.parse()
+    }
+    fn show(&self) -> String {
+        "(set, not shown)".into()
+    }
 }
 
 /// How `o1 tui` starts the reasoning pane.
@@ -184,7 +224,7 @@ macro_rules! from_str_values {
     )*};
 }
 
-from_str_values!(u32: "a whole number", usize: "a whole number", f32: "a number");
+from_str_values!(u16: "a whole number", u32: "a whole number", usize: "a whole number", f32: "a number");
 
 impl SettingValue for String {
     fn parse(text: &str) -> Result<Self, String> {
@@ -512,6 +552,47 @@ pub struct EngineFlags {
     /// Read the whole model into memory instead of mapping the file.
     #[arg(long)]
     pub no_mmap: bool,
+}
+
+/// The flags of `o1 serve`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServeFlags {
+    #[arg(long)]
+    pub host: Option<String>,
+
+    #[arg(long)]
+    pub port: Option<u16>,
+
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<Secret>,
+
+    #[arg(long, value_name = "ORIGINS")]
+    pub allow_origins: Option<String>,
+
+    #[arg(long, value_name = "N")]
+    pub queue: Option<usize>,
+}
+
+impl Settings {
+    /// How `o1 serve` listens and whom it serves.
+    pub fn serve_options(
+        &self,
+        flags: &ServeFlags,
+    ) -> Result<crate::serve::Options, SettingsError> {
+        let origins = self.value(&ALLOW_ORIGINS, flags.allow_origins.clone())?;
+        Ok(crate::serve::Options {
+            host: self.value(&HOST, flags.host.clone())?,
+            port: self.value(&PORT, flags.port)?,
+            api_key: self.get(&API_KEY, flags.api_key.clone())?.map(|k| k.0),
+            allow_origins: origins
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(String::from)
+                .collect(),
+            queue: self.value(&QUEUE, flags.queue)?,
+        })
+    }
 }
 
 /// The flags of the commands that chat.

@@ -7,6 +7,7 @@ mod first_run;
 pub mod info;
 pub mod pull;
 pub mod run;
+pub mod serve;
 pub mod store;
 
 use std::io::IsTerminal;
@@ -61,7 +62,11 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
     let engine_error = err
         .downcast_ref::<EngineError>()
-        .or_else(|| err.downcast_ref::<SharedEngineError>().map(|e| &*e.0));
+        .or_else(|| err.downcast_ref::<SharedEngineError>().map(|e| &*e.0))
+        .or_else(|| match err.downcast_ref::<o1::serve::ServeError>() {
+            Some(o1::serve::ServeError::Engine(e)) => Some(e),
+            _ => None,
+        });
     match engine_error {
         Some(EngineError::Model(e)) => model_error(e),
         Some(EngineError::Context { .. }) => exit::MODEL_UNUSABLE,

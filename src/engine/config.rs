@@ -121,6 +121,16 @@ impl Default for Limits {
     }
 }
 
+/// One request on an explicit history, as a server gets it: the messages
+/// (system message included) end with the user's question; the sampling
+/// and the phases' budgets are the request's own.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub messages: Vec<chat::Message>,
+    pub sampling: Sampling,
+    pub limits: Limits,
+}
+
 /// Everything needed to start an engine.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {

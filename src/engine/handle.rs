@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 
 #[cfg(feature = "testing")]
 use super::config::Sampling;
-use super::config::{EngineConfig, Lookup};
+use super::config::{Completion, EngineConfig, Lookup};
 #[cfg(feature = "testing")]
 use super::event::Probe;
 use super::event::{BenchRuns, EngineError, Event};
@@ -28,6 +28,11 @@ enum Command {
     Turn {
         id: u64,
         user: String,
+        events: Sender<Event>,
+    },
+    Complete {
+        id: u64,
+        request: Completion,
         events: Sender<Event>,
     },
     SetHistory(Vec<Message>),
@@ -136,6 +141,18 @@ impl Engine {
         self.send(Command::Turn {
             id,
             user: user.into(),
+            events,
+        })
+    }
+
+    /// Runs a request on its own history (reasoning, then answer), leaving
+    /// the engine's conversation alone; the KV cache is re-used as far as
+    /// the request's prompt shares it. Events go out as for a turn.
+    pub fn complete(&self, request: Completion, events: Sender<Event>) -> Result<(), EngineError> {
+        let id = self.next_id();
+        self.send(Command::Complete {
+            id,
+            request,
             events,
         })
     }
@@ -326,6 +343,15 @@ fn serve(mut w: Worker<'_>, commands: Receiver<Command>) {
                 #[cfg(feature = "testing")]
                 injected_panic(id);
                 if let Err(e) = w.turn(id, user, &events) {
+                    let _ = events.send(Event::Error(Arc::new(e)));
+                }
+            }
+            Command::Complete {
+                id,
+                request,
+                events,
+            } => {
+                if let Err(e) = w.complete(id, request, &events) {
                     let _ = events.send(Event::Error(Arc::new(e)));
                 }
             }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use llama_cpp_2::token::LlamaToken;
 
-use super::config::{EngineConfig, Limits, Lookup, OnFull, Sampling};
+use super::config::{Completion, EngineConfig, Limits, Lookup, OnFull, Sampling};
 #[cfg(feature = "testing")]
 use super::event::Probe;
 use super::event::{BenchRuns, ContextUsage, EngineError, Event, PhaseStats, Stop};
@@ -223,23 +223,75 @@ impl<'m> Worker<'m> {
             self.told_limits_lowered = true;
             let _ = events.send(Event::LimitsLowered { limits, n_ctx });
         }
-        let messages = self.messages();
-        let reasoning =
-            self.run_phase(id, &messages, Phase::Reasoning, limits.reasoning, events)?;
-        self.conversation.push(Message {
-            role: Role::Reasoning,
-            content: reasoning.text,
-            cut: reasoning.stop.is_cut(),
+        let (reasoning, answer) = self.two_phases(id, self.messages(), limits, events)?;
+        self.conversation.push(reasoning);
+        self.conversation.extend(answer);
+        let _ = events.send(Event::TurnFinished {
+            usage: self.usage(),
         });
-        if !matches!(reasoning.stop, Stop::Cancelled | Stop::ContextFull) {
-            let messages = self.messages();
-            let answer = self.run_phase(id, &messages, Phase::Answer, limits.answer, events)?;
-            self.conversation.push(Message {
-                role: Role::Assistant,
-                content: answer.text,
-                cut: answer.stop.is_cut(),
+        Ok(())
+    }
+
+    /// Runs the reasoning, then (unless it was cancelled or filled the
+    /// context) the answer, after `messages`; returns the two new messages.
+    fn two_phases(
+        &mut self,
+        id: u64,
+        mut messages: Vec<Message>,
+        limits: Limits,
+        events: &Sender<Event>,
+    ) -> Result<(Message, Option<Message>), EngineError> {
+        let outcome =
+            self.run_phase(id, &messages, Phase::Reasoning, limits.reasoning, events)?;
+        let reasoning = Message {
+            role: Role::Reasoning,
+            content: outcome.text,
+            cut: outcome.stop.is_cut(),
+        };
+        if matches!(outcome.stop, Stop::Cancelled | Stop::ContextFull) {
+            return Ok((reasoning, None));
+        }
+        messages.push(reasoning.clone());
+        let answer = self.run_phase(id, &messages, Phase::Answer, limits.answer, events)?;
+        let answer = Message {
+            role: Role::Assistant,
+            content: answer.text,
+            cut: answer.stop.is_cut(),
+        };
+        Ok((reasoning, Some(answer)))
+    }
+
+    /// Runs `request` as turn `id`: its messages stay the caller's (the
+    /// conversation is left alone); only the KV cache carries over, so a
+    /// request that extends the previous one prefills only its new tail.
+    pub(super) fn complete(
+        &mut self,
+        id: u64,
+        request: Completion,
+        events: &Sender<Event>,
+    ) -> Result<(), EngineError> {
+        match request.messages.last() {
+            Some(m) if m.role == Role::User && !m.content.trim().is_empty() => {}
+            _ => return Err(EngineError::EmptyQuestion),
+        }
+        let n_ctx = self.runner.n_ctx();
+        let prompt = self
+            .prompt_tokens(&request.messages, Phase::Reasoning)?
+            .len();
+        let least = MIN_GENERATION.min(request.limits.reasoning + request.limits.answer)
+            + 2 * MARKER_TOKENS;
+        if prompt + least > n_ctx {
+            return Err(EngineError::ContextTooSmall {
+                prompt,
+                reserve: least,
+                n_ctx,
             });
         }
+        let limits = fit_limits(request.limits, n_ctx - prompt - 2 * MARKER_TOKENS);
+        let saved = std::mem::replace(&mut self.sampling, request.sampling);
+        let result = self.two_phases(id, request.messages, limits, events);
+        self.sampling = saved;
+        result?;
         let _ = events.send(Event::TurnFinished {
             usage: self.usage(),
         });

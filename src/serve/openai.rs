@@ -1,0 +1,410 @@
+//! OpenAI's chat completions API: `GET /v1/models` and `POST
+//! /v1/chat/completions`, streamed (server-sent events) or not. The
+//! reasoning travels apart from the answer as `reasoning_content`, the
+//! convention of DeepSeek's API, llama-server and LM Studio.
+
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::guard::{ApiError, JsonBody};
+use super::queue::{Finish, Job, Summary, Update};
+use super::{AppState, Knobs};
+use crate::chat::{Message, Role};
+
+pub async fn models(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "object": "list",
+        "data": [{
+            "id": state.model.id,
+            "object": "model",
+            "created": state.model.created,
+            "owned_by": "o1",
+        }],
+    }))
+}
+
+/// A chat completion request. The fields o1 cannot honour are read only to
+/// refuse them by name.
+#[derive(Deserialize)]
+pub struct ChatRequest {
+    model: Option<String>,
+    messages: Vec<InMessage>,
+    #[serde(default)]
+    stream: bool,
+    stream_options: Option<StreamOptions>,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    /// o1's: the reasoning phase's budget (takes precedence over `reasoning_effort`).
+    max_reasoning_tokens: Option<u64>,
+    reasoning_effort: Option<String>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    /// llama-server's extensions.
+    top_k: Option<u32>,
+    min_p: Option<f32>,
+    repeat_penalty: Option<f32>,
+    seed: Option<i64>,
+    stop: Option<Stops>,
+    n: Option<u32>,
+    tools: Option<Value>,
+    tool_choice: Option<Value>,
+    functions: Option<Value>,
+    function_call: Option<Value>,
+    response_format: Option<Value>,
+    logprobs: Option<bool>,
+    top_logprobs: Option<u32>,
+    logit_bias: Option<Value>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    audio: Option<Value>,
+    modalities: Option<Vec<String>>,
+    prediction: Option<Value>,
+    web_search_options: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Stops {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Stops {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            Stops::One(s) => vec![s],
+            Stops::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct InMessage {
+    role: String,
+    #[serde(default)]
+    content: Value,
+    reasoning_content: Option<String>,
+    tool_calls: Option<Value>,
+}
+
+/// A message's text: a string, or text parts (other parts are refused).
+fn content_text(content: Value, i: usize) -> Result<String, ApiError> {
+    let param = format!("messages[{i}].content");
+    match content {
+        Value::Null => Ok(String::new()),
+        Value::String(s) => Ok(s),
+        Value::Array(parts) => {
+            let mut text = String::new();
+            for part in parts {
+                match (part.get("type").and_then(Value::as_str), part.get("text")) {
+                    (Some("text"), Some(Value::String(t))) => text.push_str(t),
+                    (Some(kind), _) => {
+                        return Err(ApiError::unsupported(
+                            &param,
+                            &format!("content parts of type `{kind}` (o1's model reads text only)"),
+                        ))
+                    }
+                    _ => return Err(ApiError::invalid_value(&param, "has a part without a type")),
+                }
+            }
+            Ok(text)
+        }
+        _ => Err(ApiError::invalid_value(&param, "must be a string or an array of parts")),
+    }
+}
+
+/// The request's messages in the model's terms; a message's
+/// `reasoning_content` becomes the `<|reasoning|>` message before it.
+fn messages(input: Vec<InMessage>) -> Result<Vec<Message>, ApiError> {
+    let mut out = Vec::with_capacity(input.len() + 1);
+    for (i, m) in input.into_iter().enumerate() {
+        if m.tool_calls.as_ref().is_some_and(|t| !t.is_null()) {
+            return Err(ApiError::unsupported(
+                &format!("messages[{i}].tool_calls"),
+                "o1 does not call tools",
+            ));
+        }
+        let role = match m.role.as_str() {
+            "system" | "developer" => Role::System,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            "tool" | "function" => {
+                return Err(ApiError::unsupported(
+                    &format!("messages[{i}].role"),
+                    "o1 does not call tools, so there are no tool results",
+                ))
+            }
+            other => {
+                return Err(ApiError::invalid_value(
+                    &format!("messages[{i}].role"),
+                    format!("is `{other}`: must be system, developer, user or assistant"),
+                ))
+            }
+        };
+        if let Some(reasoning) = m.reasoning_content.filter(|_| role == Role::Assistant) {
+            out.push(Message::new(Role::Reasoning, reasoning));
+        }
+        out.push(Message::new(role, content_text(m.content, i)?));
+    }
+    Ok(out)
+}
+
+impl ChatRequest {
+    /// Refuses, by name, what o1 cannot honour.
+    fn refuse_unsupported(&self) -> Result<(), ApiError> {
+        let non_empty = |v: &Option<Value>| match v {
+            None | Some(Value::Null) => false,
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(Value::Object(o)) => !o.is_empty(),
+            Some(_) => true,
+        };
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(ApiError::unsupported("n", "o1 writes one choice per request"));
+        }
+        for (name, value) in [("tools", &self.tools), ("functions", &self.functions)] {
+            if non_empty(value) {
+                return Err(ApiError::unsupported(name, "o1 does not call tools"));
+            }
+        }
+        for (name, value) in [
+            ("tool_choice", &self.tool_choice),
+            ("function_call", &self.function_call),
+        ] {
+            if non_empty(value) && value.as_ref().and_then(Value::as_str) != Some("none") {
+                return Err(ApiError::unsupported(name, "o1 does not call tools"));
+            }
+        }
+        if let Some(format) = &self.response_format {
+            if format.get("type").and_then(Value::as_str) != Some("text") {
+                return Err(ApiError::unsupported(
+                    "response_format",
+                    "o1 does not constrain the answer to a format; only {\"type\": \"text\"}",
+                ));
+            }
+        }
+        if self.logprobs == Some(true) || self.top_logprobs.is_some() {
+            let name = if self.logprobs == Some(true) {
+                "logprobs"
+            } else {
+                "top_logprobs"
+            };
+            return Err(ApiError::unsupported(name, "o1 does not report log probabilities"));
+        }
+        if non_empty(&self.logit_bias) {
+            return Err(ApiError::unsupported("logit_bias", "o1 does not bias tokens"));
+        }
+        for (name, value) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if value.is_some_and(|v| v != 0.0) {
+                return Err(ApiError::unsupported(
+                    name,
+                    "o1 has `repeat_penalty` (llama.cpp's) instead",
+                ));
+            }
+        }
+        if non_empty(&self.audio) {
+            return Err(ApiError::unsupported("audio", "o1's model writes text only"));
+        }
+        if self
+            .modalities
+            .as_ref()
+            .is_some_and(|m| m.iter().any(|m| m != "text"))
+        {
+            return Err(ApiError::unsupported("modalities", "o1's model writes text only"));
+        }
+        if non_empty(&self.prediction) {
+            return Err(ApiError::unsupported("prediction", "o1 takes no predicted output"));
+        }
+        if non_empty(&self.web_search_options) {
+            return Err(ApiError::unsupported("web_search_options", "o1 runs offline"));
+        }
+        Ok(())
+    }
+
+    fn knobs(&self) -> Result<Knobs, ApiError> {
+        let answer = self.max_completion_tokens.or(self.max_tokens);
+        let effort = match self.reasoning_effort.as_deref() {
+            None => None,
+            Some(e) => Some(super::Effort::parse(e).ok_or_else(|| {
+                ApiError::invalid_value(
+                    "reasoning_effort",
+                    format!("is `{e}`: must be none, minimal, low, medium or high"),
+                )
+            })?),
+        };
+        Ok(Knobs {
+            answer_tokens: answer,
+            reasoning_tokens: self.max_reasoning_tokens,
+            effort,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            seed: self.seed,
+            stops: self.stop.clone().map_or_else(Vec::new, Stops::into_vec),
+        })
+    }
+}
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<ChatRequest>,
+) -> Result<Response, ApiError> {
+    let model = req
+        .model
+        .clone()
+        .ok_or_else(|| ApiError::invalid_value("model", "is required"))?;
+    state.check_model(&model)?;
+    req.refuse_unsupported()?;
+    let knobs = req.knobs()?;
+    let (stream, include_usage) = (
+        req.stream,
+        req.stream_options.as_ref().is_some_and(|o| o.include_usage),
+    );
+    let messages = messages(req.messages)?;
+    let (request, stops) = state.completion(messages, knobs)?;
+    let (out, updates) = mpsc::unbounded_channel();
+    state.queue.push(Job {
+        request,
+        stops,
+        out,
+    })?;
+    let id = super::response_id("chatcmpl");
+    let created = super::unix_now();
+    if stream {
+        let chunks = Chunks {
+            id,
+            created,
+            model: state.model.id.clone(),
+            include_usage,
+        };
+        return Ok(Sse::new(chunks.stream(updates))
+            .keep_alive(KeepAlive::default())
+            .into_response());
+    }
+    let summary = super::finished(updates).await?;
+    Ok(Json(json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": state.model.id,
+        "choices": [{
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": summary.answer,
+                "reasoning_content": summary.reasoning,
+            },
+            "finish_reason": summary.finish.reason(),
+            "logprobs": null,
+        }],
+        "usage": usage(&summary),
+    }))
+    .into_response())
+}
+
+fn usage(s: &Summary) -> Value {
+    let completion = s.reasoning_tokens + s.answer_tokens;
+    json!({
+        "prompt_tokens": s.prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": s.prompt_tokens + completion,
+        "prompt_tokens_details": {"cached_tokens": s.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": s.reasoning_tokens},
+    })
+}
+
+/// The chunks of a streamed completion.
+struct Chunks {
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+}
+
+impl Chunks {
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> SseEvent {
+        let mut chunk = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
+        });
+        if self.include_usage {
+            chunk["usage"] = Value::Null;
+        }
+        SseEvent::default().data(chunk.to_string())
+    }
+
+    /// The role first, then a delta per piece of text (the reasoning's as
+    /// `reasoning_content`, then the answer's as `content`), the finish
+    /// reason, the usage if asked, and `[DONE]`. A failure is an error
+    /// event, after which the stream ends.
+    fn stream(
+        self,
+        updates: mpsc::UnboundedReceiver<Update>,
+    ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+        let first = self.chunk(json!({"role": "assistant", "content": ""}), None);
+        let start = stream::iter([Ok(first)]);
+        let rest = stream::unfold(
+            (self, updates, false),
+            |(me, mut updates, over)| async move {
+                if over {
+                    return None;
+                }
+                let events = match updates.recv().await {
+                    Some(Update::Reasoning(t)) => vec![me.chunk(json!({"reasoning_content": t}), None)],
+                    Some(Update::Answer(t)) => vec![me.chunk(json!({"content": t}), None)],
+                    Some(Update::Done(s)) if s.finish == Finish::Cancelled => {
+                        return Some((vec![error_event(&super::cancelled())], (me, updates, true)))
+                    }
+                    Some(Update::Done(s)) => {
+                        let mut events = vec![me.chunk(json!({}), Some(s.finish.reason()))];
+                        if me.include_usage {
+                            let chunk = json!({
+                                "id": me.id,
+                                "object": "chat.completion.chunk",
+                                "created": me.created,
+                                "model": me.model,
+                                "choices": [],
+                                "usage": usage(&s),
+                            });
+                            events.push(SseEvent::default().data(chunk.to_string()));
+                        }
+                        events.push(SseEvent::default().data("[DONE]"));
+                        return Some((events, (me, updates, true)));
+                    }
+                    Some(Update::Failed(e)) => {
+                        return Some((vec![error_event(&e)], (me, updates, true)))
+                    }
+                    None => return None,
+                };
+                Some((events, (me, updates, false)))
+            },
+        )
+        .flat_map(|events| stream::iter(events.into_iter().map(Ok)));
+        start.chain(rest)
+    }
+}
+
+fn error_event(e: &ApiError) -> SseEvent {
+    SseEvent::default().data(e.body().to_string())
+}
