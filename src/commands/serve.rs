@@ -25,9 +25,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(100);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("loading model [{bar:30.cyan/blue}] {percent}%")
-                .expect("valid template")
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "loading model [{bar:30.cyan/blue}] {percent}%",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar
     });

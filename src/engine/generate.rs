@@ -104,6 +104,8 @@ impl<'m, F: FnMut(String)> Output<'m, F> {
 
     /// Takes a chosen token; `Some(EndOfTurn)` when it ends the phase.
     fn push(&mut self, token: LlamaToken) -> Option<Stop> {
+        #[cfg(feature = "testing")]
+        injected_delay();
         self.first_token.get_or_insert_with(Instant::now);
         self.tokens.push(token.0 as u32);
         let vocab = self.model.vocab();
@@ -134,6 +136,20 @@ impl<'m, F: FnMut(String)> Output<'m, F> {
             drafted: self.drafted,
             accepted: self.accepted,
         }
+    }
+}
+
+/// With `O1_TEST_TOKEN_DELAY_MS=N`, every token takes N ms more, as on a
+/// slow machine: for the tests of what happens while a phase runs.
+#[cfg(feature = "testing")]
+fn injected_delay() {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    let delay = DELAY.get_or_init(|| {
+        let ms = std::env::var("O1_TEST_TOKEN_DELAY_MS").ok()?.parse().ok()?;
+        Some(std::time::Duration::from_millis(ms))
+    });
+    if let Some(d) = delay {
+        std::thread::sleep(*d);
     }
 }
 

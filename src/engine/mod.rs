@@ -25,7 +25,9 @@ mod runner;
 mod text;
 mod turn;
 
-pub use config::{Completion, EngineConfig, GpuLayers, Limits, Lookup, OnFull, Sampling, SamplingOverrides};
+pub use config::{
+    Completion, EngineConfig, GpuLayers, Limits, Lookup, OnFull, Sampling, SamplingOverrides,
+};
 #[cfg(feature = "testing")]
 pub use event::Probe;
 pub use event::{BenchRuns, ContextUsage, EngineError, Event, PhaseStats, Stop};

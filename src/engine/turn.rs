@@ -241,8 +241,7 @@ impl<'m> Worker<'m> {
         limits: Limits,
         events: &Sender<Event>,
     ) -> Result<(Message, Option<Message>), EngineError> {
-        let outcome =
-            self.run_phase(id, &messages, Phase::Reasoning, limits.reasoning, events)?;
+        let outcome = self.run_phase(id, &messages, Phase::Reasoning, limits.reasoning, events)?;
         let reasoning = Message {
             role: Role::Reasoning,
             content: outcome.text,

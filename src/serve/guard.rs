@@ -169,9 +169,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 .shaped(shape)
             })?;
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            ApiError::bad_request(format!("the request body is not valid JSON for this route: {e}"))
-                .with_code("invalid_json")
-                .shaped(shape)
+            ApiError::bad_request(format!(
+                "the request body is not valid JSON for this route: {e}"
+            ))
+            .with_code("invalid_json")
+            .shaped(shape)
         })
     }
 }
@@ -179,7 +181,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 /// Whether a browser page from `origin` may call the server: loopback
 /// pages always, others only when `allow_origins` lists them (or is `*`).
 pub fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
-    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
         return true;
     }
     let Some((scheme, rest)) = origin.split_once("://") else {
@@ -328,7 +333,10 @@ mod tests {
         let body = e.body();
         assert_eq!(body["error"]["param"], "tools");
         assert_eq!(body["error"]["type"], "invalid_request_error");
-        assert!(body["error"]["message"].as_str().unwrap().contains("`tools`"));
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`tools`"));
         let body = e.shaped(Shape::for_path("/api/chat")).body();
         assert!(body["error"].as_str().unwrap().contains("`tools`"));
     }

@@ -31,14 +31,12 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-pub use guard::MAX_BODY_BYTES;
 use guard::ApiError;
+pub use guard::MAX_BODY_BYTES;
 use queue::{Queue, Shared, Summary, Update};
 
 use crate::chat::{Message, Role};
-use crate::engine::{
-    Completion, Engine, EngineConfig, EngineError, Limits, Loaded, Sampling,
-};
+use crate::engine::{Completion, Engine, EngineConfig, EngineError, Limits, Loaded, Sampling};
 use crate::model::ModelInfo;
 
 /// The port `o1 serve` listens on unless told otherwise (one above ollama's).
@@ -307,11 +305,17 @@ fn unix_now() -> u64 {
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     use std::sync::atomic::Ordering::SeqCst;
     if state.shared.shutting_down.load(SeqCst) {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting_down"})))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "shutting_down"})),
+        )
     } else if state.shared.ready() {
         (StatusCode::OK, Json(json!({"status": "ok"})))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "loading"})))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "loading"})),
+        )
     }
 }
 
@@ -365,11 +369,7 @@ pub trait Report: Send + 'static {
 
 /// Runs the server until Ctrl+C or SIGTERM: listens, loads the model behind
 /// it, serves. A model that fails to load ends it with that error.
-pub fn run(
-    config: EngineConfig,
-    options: Options,
-    report: impl Report,
-) -> Result<(), ServeError> {
+pub fn run(config: EngineConfig, options: Options, report: impl Report) -> Result<(), ServeError> {
     let info = ModelInfo::read(&config.model).map_err(EngineError::from)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -454,8 +454,12 @@ async fn serve(
     let stop = Arc::new(tokio::sync::Notify::new());
     let load_error = Arc::new(std::sync::Mutex::new(None));
     {
-        let (stop, shared, load_error, report) =
-            (stop.clone(), shared.clone(), load_error.clone(), report.clone());
+        let (stop, shared, load_error, report) = (
+            stop.clone(),
+            shared.clone(),
+            load_error.clone(),
+            report.clone(),
+        );
         tokio::spawn(async move {
             tokio::select! {
                 _ = signalled() => report.lock().unwrap().stopping(),

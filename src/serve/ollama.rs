@@ -163,7 +163,10 @@ impl ChatRequest {
                     Effort::parse(level)
                         .filter(|e| matches!(e, Effort::Low | Effort::Medium | Effort::High))
                         .ok_or_else(|| {
-                            ApiError::invalid_value("think", "must be true, false, low, medium or high")
+                            ApiError::invalid_value(
+                                "think",
+                                "must be true, false, low, medium or high",
+                            )
                         })?,
                 );
                 true

@@ -123,7 +123,10 @@ fn content_text(content: Value, i: usize) -> Result<String, ApiError> {
             }
             Ok(text)
         }
-        _ => Err(ApiError::invalid_value(&param, "must be a string or an array of parts")),
+        _ => Err(ApiError::invalid_value(
+            &param,
+            "must be a string or an array of parts",
+        )),
     }
 }
 
@@ -173,7 +176,10 @@ impl ChatRequest {
             Some(_) => true,
         };
         if self.n.is_some_and(|n| n != 1) {
-            return Err(ApiError::unsupported("n", "o1 writes one choice per request"));
+            return Err(ApiError::unsupported(
+                "n",
+                "o1 writes one choice per request",
+            ));
         }
         for (name, value) in [("tools", &self.tools), ("functions", &self.functions)] {
             if non_empty(value) {
@@ -202,10 +208,16 @@ impl ChatRequest {
             } else {
                 "top_logprobs"
             };
-            return Err(ApiError::unsupported(name, "o1 does not report log probabilities"));
+            return Err(ApiError::unsupported(
+                name,
+                "o1 does not report log probabilities",
+            ));
         }
         if non_empty(&self.logit_bias) {
-            return Err(ApiError::unsupported("logit_bias", "o1 does not bias tokens"));
+            return Err(ApiError::unsupported(
+                "logit_bias",
+                "o1 does not bias tokens",
+            ));
         }
         for (name, value) in [
             ("presence_penalty", self.presence_penalty),
@@ -219,20 +231,32 @@ impl ChatRequest {
             }
         }
         if non_empty(&self.audio) {
-            return Err(ApiError::unsupported("audio", "o1's model writes text only"));
+            return Err(ApiError::unsupported(
+                "audio",
+                "o1's model writes text only",
+            ));
         }
         if self
             .modalities
             .as_ref()
             .is_some_and(|m| m.iter().any(|m| m != "text"))
         {
-            return Err(ApiError::unsupported("modalities", "o1's model writes text only"));
+            return Err(ApiError::unsupported(
+                "modalities",
+                "o1's model writes text only",
+            ));
         }
         if non_empty(&self.prediction) {
-            return Err(ApiError::unsupported("prediction", "o1 takes no predicted output"));
+            return Err(ApiError::unsupported(
+                "prediction",
+                "o1 takes no predicted output",
+            ));
         }
         if non_empty(&self.web_search_options) {
-            return Err(ApiError::unsupported("web_search_options", "o1 runs offline"));
+            return Err(ApiError::unsupported(
+                "web_search_options",
+                "o1 runs offline",
+            ));
         }
         Ok(())
     }
@@ -371,7 +395,9 @@ impl Chunks {
                     return None;
                 }
                 let events = match updates.recv().await {
-                    Some(Update::Reasoning(t)) => vec![me.chunk(json!({"reasoning_content": t}), None)],
+                    Some(Update::Reasoning(t)) => {
+                        vec![me.chunk(json!({"reasoning_content": t}), None)]
+                    }
                     Some(Update::Answer(t)) => vec![me.chunk(json!({"content": t}), None)],
                     Some(Update::Done(s)) if s.finish == Finish::Cancelled => {
                         return Some((vec![error_event(&super::cancelled())], (me, updates, true)))

@@ -264,9 +264,7 @@ fn run(shared: &Shared, engine: &Engine, job: Job) {
     };
     summary.total_seconds = started.elapsed().as_secs_f64();
     if summary.finish != Finish::Cancelled {
-        shared
-            .remembered
-            .keep(&summary.answer, &summary.reasoning);
+        shared.remembered.keep(&summary.answer, &summary.reasoning);
     }
     let _ = job.out.send(Update::Done(summary));
 }
@@ -374,10 +372,16 @@ mod tests {
 
     #[test]
     fn a_stop_sequence_ends_the_text_before_it_even_across_pieces() {
-        assert_eq!(scan(&["END"], &["abc", "E", "N", "Dxyz"]), ("abc".into(), true));
+        assert_eq!(
+            scan(&["END"], &["abc", "E", "N", "Dxyz"]),
+            ("abc".into(), true)
+        );
         assert_eq!(scan(&["\n\n"], &["one\n", "\ntwo"]), ("one".into(), true));
         assert_eq!(scan(&["b", "cd"], &["abcd"]), ("a".into(), true));
-        assert_eq!(scan(&["xyz"], &["ab", "x", "y", "!"]), ("abxy!".into(), false));
+        assert_eq!(
+            scan(&["xyz"], &["ab", "x", "y", "!"]),
+            ("abxy!".into(), false)
+        );
         assert_eq!(scan(&[], &["free ", "text"]), ("free text".into(), false));
         assert_eq!(scan(&[""], &["a"]), ("a".into(), false));
         assert_eq!(scan(&["é!"], &["caf", "é", "?"]), ("café?".into(), false));
