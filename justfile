@@ -55,7 +55,7 @@ cuda-toolkit:
     scripts/cuda-toolkit
 
 # Benchmarks: print the figures.
-bench: bench-convert bench-runtime bench-tui bench-memory
+bench: bench-convert bench-runtime bench-tui bench-memory bench-serve
 
 # The chat UI: frame time with a 30,000-token transcript, typing latency while the 0.5B model streams.
 bench-tui: (fixture "0.5b")
@@ -70,6 +70,12 @@ llama-tools:
 bench-runtime: build (fixture "1.5b")
     @test -f {{fixture_dir}}/o1-1.5b-q4_k_m.gguf || $CARGO_TARGET_DIR/release/o1 convert --quiet {{fixture_dir}}/o1-1.5b -o {{fixture_dir}}/o1-1.5b-q4_k_m.gguf
     scripts/bench-runtime {{fixture_dir}}/o1-1.5b-q4_k_m.gguf "$(scripts/build-llama-tools)/build/bin/llama-bench"
+
+# o1 serve beside llama.cpp's llama-server on the 1.5B q4_k_m (same file, threads, context):
+# streamed decode tokens/s, the 5th turn's time to first token, requests per minute with 4 clients.
+bench-serve threads="2" ctx="8192": build (fixture "1.5b")
+    @test -f {{fixture_dir}}/o1-1.5b-q4_k_m.gguf || $CARGO_TARGET_DIR/release/o1 convert --quiet {{fixture_dir}}/o1-1.5b -o {{fixture_dir}}/o1-1.5b-q4_k_m.gguf
+    scripts/bench-serve $CARGO_TARGET_DIR/release/o1 "$(scripts/build-llama-tools)/build/bin/llama-server" {{fixture_dir}}/o1-1.5b-q4_k_m.gguf {{threads}} {{ctx}}
 
 # The 1.5B q4_k_m chat turn as a low-memory laptop feels it, o1 beside llama.cpp's llama-completion
 # (same file, context and threads): peak RSS, and the time under a series of memory caps (cgroup v1,

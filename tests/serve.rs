@@ -583,6 +583,28 @@ fn a_client_that_disconnects_cancels_its_generation() {
         waited < Duration::from_secs(4),
         "the next request waited {waited:?}"
     );
+
+    // The same without streaming: the client gives up while it waits.
+    let mut body = long_question();
+    body["stream"] = json!(false);
+    let mut s = TcpStream::connect(server.addr()).unwrap();
+    let body = body.to_string();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let cut = Instant::now();
+    drop(s);
+    let (status, v) = server.chat(&question("after"));
+    assert_eq!(status, 200, "{v}");
+    let waited = cut.elapsed();
+    assert!(
+        waited < Duration::from_secs(4),
+        "the next request waited {waited:?}"
+    );
 }
 
 #[test]
