@@ -49,10 +49,13 @@ synthetic dir preset="tiny" *args="":
 convert *args:
     cargo run --release -q -- convert {{args}}
 
-# (The CUDA build of o1 against this toolkit is work in progress: see the README.)
 # A CUDA 13 toolkit from NVIDIA's PyPI packages (pinned, SHA-256 checked) in ~/.cache/o1/cuda-13.5.
 cuda-toolkit:
     scripts/cuda-toolkit
+
+# o1 with CUDA (one binary, GPU or not) and its libraries in ~/.cache/o1/o1-cuda; about 34 min per architecture on 2 cores.
+build-cuda archs="80;86;89;90":
+    scripts/build-cuda "{{archs}}"
 
 # Benchmarks: print the figures.
 bench: bench-convert bench-runtime bench-tui bench-memory bench-serve

@@ -8,6 +8,7 @@
 //! Conversion lives in the `o1-convert` crate.
 
 pub mod chat;
+pub mod device;
 pub mod engine;
 pub mod memory;
 pub mod model;

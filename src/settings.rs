@@ -118,7 +118,7 @@ settings! {
         "The port `o1 serve` listens on (0: any free one)";
     API_KEY: Secret = "api_key", "O1_API_KEY", Derived("none: no key needed"),
         "A key `o1 serve` requires of every request (Authorization: Bearer KEY)";
-    ALLOW_ORIGINS: String = "allow_origins", "O1_ALLOW_ORIGINS", Value(String::new),
+    ALLOW_ORIGINS: String = "allow_origins", "O1_ALLOW_ORIGINS", Derived("none: loopback pages only"),
         "Web page origins besides loopback that may call `o1 serve` (comma-separated; * for any)";
     QUEUE: usize = "queue", "O1_QUEUE", Value(|| 8),
         "Requests `o1 serve` keeps waiting while one runs; more get 503", 1..=4096;
@@ -579,7 +579,9 @@ impl Settings {
         &self,
         flags: &ServeFlags,
     ) -> Result<crate::serve::Options, SettingsError> {
-        let origins = self.value(&ALLOW_ORIGINS, flags.allow_origins.clone())?;
+        let origins = self
+            .get(&ALLOW_ORIGINS, flags.allow_origins.clone())?
+            .unwrap_or_default();
         Ok(crate::serve::Options {
             host: self.value(&HOST, flags.host.clone())?,
             port: self.value(&PORT, flags.port)?,

@@ -114,6 +114,11 @@ fn run_json_reports_both_phases_with_stats() {
         v["stats"]["peak_memory"].as_u64().unwrap() > 10 << 20,
         "o1 run reports its peak memory"
     );
+    // This machine has no GPU: whatever the build, the model ran on the CPU.
+    assert!(
+        v["stats"]["device"].as_str().unwrap().starts_with("CPU"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -278,6 +283,9 @@ fn bench_reports_pp_and_tg() {
         t.contains("pp16") && t.contains("tg4") && t.contains("chat: answer of turn 5"),
         "{t}"
     );
+    // Where it ran: this machine has no GPU, whatever the build.
+    assert!(t.contains(" threads, on CPU"), "{t}");
+    assert!(v["device"].as_str().unwrap().starts_with("CPU"), "{v}");
 }
 
 /// The lookup benchmark runs every prompt both ways and reports each phase;
@@ -314,6 +322,7 @@ fn info_prints_metadata_and_memory() {
         "KV per token    256 bytes (f16)",
         "at 1000 tokens, f16 KV cache, batches of 512",
         "KV cache 0 MiB, compute 2 MiB, process 64 MiB",
+        "devices         CPU",
     ] {
         assert!(t.contains(needle), "lacks {needle:?}:\n{t}");
     }

@@ -65,6 +65,8 @@ struct Report {
     params: u64,
     threads: usize,
     gpu_layers: u32,
+    /// Where the model ran, in words.
+    device: String,
     results: Vec<TestResult>,
     chat: Option<ChatResult>,
 }
@@ -145,6 +147,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         params: loaded.info.n_params,
         threads: loaded.threads,
         gpu_layers: loaded.gpu_layers,
+        device: loaded.device.clone(),
         results,
         chat,
     };
@@ -197,13 +200,13 @@ fn print(r: &Report, json: bool) -> Result<()> {
     }
     writeln!(
         out,
-        "model {} ({}, {:.2} GiB, {:.2} B params), {} threads, {} GPU layers",
+        "model {} ({}, {:.2} GiB, {:.2} B params), {} threads, on {}",
         r.model,
         r.file_type,
         r.file_bytes as f64 / (1u64 << 30) as f64,
         r.params as f64 / 1e9,
         r.threads,
-        r.gpu_layers
+        r.device
     )?;
     writeln!(out, "{:>8}  {:>16}", "test", "t/s")?;
     for t in &r.results {

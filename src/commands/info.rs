@@ -90,7 +90,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
         i.kv_bytes_per_token(KvType::F16),
         i.kv_bytes_per_token(KvType::Q8_0)
     )?;
-    match plan {
+    match &plan {
         Ok(p) => {
             let f = p.footprint;
             writeln!(
@@ -115,6 +115,19 @@ pub fn run(args: InfoArgs) -> Result<()> {
             )?;
         }
         Err(e) => writeln!(out, "memory          {e}")?,
+    }
+    let devices = o1::device::devices();
+    writeln!(out, "devices         {}", devices.summary())?;
+    if let (Some(gpu), Ok(p)) = (devices.best_gpu(), &plan) {
+        let fit = memory::gpu_layers_that_fit(&i, gpu.free, p.shape);
+        writeln!(
+            out,
+            "gpu offload     auto: {} of {} layers on {} ({} of VRAM)",
+            fit.layers,
+            fit.all,
+            gpu.name,
+            mib(fit.vram)
+        )?;
     }
     Ok(())
 }

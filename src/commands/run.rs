@@ -37,6 +37,8 @@ struct Stats {
     answer: PhaseReport,
     context_used: usize,
     context_size: usize,
+    /// Where the model ran, e.g. `CPU`.
+    device: String,
     /// The process's peak resident memory so far, in bytes (Linux).
     peak_memory: Option<u64>,
 }
@@ -87,6 +89,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let stderr_is_terminal = std::io::stderr().is_terminal();
     let mut printer = Printer {
         json: args.json,
+        device: engine.loaded().device.clone(),
         show_reasoning: !args.hide_reasoning && !args.json,
         dim: stderr_is_terminal && std::env::var_os("NO_COLOR").is_none(),
         escape_out: std::io::stdout().is_terminal(),
@@ -100,6 +103,8 @@ pub fn run(args: RunArgs) -> Result<()> {
 /// Where and how `o1 run` prints a turn.
 struct Printer<O: Write, E: Write> {
     json: bool,
+    /// Where the model runs, for the report.
+    device: String,
     show_reasoning: bool,
     dim: bool,
     /// Show control characters instead of sending them (a terminal).
@@ -120,6 +125,7 @@ fn print_turn<O: Write, E: Write>(
     p: &mut Printer<O, E>,
 ) -> Result<()> {
     let mut report = Report::default();
+    report.stats.device = p.device.clone();
     let mut cancelled = false;
     let mut finished = false;
     loop {
@@ -236,6 +242,7 @@ mod tests {
     fn printer(json: bool, terminal: bool) -> Printer<Vec<u8>, Vec<u8>> {
         Printer {
             json,
+            device: "CPU".into(),
             show_reasoning: !json,
             dim: false,
             escape_out: terminal,

@@ -172,11 +172,19 @@ fn plain_loop<F: FnMut(String)>(
     out: &mut Output<'_, F>,
 ) -> Result<Stop, RunError> {
     let mut sampler = sampler(sampling, runner.model().n_vocab());
+    // Greedy without penalties is the first highest logit, as llama.cpp's
+    // greedy sampler picks it, without copying the vocabulary's logits
+    // into a candidate array at every token.
+    let greedy = is_greedy(sampling);
     loop {
         if let Some(stop) = out.must_stop(limit, interrupted) {
             return Ok(stop);
         }
-        let token = runner.sample(&mut sampler);
+        let token = if greedy {
+            runner.argmax_last()
+        } else {
+            runner.sample(&mut sampler)
+        };
         if let Some(stop) = out.push(token) {
             return Ok(stop);
         }

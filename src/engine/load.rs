@@ -28,6 +28,8 @@ pub struct Loaded {
     pub max_memory: u64,
     pub threads: usize,
     pub gpu_layers: u32,
+    /// Where the model runs, in words (e.g. `CPU`, or the GPU and its layers).
+    pub device: String,
     pub sampling: Sampling,
     /// Things the user should know (e.g. a GPU option ignored on a CPU build).
     pub notes: Vec<String>,
@@ -144,6 +146,7 @@ impl Weights {
                 plan.footprint
             ));
         }
+        let device = crate::device::devices().running_on(self.gpu_layers, info.n_layer + 1);
         let loaded = Loaded {
             info,
             n_ctx,
@@ -153,6 +156,7 @@ impl Weights {
             max_memory: config.max_memory,
             threads,
             gpu_layers: self.gpu_layers,
+            device,
             sampling,
             notes,
         };
@@ -179,21 +183,22 @@ fn choose_gpu_layers(
     notes: &mut Vec<String>,
 ) -> u32 {
     let all = info.n_layer + 1;
-    let gpus: Vec<_> = llama_cpp_2::list_llama_ggml_backend_devices()
-        .into_iter()
-        .filter(|d| matches!(d.device_type, llama_cpp_2::LlamaBackendDeviceType::Gpu))
-        .collect();
-    if gpus.is_empty() {
+    let gpu = crate::device::devices().best_gpu().cloned();
+    let Some(gpu) = gpu else {
         if config.gpu_layers != GpuLayers::Auto && config.gpu_layers != GpuLayers::Count(0) {
-            notes.push("no GPU backend in this build (or no GPU found): running on the CPU".into());
+            notes.push(if crate::device::GPU_BACKEND_BUILT {
+                "no CUDA device found (no GPU, or no driver): running on the CPU".into()
+            } else {
+                "this build has no GPU backend (build with -F cuda): running on the CPU".into()
+            });
         }
         return 0;
-    }
+    };
     match config.gpu_layers {
         GpuLayers::All => all,
         GpuLayers::Count(n) => n.min(all),
         GpuLayers::Auto => {
-            let free = gpus.iter().map(|d| d.memory_free as u64).max().unwrap_or(0);
+            let free = gpu.free;
             let fit = memory::gpu_layers_that_fit(info, free, shape);
             notes.push(format!(
                 "offloading {} of {} layers to the GPU ({} of {} MiB free)",

@@ -340,8 +340,32 @@ pub async fn chat_completions(
             "logprobs": null,
         }],
         "usage": usage(&summary),
+        "timings": timings(&summary),
     }))
     .into_response())
+}
+
+/// llama-server's `timings` (its web UI and some clients read them): the
+/// prompt's and the generation's tokens and milliseconds, both phases together.
+fn timings(s: &Summary) -> Value {
+    let prompt_n = s.prompt_tokens - s.cached_tokens;
+    let predicted_n = s.reasoning_tokens + s.answer_tokens;
+    let per_second = |n: usize, seconds: f64| {
+        if seconds > 0.0 {
+            n as f64 / seconds
+        } else {
+            0.0
+        }
+    };
+    json!({
+        "cache_n": s.cached_tokens,
+        "prompt_n": prompt_n,
+        "prompt_ms": s.prompt_seconds * 1e3,
+        "prompt_per_second": per_second(prompt_n, s.prompt_seconds),
+        "predicted_n": predicted_n,
+        "predicted_ms": s.generation_seconds * 1e3,
+        "predicted_per_second": per_second(predicted_n, s.generation_seconds),
+    })
 }
 
 fn usage(s: &Summary) -> Value {
@@ -365,6 +389,10 @@ struct Chunks {
 
 impl Chunks {
     fn chunk(&self, delta: Value, finish: Option<&str>) -> SseEvent {
+        SseEvent::default().data(self.chunk_value(delta, finish).to_string())
+    }
+
+    fn chunk_value(&self, delta: Value, finish: Option<&str>) -> Value {
         let mut chunk = json!({
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -375,7 +403,7 @@ impl Chunks {
         if self.include_usage {
             chunk["usage"] = Value::Null;
         }
-        SseEvent::default().data(chunk.to_string())
+        chunk
     }
 
     /// The role first, then a delta per piece of text (the reasoning's as
@@ -403,7 +431,9 @@ impl Chunks {
                         return Some((vec![error_event(&super::cancelled())], (me, updates, true)))
                     }
                     Some(Update::Done(s)) => {
-                        let mut events = vec![me.chunk(json!({}), Some(s.finish.reason()))];
+                        let mut last = me.chunk_value(json!({}), Some(s.finish.reason()));
+                        last["timings"] = timings(&s);
+                        let mut events = vec![SseEvent::default().data(last.to_string())];
                         if me.include_usage {
                             let chunk = json!({
                                 "id": me.id,
