@@ -61,7 +61,9 @@ impl Devices {
                 format!("GPU {} ({}): {share}", gpu.description, gpu.name)
             }
             Some(_) => "CPU (GPU offload off)".into(),
-            None if GPU_BACKEND_BUILT => "CPU (no CUDA device found: no GPU, or no driver)".into(),
+            None if GPU_BACKEND_BUILT => {
+                "CPU (no CUDA device found: no GPU, no driver, or no CUDA runtime)".into()
+            }
             None => "CPU".into(),
         }
     }
@@ -88,7 +90,9 @@ impl Devices {
             .collect();
         match (gpus.is_empty(), GPU_BACKEND_BUILT) {
             (false, _) => format!("{cpu}; {}", gpus.join("; ")),
-            (true, true) => format!("{cpu}; no CUDA device found (no GPU, or no driver)"),
+            (true, true) => {
+                format!("{cpu}; no CUDA device found (no GPU, no driver, or no CUDA runtime)")
+            }
             (true, false) => format!("{cpu}; no GPU backend in this build"),
         }
     }

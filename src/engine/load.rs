@@ -187,7 +187,8 @@ fn choose_gpu_layers(
     let Some(gpu) = gpu else {
         if config.gpu_layers != GpuLayers::Auto && config.gpu_layers != GpuLayers::Count(0) {
             notes.push(if crate::device::GPU_BACKEND_BUILT {
-                "no CUDA device found (no GPU, or no driver): running on the CPU".into()
+                "no CUDA device found (no GPU, no driver, or no CUDA runtime): running on the CPU"
+                    .into()
             } else {
                 "this build has no GPU backend (build with -F cuda): running on the CPU".into()
             });
