@@ -300,10 +300,44 @@ fn later_turns_of_a_conversation_prefill_only_their_new_tokens() {
             );
         }
         previous = Some((prompt, usage["completion_tokens"].as_u64().unwrap()));
-        let answer = v["choices"][0]["message"]["content"].clone();
-        messages.push(json!({"role": "assistant", "content": answer}));
+        // Some clients send the reasoning back, most do not: both keep the
+        // trained format, so both re-use the cache.
+        let message = &v["choices"][0]["message"];
+        let mut answer = json!({"role": "assistant", "content": message["content"]});
+        if turn % 2 == 1 {
+            answer["reasoning_content"] = message["reasoning_content"].clone();
+        }
+        messages.push(answer);
         messages.push(json!({"role": "user", "content": format!("And another? ({turn})")}));
     }
+}
+
+#[test]
+fn reasoning_sent_back_is_rendered_as_the_turns_reasoning_message() {
+    let server = Server::start(&[], &[]);
+    let reasoning = "Let me think step by step about this. ".repeat(10);
+    let history = |with_reasoning: bool| {
+        let mut answer =
+            json!({"role": "assistant", "content": "An answer this server never wrote."});
+        if with_reasoning {
+            answer["reasoning_content"] = json!(reasoning);
+        }
+        json!({"model": MODEL, "messages": [
+            {"role": "user", "content": "First question"},
+            answer,
+            {"role": "user", "content": "Second question"},
+        ]})
+    };
+    let (_, plain) = server.chat(&history(false));
+    let (_, with) = server.chat(&history(true));
+    let tokens = |v: &Value| v["usage"]["prompt_tokens"].as_u64().unwrap();
+    // The reasoning message: its text plus `<|im_start|><|reasoning|>\n` and `<|im_end|>\n`.
+    assert!(
+        tokens(&with) > tokens(&plain) + 60,
+        "{} vs {}",
+        tokens(&with),
+        tokens(&plain)
+    );
 }
 
 #[test]
