@@ -80,6 +80,12 @@ bench-serve threads="2" ctx="8192": build (fixture "1.5b")
     @test -f {{fixture_dir}}/o1-1.5b-q4_k_m.gguf || $CARGO_TARGET_DIR/release/o1 convert --quiet {{fixture_dir}}/o1-1.5b -o {{fixture_dir}}/o1-1.5b-q4_k_m.gguf
     scripts/bench-serve $CARGO_TARGET_DIR/release/o1 "$(scripts/build-llama-tools)/build/bin/llama-server" {{fixture_dir}}/o1-1.5b-q4_k_m.gguf {{threads}} {{ctx}}
 
+# o1's lookup decoding beside llama.cpp's own n-gram drafting (llama-lookup) on the same
+# 10 prompts, 1.5B q4_k_m, same threads: each one's speed-up over its own plain decoding.
+bench-lookup threads="2" draft="3": build (fixture "1.5b")
+    @test -f {{fixture_dir}}/o1-1.5b-q4_k_m.gguf || $CARGO_TARGET_DIR/release/o1 convert --quiet {{fixture_dir}}/o1-1.5b -o {{fixture_dir}}/o1-1.5b-q4_k_m.gguf
+    scripts/bench-lookup-reference $CARGO_TARGET_DIR/release/o1 "$(scripts/build-llama-tools)/build/bin/llama-lookup" {{fixture_dir}}/o1-1.5b-q4_k_m.gguf {{threads}} {{draft}}
+
 # The 1.5B q4_k_m chat turn as a low-memory laptop feels it, o1 beside llama.cpp's llama-completion
 # (same file, context and threads): peak RSS, and the time under a series of memory caps (cgroup v1,
 # page cache dropped before each run; needs root). `just bench-memory 8192 1400 1300 1200`

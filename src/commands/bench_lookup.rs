@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::mpsc;
 
 use anyhow::{bail, Result};
-use o1::chat::Phase;
+use o1::chat::{self, Message, Phase};
 use o1::engine::{Engine, Event, Lookup, PhaseStats};
 use serde::Serialize;
 
@@ -89,6 +89,9 @@ struct PhaseRow {
     drafted: usize,
     accepted: usize,
     same_text: bool,
+    /// The phase's whole prompt (the plain run's history, rendered): for
+    /// running llama.cpp's own drafting on the same text.
+    prompt_text: String,
 }
 
 #[derive(Serialize)]
@@ -105,8 +108,12 @@ pub struct LookupReport {
     decode_costs: Vec<f64>,
 }
 
-/// One turn from a fresh conversation: each phase's text and figures.
-fn turn(engine: &Engine, lookup: Lookup, prompt: &str) -> Result<Vec<(Phase, String, PhaseStats)>> {
+/// A phase's text and figures.
+type PhaseRun = (Phase, String, PhaseStats);
+
+/// One turn from a fresh conversation: each phase's text and figures, and
+/// the conversation it leaves.
+fn turn(engine: &Engine, lookup: Lookup, prompt: &str) -> Result<(Vec<PhaseRun>, Vec<Message>)> {
     engine.reset()?;
     // The same cache before both runs (the system message, prefilled from
     // empty): a prompt re-used from the run before would be read in other
@@ -125,7 +132,16 @@ fn turn(engine: &Engine, lookup: Lookup, prompt: &str) -> Result<Vec<(Phase, Str
             _ => {}
         }
     }
-    Ok(phases)
+    Ok((phases, engine.history()?))
+}
+
+/// The prompt `phase` was run on: the history before its message, rendered.
+fn prompt_text(history: &[Message], phase: Phase) -> String {
+    let before = history
+        .iter()
+        .position(|m| m.role == phase.role())
+        .unwrap_or(history.len());
+    chat::to_text(&chat::render(&history[..before], phase))
 }
 
 fn geometric_mean(xs: impl Iterator<Item = f64>) -> f64 {
@@ -142,7 +158,7 @@ pub fn run(engine: &Engine) -> Result<LookupReport> {
     for (i, &(name, kind, prompt)) in PROMPTS.iter().enumerate() {
         // Alternate which goes first, so that neither always meets a
         // warmer (or busier) machine.
-        let (plain, lookup) = if i % 2 == 0 {
+        let ((plain, history), (lookup, _)) = if i % 2 == 0 {
             let p = turn(engine, Lookup::Off, prompt)?;
             (p, turn(engine, Lookup::On, prompt)?)
         } else {
@@ -161,6 +177,7 @@ pub fn run(engine: &Engine) -> Result<LookupReport> {
                 drafted: l.drafted_tokens,
                 accepted: l.accepted_tokens,
                 same_text: plain_text == lookup_text,
+                prompt_text: prompt_text(&history, phase),
             });
         }
     }
