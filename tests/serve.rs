@@ -419,6 +419,13 @@ fn bad_requests_get_json_errors_that_name_the_problem() {
     assert_eq!(e["error"]["code"], "invalid_json");
     let (status, e) = raw("[1, 2]");
     assert_eq!(status, 400, "{e}");
+    // Valid JSON with a bad value: the field is named.
+    let (status, e) = raw(r#"{"model": "tiny", "max_tokens": -1, "messages": []}"#);
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(e["error"]["param"], "max_tokens", "{e}");
+    let (status, e) = raw(r#"{"model": "tiny", "messages": [{"role": 3}]}"#);
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(e["error"]["param"], "messages[0].role", "{e}");
 
     let huge = "x".repeat(o1::serve::MAX_BODY_BYTES + 1);
     let (status, e) =
@@ -476,6 +483,9 @@ fn bad_requests_get_json_errors_that_name_the_problem() {
         assert_eq!(status, 400, "{body}: {e}");
         assert_eq!(e["error"]["param"], param, "{e}");
     }
+    let (status, m) = get(&server.url("/v1/models/tiny"));
+    assert_eq!((status, &m["id"]), (200, &json!("tiny")), "{m}");
+    assert_eq!(get(&server.url("/v1/models/gpt-4o")).0, 404);
     let (status, e) = get(&server.url("/v2/nothing"));
     assert_eq!(status, 404);
     assert_eq!(e["error"]["code"], "not_found");

@@ -168,13 +168,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 .with_code("body_too_large")
                 .shaped(shape)
             })?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the request body is not valid JSON for this route: {e}"
-            ))
-            .with_code("invalid_json")
-            .shaped(shape)
-        })
+        let mut json = serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(&mut json)
+            .map(JsonBody)
+            .map_err(|e| {
+                // Name the field when the JSON is valid but a value is not.
+                let path = e.path().to_string();
+                let field = (path != ".").then_some(path);
+                let message = match &field {
+                    Some(f) => format!("`{f}`: {}", e.inner()),
+                    None => format!(
+                        "the request body is not valid JSON for this route: {}",
+                        e.inner()
+                    ),
+                };
+                let mut error = ApiError::bad_request(message).with_code("invalid_json");
+                error.param = field;
+                error.shaped(shape)
+            })
     }
 }
 

@@ -338,6 +338,7 @@ fn router(state: AppState) -> Router {
         .route("/", get(root))
         .route("/health", get(health))
         .route("/v1/models", get(openai::models))
+        .route("/v1/models/{id}", get(openai::model))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/api/chat", post(ollama::chat))
         .route("/api/tags", get(ollama::tags))

@@ -31,6 +31,20 @@ pub async fn models(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
+/// `GET /v1/models/{id}`: the model, if it is this server's.
+pub async fn model(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.check_model(&id)?;
+    Ok(Json(json!({
+        "id": state.model.id,
+        "object": "model",
+        "created": state.model.created,
+        "owned_by": "o1",
+    })))
+}
+
 /// A chat completion request. The fields o1 cannot honour are read only to
 /// refuse them by name.
 #[derive(Deserialize)]
