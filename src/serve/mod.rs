@@ -198,7 +198,7 @@ impl AppState {
             &self.shared.remembered,
         ));
 
-        let s = &mut self.model.sampling.clone();
+        let mut s = self.model.sampling.clone();
         let within = |name: &str, v: f32, min: f32, max: f32| {
             if v >= min && v <= max {
                 Ok(v)
@@ -257,7 +257,7 @@ impl AppState {
         Ok((
             Completion {
                 messages: all,
-                sampling: s.clone(),
+                sampling: s,
                 limits,
             },
             knobs.stops,
