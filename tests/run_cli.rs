@@ -463,3 +463,20 @@ fn ls_and_info_show_control_characters_in_model_strings_escaped() {
         assert!(stdout.contains("src\\x9b31m"), "{args:?}: {stdout}");
     }
 }
+
+/// This machine has no GPU: asking for one still answers, on the CPU, and
+/// says so (a CPU build: no GPU backend; a CUDA build: no CUDA device).
+#[test]
+fn asking_for_a_gpu_without_one_says_it_runs_on_the_cpu() {
+    let out = o1(
+        &[&["run", model(), "Hi", "--gpu-layers", "all"][..], &SHORT].concat(),
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).trim().is_empty());
+    assert!(
+        text(&out.stderr).contains(": running on the CPU"),
+        "{}",
+        text(&out.stderr)
+    );
+}

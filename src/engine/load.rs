@@ -185,13 +185,18 @@ fn choose_gpu_layers(
     let all = info.n_layer + 1;
     let gpu = crate::device::devices().best_gpu().cloned();
     let Some(gpu) = gpu else {
-        if config.gpu_layers != GpuLayers::Auto && config.gpu_layers != GpuLayers::Count(0) {
-            notes.push(if crate::device::GPU_BACKEND_BUILT {
+        // A CUDA build says where it runs unless told to use the CPU; a
+        // CPU build only when a GPU was asked for.
+        let cpu_asked = config.gpu_layers == GpuLayers::Count(0);
+        if crate::device::GPU_BACKEND_BUILT && !cpu_asked {
+            notes.push(
                 "no CUDA device found (no GPU, no driver, or no CUDA runtime): running on the CPU"
-                    .into()
-            } else {
-                "this build has no GPU backend (build with -F cuda): running on the CPU".into()
-            });
+                    .into(),
+            );
+        } else if config.gpu_layers != GpuLayers::Auto && !cpu_asked {
+            notes.push(
+                "this build has no GPU backend (build with -F cuda): running on the CPU".into(),
+            );
         }
         return 0;
     };
