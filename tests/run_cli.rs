@@ -4,26 +4,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
 use o1_convert::synthetic::{self, Spec};
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    model: PathBuf,
-}
+mod fixture;
 
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let ckpt = dir.path().join("ckpt");
-        synthetic::write(&ckpt, &Spec::tiny()).unwrap();
-        let model = dir.path().join("tiny.gguf");
-        let opts = o1_convert::ConvertOptions::new(&ckpt, &model, o1_convert::OutputType::Q8_0);
-        o1_convert::convert(&opts, &mut o1_convert::NoProgress, &Default::default()).unwrap();
-        Fixture { dir, model }
-    })
+/// The tiny synthetic model the tests serve.
+fn fixture() -> &'static fixture::Tiny {
+    fixture::tiny()
 }
 
 fn o1(args: &[&str], stdin: Option<&str>) -> Output {
