@@ -127,9 +127,9 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
 /// Ctrl+C exits without waiting.
 pub const FORCE_EXIT_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Loads a model, with a progress bar on a terminal.
-pub fn start_engine(config: EngineConfig, quiet: bool) -> Result<Engine, EngineError> {
-    let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+/// The model load's progress bar, on a terminal unless `quiet`.
+pub fn load_bar(quiet: bool) -> Option<indicatif::ProgressBar> {
+    (!quiet && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(100);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -139,7 +139,12 @@ pub fn start_engine(config: EngineConfig, quiet: bool) -> Result<Engine, EngineE
             .progress_chars("=> "),
         );
         bar
-    });
+    })
+}
+
+/// Loads a model, with a progress bar on a terminal.
+pub fn start_engine(config: EngineConfig, quiet: bool) -> Result<Engine, EngineError> {
+    let bar = load_bar(quiet);
     let progress_bar = bar.clone();
     let engine = Engine::start(config, move |p| {
         if let Some(b) = &progress_bar {

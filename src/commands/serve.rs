@@ -1,7 +1,6 @@
 //! `o1 serve`: the model behind OpenAI's and ollama's HTTP APIs. What it
 //! says goes to stderr: where it listens, the load, that it is ready.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 use anyhow::Result;
@@ -22,17 +21,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             options.host
         );
     }
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(100);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "loading model [{bar:30.cyan/blue}] {percent}%",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar
-    });
+    let bar = super::load_bar(false);
     o1::serve::run(config, options, Said { bar })?;
     Ok(())
 }

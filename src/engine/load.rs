@@ -39,6 +39,8 @@ pub struct Loaded {
 pub(super) struct Weights {
     model: LlamaModel,
     gpu_layers: u32,
+    /// Where the model runs, in words (see [`Loaded::device`]).
+    device: String,
     notes: Vec<String>,
 }
 
@@ -53,7 +55,9 @@ impl Weights {
     ) -> Result<Self, EngineError> {
         let backend = o1_gguf::llama::backend();
         let mut notes = Vec::new();
-        let gpu_layers = choose_gpu_layers(config, info, shape, &mut notes);
+        let devices = crate::device::devices();
+        let gpu_layers = choose_gpu_layers(config, info, shape, &devices, &mut notes);
+        let device = devices.running_on(gpu_layers, info.n_layer + 1);
         let mut progress = progress;
         let release = config.mmap;
         let path = config.model.clone();
@@ -81,6 +85,7 @@ impl Weights {
         Ok(Weights {
             model,
             gpu_layers,
+            device,
             notes,
         })
     }
@@ -146,7 +151,6 @@ impl Weights {
                 plan.footprint
             ));
         }
-        let device = crate::device::devices().running_on(self.gpu_layers, info.n_layer + 1);
         let loaded = Loaded {
             info,
             n_ctx,
@@ -156,7 +160,7 @@ impl Weights {
             max_memory: config.max_memory,
             threads,
             gpu_layers: self.gpu_layers,
-            device,
+            device: self.device.clone(),
             sampling,
             notes,
         };
@@ -180,11 +184,11 @@ fn choose_gpu_layers(
     config: &EngineConfig,
     info: &ModelInfo,
     shape: memory::Shape,
+    devices: &crate::device::Devices,
     notes: &mut Vec<String>,
 ) -> u32 {
     let all = info.n_layer + 1;
-    let gpu = crate::device::devices().best_gpu().cloned();
-    let Some(gpu) = gpu else {
+    let Some(gpu) = devices.best_gpu() else {
         // A CUDA build says where it runs unless told to use the CPU; a
         // CPU build only when a GPU was asked for.
         let cpu_asked = config.gpu_layers == GpuLayers::Count(0);
