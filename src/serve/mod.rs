@@ -157,6 +157,58 @@ pub struct Knobs {
     pub stops: Vec<String>,
 }
 
+/// The role names an API gives messages, besides `user` and `assistant`.
+pub struct RoleNames {
+    pub system: &'static [&'static str],
+    /// Tool results, which o1 cannot have.
+    pub tool: &'static [&'static str],
+    /// Every accepted name, for the error.
+    pub listed: &'static str,
+}
+
+/// Message `i`'s role in the model's terms; tool calls and tool results
+/// are refused by name.
+pub fn message_role(
+    i: usize,
+    role: &str,
+    calls_tools: bool,
+    names: &RoleNames,
+) -> Result<Role, ApiError> {
+    if calls_tools {
+        return Err(ApiError::unsupported(
+            &format!("messages[{i}].tool_calls"),
+            "o1 does not call tools",
+        ));
+    }
+    match role {
+        "user" => Ok(Role::User),
+        "assistant" => Ok(Role::Assistant),
+        r if names.system.contains(&r) => Ok(Role::System),
+        r if names.tool.contains(&r) => Err(ApiError::unsupported(
+            &format!("messages[{i}].role"),
+            "o1 does not call tools, so there are no tool results",
+        )),
+        other => Err(ApiError::invalid_value(
+            &format!("messages[{i}].role"),
+            format!("is `{other}`: must be {}", names.listed),
+        )),
+    }
+}
+
+/// Appends a message; an assistant message's reasoning goes before it as
+/// that turn's `<|reasoning|>` message.
+pub fn push_message(
+    out: &mut Vec<Message>,
+    role: Role,
+    content: String,
+    reasoning: Option<String>,
+) {
+    if let Some(reasoning) = reasoning.filter(|_| role == Role::Assistant) {
+        out.push(Message::new(Role::Reasoning, reasoning));
+    }
+    out.push(Message::new(role, content));
+}
+
 /// The most stop sequences a request may give.
 const MAX_STOPS: usize = 16;
 

@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 
 use super::guard::{ApiError, JsonBody, Shape};
 use super::queue::{Finish, Job, Summary, Update};
-use super::{AppState, Effort, Knobs};
-use crate::chat::{Message, Role};
+use super::{AppState, Effort, Knobs, RoleNames};
+use crate::chat::Message;
 
 pub async fn version() -> Json<Value> {
     Json(json!({"version": env!("CARGO_PKG_VERSION")}))
@@ -241,6 +241,11 @@ impl ChatRequest {
 }
 
 fn messages(input: Vec<InMessage>) -> Result<Vec<Message>, ApiError> {
+    const NAMES: RoleNames = RoleNames {
+        system: &["system"],
+        tool: &["tool"],
+        listed: "system, user or assistant",
+    };
     let mut out = Vec::with_capacity(input.len() + 1);
     for (i, m) in input.into_iter().enumerate() {
         if m.images.as_ref().is_some_and(|v| !v.is_empty()) {
@@ -249,33 +254,9 @@ fn messages(input: Vec<InMessage>) -> Result<Vec<Message>, ApiError> {
                 "o1's model reads text only",
             ));
         }
-        if m.tool_calls.as_ref().is_some_and(|t| !t.is_null()) {
-            return Err(ApiError::unsupported(
-                &format!("messages[{i}].tool_calls"),
-                "o1 does not call tools",
-            ));
-        }
-        let role = match m.role.as_str() {
-            "system" => Role::System,
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
-            "tool" => {
-                return Err(ApiError::unsupported(
-                    &format!("messages[{i}].role"),
-                    "o1 does not call tools, so there are no tool results",
-                ))
-            }
-            other => {
-                return Err(ApiError::invalid_value(
-                    &format!("messages[{i}].role"),
-                    format!("is `{other}`: must be system, user or assistant"),
-                ))
-            }
-        };
-        if let Some(thinking) = m.thinking.filter(|_| role == Role::Assistant) {
-            out.push(Message::new(Role::Reasoning, thinking));
-        }
-        out.push(Message::new(role, m.content));
+        let calls_tools = m.tool_calls.as_ref().is_some_and(|t| !t.is_null());
+        let role = super::message_role(i, &m.role, calls_tools, &NAMES)?;
+        super::push_message(&mut out, role, m.content, m.thinking);
     }
     Ok(out)
 }

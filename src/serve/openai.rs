@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 
 use super::guard::{ApiError, JsonBody};
 use super::queue::{Finish, Job, Summary, Update};
-use super::{AppState, Knobs};
-use crate::chat::{Message, Role};
+use super::{AppState, Knobs, RoleNames};
+use crate::chat::Message;
 
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
     Json(json!({
@@ -147,35 +147,21 @@ fn content_text(content: Value, i: usize) -> Result<String, ApiError> {
 /// The request's messages in the model's terms; a message's
 /// `reasoning_content` becomes the `<|reasoning|>` message before it.
 fn messages(input: Vec<InMessage>) -> Result<Vec<Message>, ApiError> {
+    const NAMES: RoleNames = RoleNames {
+        system: &["system", "developer"],
+        tool: &["tool", "function"],
+        listed: "system, developer, user or assistant",
+    };
     let mut out = Vec::with_capacity(input.len() + 1);
     for (i, m) in input.into_iter().enumerate() {
-        if m.tool_calls.as_ref().is_some_and(|t| !t.is_null()) {
-            return Err(ApiError::unsupported(
-                &format!("messages[{i}].tool_calls"),
-                "o1 does not call tools",
-            ));
-        }
-        let role = match m.role.as_str() {
-            "system" | "developer" => Role::System,
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
-            "tool" | "function" => {
-                return Err(ApiError::unsupported(
-                    &format!("messages[{i}].role"),
-                    "o1 does not call tools, so there are no tool results",
-                ))
-            }
-            other => {
-                return Err(ApiError::invalid_value(
-                    &format!("messages[{i}].role"),
-                    format!("is `{other}`: must be system, developer, user or assistant"),
-                ))
-            }
-        };
-        if let Some(reasoning) = m.reasoning_content.filter(|_| role == Role::Assistant) {
-            out.push(Message::new(Role::Reasoning, reasoning));
-        }
-        out.push(Message::new(role, content_text(m.content, i)?));
+        let calls_tools = m.tool_calls.as_ref().is_some_and(|t| !t.is_null());
+        let role = super::message_role(i, &m.role, calls_tools, &NAMES)?;
+        super::push_message(
+            &mut out,
+            role,
+            content_text(m.content, i)?,
+            m.reasoning_content,
+        );
     }
     Ok(out)
 }
