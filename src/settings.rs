@@ -97,7 +97,7 @@ settings! {
     ON_FULL: OnFull = "on_full", "O1_ON_FULL", Value(OnFull::default),
         "When a turn does not fit: drop old reasoning, then old turns; or stop";
     LOOKUP: Lookup = "lookup", "O1_LOOKUP", Value(Lookup::default),
-        "Lookup decoding in greedy phases (experimental): guess the next tokens from the context and check them in one decode; the same output";
+        "Lookup decoding in greedy phases: guess the next tokens from the context and check them in one decode, where that gives the same output and pays (measured)";
     TEMPERATURE: f32 = "temperature", "O1_TEMPERATURE", Derived("the model's: greedy for O1"),
         "Sampling temperature (0: greedy)", 0.0..=100.0;
     TOP_K: u32 = "top_k", "O1_TOP_K", Derived("the model's"),

@@ -569,6 +569,111 @@ fn a_context_smaller_than_the_limits_answers_every_turn_and_says_so_once() {
     assert_eq!(lowered, 1, "said once");
 }
 
+/// Lookup is on by default, but drafts only where it was shown exact: with
+/// the default f16 KV cache it stays off without probing; `--lookup on`
+/// picks a q8_0 cache, probes the machine at the first greedy phase (the
+/// costs of decodes of 1 to 3 tokens, and batched logits against single
+/// ones), drafts at most as long as the batches found bit-identical, and
+/// says the same as lookup off on the same cache.
+#[test]
+fn lookup_drafts_only_as_far_as_the_probe_found_batches_exact() {
+    use o1::engine::Lookup;
+    use o1::model::KvType;
+    let turns = |e: &Engine| {
+        let mut history = Vec::new();
+        let mut texts = Vec::new();
+        let (mut drafted, mut accepted) = (0, 0);
+        for q in ["Say it again: the cat sat on the mat", "Again"] {
+            history.push(Message::new(Role::User, q));
+            for phase in [Phase::Reasoning, Phase::Answer] {
+                let (tx, rx) = mpsc::channel();
+                e.phase(history.clone(), phase, 40, tx).unwrap();
+                let done = finished(&collect(rx));
+                drafted += done[0].4.drafted_tokens;
+                accepted += done[0].4.accepted_tokens;
+                history.push(Message::new(phase.role(), done[0].1.clone()));
+                texts.push(done[0].1.clone());
+            }
+        }
+        (texts, drafted, accepted)
+    };
+
+    let default = engine_with(|_| {}, &[]);
+    assert_eq!(default.loaded().kv_type, KvType::F16);
+    let (_, drafted, _) = turns(&default);
+    assert_eq!(drafted, 0);
+    let status = default
+        .lookup_status()
+        .unwrap()
+        .expect("decided at the first phase");
+    assert!(status.probe.is_none(), "{status:?}");
+    assert_eq!(status.max_draft, 0);
+
+    // The test model in f32, whose batches llama.cpp multiplies with
+    // another kernel than single tokens (sums rounded differently), and a
+    // wider one in q4_k_m, whose batches of up to 3 it multiplies row by row
+    // as single tokens (its rows are whole q4_K blocks of 256).
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    let spec = Spec {
+        hidden: 256,
+        heads: 2,
+        kv_heads: 1,
+        ffn: 512,
+        ..Spec::tiny()
+    };
+    synthetic::write(&ckpt, &spec).unwrap();
+    let q4 = dir.path().join("wide-q4_k_m.gguf");
+    let opts = o1_convert::ConvertOptions::new(&ckpt, &q4, o1_convert::OutputType::Q4KM);
+    o1_convert::convert(&opts, &mut o1_convert::NoProgress, &Default::default()).unwrap();
+    for (path, exact) in [(&model().path, false), (&q4, true)] {
+        let on = engine_with(
+            |c| {
+                c.model = path.clone();
+                c.lookup = Lookup::On;
+            },
+            &[],
+        );
+        assert_eq!(
+            on.loaded().kv_type,
+            KvType::Q8_0,
+            "--lookup on picks the q8_0 cache"
+        );
+        let off = engine_with(
+            |c| {
+                c.model = path.clone();
+                c.lookup = Lookup::Off;
+                c.kv_type = Some(KvType::Q8_0);
+            },
+            &[],
+        );
+        let (with, drafted, accepted) = turns(&on);
+        let (without, _, _) = turns(&off);
+        assert_eq!(with, without);
+        let status = on.lookup_status().unwrap().unwrap();
+        let probe = status.probe.expect("probed");
+        eprintln!(
+            "{probe:?}: drafts of up to {}; {accepted} of {drafted} drafted tokens kept",
+            status.max_draft
+        );
+        assert_eq!((probe.seconds.len(), probe.logit_error.len()), (3, 3));
+        assert!(probe.seconds.iter().all(|&s| s > 0.0), "{probe:?}");
+        assert_eq!(probe.logit_error[0], 0.0);
+        assert!(accepted <= drafted);
+        if exact {
+            assert_eq!(probe.logit_error, [0.0; 3], "q4_k_m batches are exact");
+            assert_eq!(status.max_draft, 2);
+            // A tiny model decodes 3 tokens for about the price of one:
+            // drafting pays, and the repeated sentence is drafted.
+            assert!(accepted > 0, "{accepted} of {drafted}");
+        } else {
+            assert!(probe.logit_error[1] > 0.0, "f32 batches round differently");
+            assert_eq!(status.max_draft, 0);
+            assert_eq!(drafted, 0, "a draft where batches are not exact");
+        }
+    }
+}
+
 /// Lookup decoding changes how many decodes a phase takes, never what it
 /// says: the same tokens, stops and stats as one token per decode, and the
 /// cache after each phase holds exactly the same tokens (rejected drafts,
@@ -577,7 +682,14 @@ fn a_context_smaller_than_the_limits_answers_every_turn_and_says_so_once() {
 fn lookup_gives_the_plain_greedy_tokens_and_leaves_the_same_cache() {
     use o1::engine::Lookup;
     let run = |lookup: Lookup| {
-        let e = engine_with(|c| c.lookup = lookup, &[]);
+        // The cache lookup runs with (see the test above).
+        let e = engine_with(
+            |c| {
+                c.lookup = lookup;
+                c.kv_type = Some(o1::model::KvType::Q8_0);
+            },
+            &[],
+        );
         let mut phases = Vec::new();
         let mut caches = Vec::new();
         let mut history = Vec::new();

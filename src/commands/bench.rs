@@ -10,7 +10,7 @@ use std::sync::mpsc;
 
 use anyhow::{bail, Result};
 use o1::chat::{Phase, Role};
-use o1::engine::{Engine, Event, Limits};
+use o1::engine::{Engine, Event, Limits, Lookup};
 use serde::Serialize;
 
 use crate::cli::BenchArgs;
@@ -91,6 +91,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut config = settings.engine_config(model, &args.engine, None)?;
     if args.lookup_set {
         config.n_ctx = config.n_ctx.or(Some(4096));
+        // Loaded as for `--lookup on` (the q8_0 KV cache, unless --kv-type
+        // says otherwise); each run then turns lookup off or on.
+        config.lookup = Lookup::On;
         config.limits = Limits {
             reasoning: 192,
             answer: 192,

@@ -1,15 +1,17 @@
 //! `o1 bench --lookup-set`: lookup decoding against one token per decode,
 //! on a set of prompts whose answers restate their reasoning (code to edit,
 //! derivations, a text to summarize, conversions) and two controls with
-//! nothing to match. Each prompt runs both ways on the same engine, in
-//! alternating order; the text must be the same.
+//! nothing to match. Each prompt runs both ways on the same engine,
+//! [`ROUNDS`] times in alternating order: each phase's median rate both
+//! ways, and the median of the rounds' ratios. The text must be the same
+//! every time.
 
 use std::io::Write;
 use std::sync::mpsc;
 
 use anyhow::{bail, Result};
 use o1::chat::{self, Message, Phase};
-use o1::engine::{Engine, Event, Lookup, PhaseStats};
+use o1::engine::{Engine, Event, Lookup, LookupStatus, PhaseStats};
 use serde::Serialize;
 
 /// (name, kind, prompt). Kind: "restates" (the answer restates the
@@ -104,9 +106,14 @@ pub struct LookupReport {
     code_reasoning_ratio: f64,
     /// The lowest ratio of any phase of at least 16 tokens.
     lowest_ratio: f64,
-    /// Seconds per decode of 1, 2, … tokens, as lookup measured them.
-    decode_costs: Vec<f64>,
+    /// What lookup probed (decode costs, batched against single logits)
+    /// and the costs it ended with; absent when it never probed.
+    lookup: Option<LookupStatus>,
 }
+
+/// How many times each prompt runs each way: this machine's speed drifts
+/// by several percent between runs.
+const ROUNDS: usize = 3;
 
 /// A phase's text and figures.
 type PhaseRun = (Phase, String, PhaseStats);
@@ -153,31 +160,65 @@ fn geometric_mean(xs: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
 pub fn run(engine: &Engine) -> Result<LookupReport> {
     let mut rows = Vec::new();
-    for (i, &(name, kind, prompt)) in PROMPTS.iter().enumerate() {
-        // Alternate which goes first, so that neither always meets a
-        // warmer (or busier) machine.
-        let ((plain, history), (lookup, _)) = if i % 2 == 0 {
-            let p = turn(engine, Lookup::Off, prompt)?;
-            (p, turn(engine, Lookup::On, prompt)?)
-        } else {
-            let l = turn(engine, Lookup::On, prompt)?;
-            (turn(engine, Lookup::Off, prompt)?, l)
-        };
-        for ((phase, plain_text, p), (_, lookup_text, l)) in plain.into_iter().zip(lookup) {
+    for &(name, kind, prompt) in &PROMPTS {
+        let mut plain_runs = Vec::new();
+        let mut lookup_runs = Vec::new();
+        let mut history = Vec::new();
+        for round in 0..ROUNDS {
+            // Alternate which goes first, so that neither always meets a
+            // warmer (or busier) machine.
+            let ((plain, h), (lookup, _)) = if round % 2 == 0 {
+                let p = turn(engine, Lookup::Off, prompt)?;
+                (p, turn(engine, Lookup::On, prompt)?)
+            } else {
+                let l = turn(engine, Lookup::On, prompt)?;
+                (turn(engine, Lookup::Off, prompt)?, l)
+            };
+            history = h;
+            plain_runs.push(plain);
+            lookup_runs.push(lookup);
+        }
+        for (i, (phase, text, p)) in plain_runs[0].iter().enumerate() {
+            let rate = |runs: &[Vec<PhaseRun>]| {
+                median(runs.iter().map(|r| r[i].2.tokens_per_second).collect())
+            };
+            let (plain_rate, lookup_rate) = (rate(&plain_runs), rate(&lookup_runs));
+            // Each round's two runs are next to each other: the ratio is
+            // taken within rounds, so that the machine's drift between
+            // rounds cancels out.
+            let ratio = median(
+                plain_runs
+                    .iter()
+                    .zip(&lookup_runs)
+                    .map(|(p, l)| {
+                        l[i].2.tokens_per_second / p[i].2.tokens_per_second.max(f64::MIN_POSITIVE)
+                    })
+                    .collect(),
+            );
+            let same_text = plain_runs
+                .iter()
+                .chain(&lookup_runs)
+                .all(|r| r.len() == plain_runs[0].len() && &r[i].1 == text);
+            let lookups = lookup_runs.iter().map(|r| &r[i].2);
             rows.push(PhaseRow {
                 prompt: name,
                 kind,
-                phase,
+                phase: *phase,
                 tokens: p.generated_tokens,
-                plain_tokens_per_second: p.tokens_per_second,
-                lookup_tokens_per_second: l.tokens_per_second,
-                ratio: l.tokens_per_second / p.tokens_per_second.max(f64::MIN_POSITIVE),
-                drafted: l.drafted_tokens,
-                accepted: l.accepted_tokens,
-                same_text: plain_text == lookup_text,
-                prompt_text: prompt_text(&history, phase),
+                plain_tokens_per_second: plain_rate,
+                lookup_tokens_per_second: lookup_rate,
+                ratio,
+                drafted: lookups.clone().map(|s| s.drafted_tokens).sum::<usize>() / ROUNDS,
+                accepted: lookups.map(|s| s.accepted_tokens).sum::<usize>() / ROUNDS,
+                same_text,
+                prompt_text: prompt_text(&history, *phase),
             });
         }
     }
@@ -201,7 +242,7 @@ pub fn run(engine: &Engine) -> Result<LookupReport> {
         answer_ratio,
         code_reasoning_ratio,
         lowest_ratio,
-        decode_costs: engine.lookup_costs()?.unwrap_or_default(),
+        lookup: engine.lookup_status()?,
     })
 }
 
@@ -242,19 +283,32 @@ pub fn print(out: &mut impl Write, r: &LookupReport) -> Result<()> {
         "answer phase (restating prompts): {:.2}x geometric mean; reasoning on code prompts: {:.2}x; lowest phase: {:.2}x",
         r.answer_ratio, r.code_reasoning_ratio, r.lowest_ratio
     )?;
-    let costs: Vec<String> = r
-        .decode_costs
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            format!(
-                "{} token{}: {:.1} ms",
-                i + 1,
-                if i == 0 { "" } else { "s" },
-                s * 1e3
-            )
-        })
-        .collect();
-    writeln!(out, "decode costs: {}", costs.join(", "))?;
+    match r.lookup.as_ref().and_then(|l| Some((l, l.probe.as_ref()?))) {
+        Some((l, probe)) => {
+            let ms = |s: &[f64]| {
+                s.iter()
+                    .map(|s| format!("{:.1}", s * 1e3))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            };
+            writeln!(
+                out,
+                "decodes of 1 / 2 / … tokens: {} ms probed, {} ms by the end",
+                ms(&probe.seconds),
+                ms(&l.seconds)
+            )?;
+            let errors: Vec<String> = probe.logit_error.iter().map(|e| format!("{e}")).collect();
+            writeln!(
+                out,
+                "largest difference of a batched decode's logits from single ones: {}; drafts of up to {} tokens",
+                errors.join(" / "),
+                l.max_draft
+            )?;
+        }
+        None => writeln!(
+            out,
+            "lookup did not probe this machine (sampling, or an f16 KV cache): it stayed off"
+        )?,
+    }
     Ok(())
 }

@@ -46,13 +46,17 @@ pub enum OnFull {
 /// Lookup decoding in greedy phases (see `engine::lookup`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Lookup {
-    /// Draft from the context whenever the measured costs say it pays.
-    On,
-    /// One token per decode (the default until lookup is shown to pay on
-    /// the machines o1 targets).
+    /// Draft from the context where a batched decode gives the same logits
+    /// as single ones (measured) and the measured costs say it pays
     #[default]
+    Auto,
+    /// As auto, and choose the q8_0 KV cache (unless --kv-type is set), with
+    /// which a batched decode can give the same logits
+    On,
+    /// One token per decode
     Off,
-    /// Draft at every step whatever it costs (measurements and tests).
+    /// Draft at every step whatever it costs or rounds to (measurements and
+    /// tests).
     #[value(skip)]
     Always,
 }
@@ -170,15 +174,22 @@ impl EngineConfig {
             sampling: SamplingOverrides::default(),
             limits: Limits::default(),
             on_full: OnFull::Drop,
-            lookup: Lookup::Off,
+            lookup: Lookup::Auto,
         }
     }
 
-    /// What the memory plan is asked for (see `memory::plan`).
-    pub fn wanted_memory(&self) -> crate::memory::Wanted {
+    /// What the memory plan is asked for (see `memory::plan`) for `info`.
+    pub fn wanted_memory(&self, info: &model::ModelInfo) -> crate::memory::Wanted {
         crate::memory::Wanted {
             n_ctx: self.n_ctx,
-            kv_type: self.kv_type,
+            // With an f16 cache, llama.cpp's attention for one token splits
+            // the cache between threads and a batch's does not: lookup asks
+            // for q8_0 (see `lookup::cache_allows_drafts`), where the heads
+            // are whole q8_0 blocks of 32.
+            kv_type: match (self.kv_type, self.lookup) {
+                (None, Lookup::On) if info.head_dim.is_multiple_of(32) => Some(KvType::Q8_0),
+                (kv_type, _) => kv_type,
+            },
             n_batch: self.n_batch,
             max_memory: self.max_memory,
         }

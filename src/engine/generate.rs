@@ -12,7 +12,7 @@ use llama_cpp_2::token::LlamaToken;
 
 use super::config::Sampling;
 use super::event::Stop;
-use super::lookup::{self, Acceptance, CostCurve, MAX_DRAFT};
+use super::lookup::{self, Acceptance, CostCurve};
 use super::runner::{RunError, Runner};
 use super::text::Utf8Stream;
 
@@ -33,8 +33,12 @@ pub(super) struct Generation {
 pub(super) enum Decoding<'a> {
     /// One token per decode, from the sampler chain.
     Plain,
-    /// Greedy with lookup drafts (see `lookup`), priced by this curve.
-    Lookup(&'a CostCurve),
+    /// Greedy with lookup drafts (see `lookup`) of at most `max_draft`
+    /// tokens, priced by `costs`, which each decode updates.
+    Lookup {
+        costs: &'a mut CostCurve,
+        max_draft: usize,
+    },
 }
 
 /// Generates up to `limit` tokens from the runner's last logits.
@@ -50,8 +54,8 @@ pub(super) fn generate(
 ) -> Result<Generation, RunError> {
     let mut out = Output::new(runner, emit);
     let stop = match decoding {
-        Decoding::Lookup(costs) if is_greedy(sampling) => {
-            lookup_loop(runner, costs, limit, &interrupted, &mut out)?
+        Decoding::Lookup { costs, max_draft } if is_greedy(sampling) => {
+            lookup_loop(runner, costs, max_draft, limit, &interrupted, &mut out)?
         }
         _ => plain_loop(runner, sampling, limit, &interrupted, &mut out)?,
     };
@@ -201,7 +205,8 @@ fn plain_loop<F: FnMut(String)>(
 /// every chosen token but an end-of-turn one.
 fn lookup_loop<F: FnMut(String)>(
     runner: &mut Runner<'_>,
-    costs: &CostCurve,
+    costs: &mut CostCurve,
+    max_draft: usize,
     limit: usize,
     interrupted: &impl Fn() -> Option<Stop>,
     out: &mut Output<'_, F>,
@@ -221,31 +226,37 @@ fn lookup_loop<F: FnMut(String)>(
         // Room for the draft: the phase's limit and the context's.
         let room = (limit - out.tokens.len())
             .min(runner.n_ctx().saturating_sub(runner.cached().len() + 1));
-        let k = costs.best_draft(acceptance.p(), room.min(MAX_DRAFT));
-        let guess: Vec<LlamaToken> = if k > 0 {
-            lookup::draft(&context, k)
-                .iter()
-                .map(|&t| LlamaToken(t as i32))
-                .collect()
+        // What followed the last tokens before: drafted when it pays, and
+        // otherwise still compared with the model's choice, to learn how
+        // often it is right.
+        let found = lookup::draft(&context, room.min(max_draft));
+        let k = if found.is_empty() {
+            acceptance.no_match();
+            0
         } else {
-            Vec::new()
+            costs.best_draft(acceptance.p(), found.len())
         };
+        let unchecked = (k == 0).then(|| found.first().copied()).flatten();
+        let guess: Vec<LlamaToken> = found[..k].iter().map(|&t| LlamaToken(t as i32)).collect();
         let base = runner.cached().len();
         let mut batch = Vec::with_capacity(guess.len() + 1);
         batch.push(next);
         batch.extend_from_slice(&guess);
+        let started = Instant::now();
         if let Some(stop) = full_context_stops(runner.decode_all(&batch))? {
             return Ok(stop);
         }
+        next = runner.argmax(0);
+        costs.observe(batch.len(), started.elapsed().as_secs_f64());
         if guess.is_empty() {
-            acceptance.idle();
-            next = runner.argmax(0);
+            if let Some(t) = unchecked {
+                acceptance.guess(t == next.0 as u32);
+            }
             continue;
         }
         // Keep the drafted tokens the model agrees with, as they come.
         let mut kept = 0;
         let mut stop = None;
-        next = runner.argmax(0);
         // (The draft is never longer than the phase has room for.)
         while kept < guess.len() && next == guess[kept] {
             kept += 1;

@@ -18,6 +18,7 @@ use super::config::{Completion, EngineConfig, Lookup};
 use super::event::Probe;
 use super::event::{BenchRuns, EngineError, Event};
 use super::load::{Loaded, Weights};
+use super::lookup::LookupStatus;
 use super::runner::Prefill;
 use super::turn::{Flags, Worker};
 use crate::chat::{Message, Phase};
@@ -40,7 +41,7 @@ enum Command {
     Warm,
     History(Sender<Vec<Message>>),
     SetLookup(Lookup),
-    LookupCosts(Sender<Option<Vec<f64>>>),
+    LookupStatus(Sender<Option<LookupStatus>>),
     Bench {
         prompt: usize,
         generate: usize,
@@ -194,9 +195,9 @@ impl Engine {
         self.send(Command::SetLookup(lookup))
     }
 
-    /// Seconds per decode of 1, 2, … tokens, once lookup has measured them.
-    pub fn lookup_costs(&self) -> Result<Option<Vec<f64>>, EngineError> {
-        self.request(Command::LookupCosts)
+    /// What lookup decoding found on this machine, once it probed it.
+    pub fn lookup_status(&self) -> Result<Option<LookupStatus>, EngineError> {
+        self.request(Command::LookupStatus)
     }
 
     /// Times `reps` prompt-processing runs of `prompt` tokens and generation runs of `generate` tokens.
@@ -292,7 +293,7 @@ fn engine_thread(
     progress: impl FnMut(f32) -> bool + Send + 'static,
 ) {
     // Before loading: a model that cannot fit the budget fails at once.
-    let plan = match memory::plan(&info, config.wanted_memory()) {
+    let plan = match memory::plan(&info, config.wanted_memory(&info)) {
         Ok(plan) => plan,
         Err(e) => {
             let _ = ready.send(Err(e.into()));
@@ -313,21 +314,25 @@ fn engine_thread(
             return;
         }
     };
-    let cost_key = super::lookup::curve_key(&config.model, loaded.threads, loaded.n_batch);
-    let exact = super::lookup::is_exact_for(&loaded.info.file_type);
-    if config.lookup == Lookup::On && !exact {
-        tracing::info!(
-            file_type = %loaded.info.file_type,
-            "lookup decoding stays off: not shown exact for this file type"
-        );
-    }
+    // What changes a decode's cost or rounding: the threads, the batch,
+    // the KV type and the offload.
+    let probe_key = super::lookup::probe_key(
+        &config.model,
+        &format!(
+            "t{} b{} kv {} gpu {}",
+            loaded.threads,
+            loaded.n_batch,
+            loaded.kv_type.name(),
+            loaded.gpu_layers
+        ),
+    );
     let worker = Worker::new(
         runner,
         flags,
         config,
         loaded.sampling.clone(),
-        cost_key,
-        exact,
+        probe_key,
+        loaded.kv_type,
     );
     if ready.send(Ok(loaded)).is_err() {
         return;
@@ -365,8 +370,8 @@ fn serve(mut w: Worker<'_>, commands: Receiver<Command>) {
                 let _ = reply.send(w.messages());
             }
             Command::SetLookup(lookup) => w.set_lookup(lookup),
-            Command::LookupCosts(reply) => {
-                let _ = reply.send(w.lookup_costs());
+            Command::LookupStatus(reply) => {
+                let _ = reply.send(w.lookup_status());
             }
             Command::Bench {
                 prompt,

@@ -5,34 +5,55 @@
 //! agrees with is kept, plus its own next token. The output is the model's
 //! greedy output: a guess only changes how many decodes it takes.
 //!
-//! A decode of b tokens costs more than one of a single token, and the more
-//! so on a CPU with few cores: the draft length is chosen from the measured
-//! cost of each batch size ([`CostCurve`]) and the recent acceptance
-//! ([`Acceptance`]), and is 0 when guessing would not pay.
+//! That holds only where a batched decode gives each token the logits a
+//! decode of that token alone would, bit for bit, and o1 does not assume
+//! it: the first greedy phase measures it ([`BatchProbe`]), with what decodes of
+//! 1, 2, … tokens cost. A draft is as long as what pays, given those costs
+//! (updated as the phase runs) and the recent acceptance ([`Acceptance`]),
+//! and 0 when guessing would not pay.
 
 use serde::{Deserialize, Serialize};
+
+use crate::model::KvType;
 
 /// The longest draft checked in one decode: the logits rows the context
 /// reserves, less the one for the token before the draft.
 ///
-/// Two, for exactness: llama.cpp's CPU kernels for repacked weights (most
-/// of a q4_k_m) multiply a batch of up to 3 tokens row by row, exactly as a
-/// single token, but 4 or more with another kernel whose sums round
+/// Two, for exactness on a CPU: llama.cpp's kernels for repacked weights
+/// (most of a q4_k_m) multiply a batch of up to 3 tokens row by row, exactly
+/// as a single token, but 4 or more with another kernel whose sums round
 /// differently; a draft of 3 then flips near-ties (seen on the 0.5B's
-/// golden prompts, at q4_k_m; bf16 is unaffected). Measured on 2 cores,
-/// longer batches also cost nearly as much per token as single decodes.
+/// golden prompts, at q4_k_m; bf16 is unaffected).
 pub const MAX_DRAFT: usize = crate::memory::LOGIT_ROWS as usize - 1;
 
-/// The file types on which a draft's batched decode was shown to give the
-/// single-token logits exactly (the 0.5B's golden prompts, the 1.5B's
-/// benchmark set, the synthetic f32 model). On a q8_0 file it does not
-/// (llama.cpp multiplies q8_0 batches with another kernel), so lookup stays
-/// off there.
-const EXACT_TYPES: [&str; 3] = ["q4_k_m", "bf16", "f32"];
+/// What the probe of a machine setting found (`Runner::probe_batches`):
+/// seconds per decode of 1, 2, … tokens, and for each batch size the
+/// largest difference between a logit of the batched decode and the same
+/// logit from single decodes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchProbe {
+    pub seconds: Vec<f64>,
+    pub logit_error: Vec<f32>,
+}
 
-/// Whether lookup reproduces plain greedy decoding on a file of this type.
-pub fn is_exact_for(file_type: &str) -> bool {
-    EXACT_TYPES.contains(&file_type)
+/// Whether a KV cache of this type lets a batch decode each token exactly
+/// as alone. Not an f16 one, whatever a probe finds: llama.cpp's attention
+/// for a single token splits a cache of 512 or more cells between the
+/// threads and sums the parts, a batch's attention does not (the logits
+/// then differ by up to 0.57 on the 1.5B at 434 tokens), and a probe early
+/// in a chat sees a cache too short for that.
+pub fn cache_allows_drafts(kv_type: KvType) -> bool {
+    kv_type != KvType::F16
+}
+
+/// The longest draft that keeps the output exact: batches whose logits are
+/// those of single decodes, bit for bit, with a cache that allows it.
+pub fn usable_draft(probe: &BatchProbe, kv_type: KvType) -> usize {
+    if !cache_allows_drafts(kv_type) {
+        return 0;
+    }
+    let exact_batch = probe.logit_error.iter().take_while(|&&e| e == 0.0).count();
+    exact_batch.saturating_sub(1).min(MAX_DRAFT)
 }
 
 /// The n-gram sizes matched, longest first: a longer match is a better
@@ -65,9 +86,20 @@ pub fn draft(context: &[u32], max: usize) -> &[u32] {
     &[]
 }
 
-/// Seconds per decode of 1, 2, … `MAX_DRAFT + 1` tokens, measured on this
-/// machine for this model and thread count.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// What lookup knows on this engine: the probe (none when the KV cache
+/// rules drafts out), the longest draft that keeps the output exact (0:
+/// lookup is off), and the decode costs now.
+#[derive(Clone, Debug, Serialize)]
+pub struct LookupStatus {
+    pub probe: Option<BatchProbe>,
+    pub max_draft: usize,
+    pub seconds: Vec<f64>,
+}
+
+/// Seconds per decode of 1, 2, … `MAX_DRAFT + 1` tokens on this machine,
+/// for this model and settings: measured by the probe, then kept up to date
+/// with every decode of a lookup phase.
+#[derive(Clone, Debug, PartialEq)]
 pub struct CostCurve {
     pub seconds: Vec<f64>,
 }
@@ -86,17 +118,27 @@ impl CostCurve {
         self.seconds[(b - 1).min(self.seconds.len() - 1)] / one
     }
 
+    /// A decode of `b` tokens took `seconds`: the estimate moves a tenth of
+    /// the way, and one stalled decode (the machine busy elsewhere) moves
+    /// it at most by a fifth.
+    pub fn observe(&mut self, b: usize, seconds: f64) {
+        if let Some(s) = self.seconds.get_mut(b - 1) {
+            let sample = seconds.clamp(*s * 0.5, *s * 3.0);
+            *s += (sample - *s) * 0.1;
+        }
+    }
+
     /// The draft length (0..=`available`) that produces the most tokens per
-    /// second when each drafted token is accepted with probability `p`
-    /// given that the ones before it were; 0 unless it beats plain decoding
-    /// by at least 2 %.
-    pub fn best_draft(&self, p: f64, available: usize) -> usize {
+    /// second when the first drafted token is accepted with probability
+    /// `p.0` and each later one, given that the ones before it were, with
+    /// `p.1`; 0 unless it beats plain decoding by at least 2 %.
+    pub fn best_draft(&self, p: (f64, f64), available: usize) -> usize {
         let available = available.min(MAX_DRAFT).min(self.seconds.len() - 1);
         let mut best = (0, 1.02);
         let mut expected = 1.0; // tokens produced by a decode of k + 1
         let mut chain = 1.0;
         for k in 1..=available {
-            chain *= p;
+            chain *= if k == 1 { p.0 } else { p.1 };
             expected += chain;
             let rate = expected / self.relative(k + 1);
             if rate > best.1 {
@@ -107,23 +149,23 @@ impl CostCurve {
     }
 }
 
-/// The cost curves measured so far, by machine setting (model file, threads,
-/// batch), kept in the cache folder: measuring takes a few seconds.
+/// The probes so far, by machine setting (model file, threads, batch, KV
+/// type, offload), kept in the cache folder: a probe takes a few seconds.
 #[derive(Default, Serialize, Deserialize)]
 struct CostFile {
-    curves: Vec<(String, CostCurve)>,
+    probes: Vec<(String, BatchProbe)>,
 }
 
-/// How many settings' curves the file keeps (the most recent).
-const KEPT_CURVES: usize = 16;
+/// How many settings' probes the file keeps (the most recent).
+const KEPT_PROBES: usize = 16;
 
 fn cost_file() -> std::path::PathBuf {
-    crate::paths::cache_dir().join("lookup-costs.json")
+    crate::paths::cache_dir().join("lookup-probes.json")
 }
 
 /// The identity of a measurement: the model file (name, size, time) and
 /// what else changes a decode's cost.
-pub fn curve_key(model: &std::path::Path, threads: usize, n_batch: usize) -> String {
+pub fn probe_key(model: &std::path::Path, setting: &str) -> String {
     let meta = std::fs::metadata(model).ok();
     let modified = meta
         .as_ref()
@@ -131,34 +173,34 @@ pub fn curve_key(model: &std::path::Path, threads: usize, n_batch: usize) -> Str
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
     format!(
-        "{} {} {modified} t{threads} b{n_batch}",
+        "{} {} {modified} {setting}",
         model.file_name().unwrap_or_default().to_string_lossy(),
         meta.map_or(0, |m| m.len()),
     )
 }
 
-/// The curve measured earlier for `key`, if any.
-pub fn cached_curve(key: &str) -> Option<CostCurve> {
+/// The probe made earlier for `key`, if any.
+pub fn cached_probe(key: &str) -> Option<BatchProbe> {
     let text = std::fs::read_to_string(cost_file()).ok()?;
     let file: CostFile = serde_json::from_str(&text).ok()?;
-    file.curves
+    file.probes
         .into_iter()
-        .find(|(k, c)| k == key && !c.seconds.is_empty())
-        .map(|(_, c)| c)
+        .find(|(k, p)| k == key && !p.seconds.is_empty())
+        .map(|(_, p)| p)
 }
 
-/// Keeps `curve` for `key` (best effort: a cache that cannot be written
-/// only means measuring again next time).
-pub fn save_curve(key: &str, curve: &CostCurve) {
+/// Keeps `probe` for `key` (best effort: a cache that cannot be written
+/// only means probing again next time).
+pub fn save_probe(key: &str, probe: &BatchProbe) {
     let path = cost_file();
     let mut file: CostFile = std::fs::read_to_string(&path)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
-    file.curves.retain(|(k, _)| k != key);
-    file.curves.push((key.to_string(), curve.clone()));
-    let excess = file.curves.len().saturating_sub(KEPT_CURVES);
-    file.curves.drain(..excess);
+    file.probes.retain(|(k, _)| k != key);
+    file.probes.push((key.to_string(), probe.clone()));
+    let excess = file.probes.len().saturating_sub(KEPT_PROBES);
+    file.probes.drain(..excess);
     let Some(dir) = path.parent() else { return };
     let _ = std::fs::create_dir_all(dir);
     let Ok(json) = serde_json::to_vec_pretty(&file) else {
@@ -166,7 +208,7 @@ pub fn save_curve(key: &str, curve: &CostCurve) {
     };
     // Written whole under a name of this process's, then renamed: a reader
     // never sees half a file.
-    let tmp = dir.join(format!(".lookup-costs.{}.tmp", std::process::id()));
+    let tmp = dir.join(format!(".lookup-probes.{}.tmp", std::process::id()));
     if std::fs::write(&tmp, &json)
         .and_then(|()| std::fs::rename(&tmp, &path))
         .is_err()
@@ -175,46 +217,59 @@ pub fn save_curve(key: &str, curve: &CostCurve) {
     }
 }
 
-/// How often drafted tokens are accepted lately: a geometric model (each
-/// drafted token accepted with probability p, given the ones before it),
-/// estimated from decayed counts with a prior, so that a phase that stopped
-/// drafting tries again now and then.
-#[derive(Clone, Debug)]
+/// How often the token that followed a match is the model's next one,
+/// lately: learnt at every step where the context has a match, whether it
+/// was drafted (and checked) or only compared with what the model chose,
+/// so that lookup starts drafting when copying starts, even where a draft
+/// costs too much to try blindly. Two estimates: after a right guess
+/// (inside a stretch of copied text, where the next guess is usually right
+/// too) and after a wrong one or none.
+#[derive(Clone, Debug, Default)]
 pub struct Acceptance {
-    accepted: f64,
-    rejected: f64,
+    /// (right, wrong) guesses, decayed: after a wrong guess, after a right one.
+    counts: [(f64, f64); 2],
+    after_right: bool,
 }
 
-/// The prior: as if 3 of 5 drafted tokens had been accepted.
-const PRIOR: (f64, f64) = (3.0, 2.0);
+/// The priors, as (right, wrong) guesses: after a wrong guess 3 of 5 are
+/// right, after a right one 3 of 4.
+const PRIORS: [(f64, f64); 2] = [(1.5, 1.0), (3.0, 1.0)];
 
-/// How much of the past each update keeps.
-const DECAY: f64 = 0.9;
-
-impl Default for Acceptance {
-    fn default() -> Self {
-        Acceptance {
-            accepted: 0.0,
-            rejected: 0.0,
-        }
-    }
-}
+/// How much of the past each guess keeps.
+const DECAY: f64 = 0.95;
 
 impl Acceptance {
-    pub fn p(&self) -> f64 {
-        (self.accepted + PRIOR.0) / (self.accepted + self.rejected + PRIOR.0 + PRIOR.1)
+    fn estimate(&self, after_right: bool) -> f64 {
+        let (right, wrong) = self.counts[usize::from(after_right)];
+        let prior = PRIORS[usize::from(after_right)];
+        (right + prior.0) / (right + wrong + prior.0 + prior.1)
     }
 
-    /// A draft of `drafted` tokens of which the first `accepted` were kept.
+    /// The chance that the next guess is right, and that each one after it
+    /// is, given that the ones before it were.
+    pub fn p(&self) -> (f64, f64) {
+        (self.estimate(self.after_right), self.estimate(true))
+    }
+
+    /// A guess the model confirmed (`right`) or not.
+    pub fn guess(&mut self, right: bool) {
+        let (r, w) = &mut self.counts[usize::from(self.after_right)];
+        *r = *r * DECAY + f64::from(u8::from(right));
+        *w = *w * DECAY + f64::from(u8::from(!right));
+        self.after_right = right;
+    }
+
+    /// A draft of `drafted` tokens of which the first `accepted` were kept:
+    /// the right guesses, then the wrong one (if any).
     pub fn record(&mut self, drafted: usize, accepted: usize) {
-        self.accepted = self.accepted * DECAY + accepted as f64;
-        self.rejected = self.rejected * DECAY + if accepted < drafted { 1.0 } else { 0.0 };
+        for i in 0..drafted.min(accepted + 1) {
+            self.guess(i < accepted);
+        }
     }
 
-    /// A decode without a draft: the estimate drifts back to the prior.
-    pub fn idle(&mut self) {
-        self.accepted *= 0.98;
-        self.rejected *= 0.98;
+    /// A step with nothing to match: the next match starts afresh.
+    pub fn no_match(&mut self) {
+        self.after_right = false;
     }
 }
 
@@ -239,48 +294,93 @@ mod tests {
     }
 
     #[test]
+    fn observed_costs_move_the_curve_a_little_at_a_time() {
+        let mut c = CostCurve {
+            seconds: vec![0.04, 0.06, 0.08],
+        };
+        for _ in 0..100 {
+            c.observe(2, 0.08);
+        }
+        assert!((c.seconds[1] - 0.08).abs() < 1e-4, "{:?}", c.seconds);
+        // One stalled decode moves it by at most a fifth of the estimate.
+        c.observe(1, 10.0);
+        assert!(c.seconds[0] <= 0.04 * 1.2 + 1e-12, "{:?}", c.seconds);
+        c.observe(9, 1.0); // beyond the curve: ignored
+        assert_eq!(c.seconds.len(), 3);
+    }
+
+    #[test]
+    fn only_bit_exact_batches_and_a_quantized_cache_allow_a_draft() {
+        let probe = |errors: &[f32]| BatchProbe {
+            seconds: vec![0.04; errors.len()],
+            logit_error: errors.to_vec(),
+        };
+        assert_eq!(usable_draft(&probe(&[0.0, 0.0, 0.0]), KvType::Q8_0), 2);
+        assert_eq!(usable_draft(&probe(&[0.0, 0.0, 1e-6]), KvType::Q8_0), 1);
+        assert_eq!(usable_draft(&probe(&[0.0, 0.3, 0.0]), KvType::Q8_0), 0);
+        assert_eq!(usable_draft(&probe(&[0.0]), KvType::Q8_0), 0);
+        // An f16 cache: single-token attention splits long caches.
+        assert_eq!(usable_draft(&probe(&[0.0, 0.0, 0.0]), KvType::F16), 0);
+    }
+
+    #[test]
     fn a_flat_cost_curve_drafts_long_and_a_steep_one_not_at_all() {
         let flat = CostCurve {
             seconds: vec![0.04; MAX_DRAFT + 1],
         };
-        assert_eq!(flat.best_draft(0.9, 8), MAX_DRAFT);
-        assert_eq!(flat.best_draft(0.9, 1), 1, "no longer than the match");
+        assert_eq!(flat.best_draft((0.9, 0.9), 8), MAX_DRAFT);
+        assert_eq!(
+            flat.best_draft((0.9, 0.9), 1),
+            1,
+            "no longer than the match"
+        );
         // Every token costs the same in a batch as alone: never pays.
         let linear = CostCurve {
             seconds: (1..=MAX_DRAFT + 1).map(|b| 0.04 * b as f64).collect(),
         };
-        assert_eq!(linear.best_draft(0.95, 8), 0);
+        assert_eq!(linear.best_draft((0.95, 0.95), 8), 0);
         // Between: a good acceptance pays for a few, a poor one for none.
         let cpu = CostCurve {
             seconds: (1..=MAX_DRAFT + 1)
                 .map(|b| 0.04 + 0.012 * (b - 1) as f64)
                 .collect(),
         };
-        assert_eq!(cpu.best_draft(0.8, 15), MAX_DRAFT);
-        assert_eq!(cpu.best_draft(0.1, 15), 0);
-        // This machine's curve (1.5B q4_k_m, 2 threads): 43, 64, 81 ms.
+        assert_eq!(cpu.best_draft((0.8, 0.8), 15), MAX_DRAFT);
+        assert_eq!(cpu.best_draft((0.1, 0.9), 15), 0);
+        // A 2-core machine's probe (1.5B q4_k_m, 2 threads): 41, 71, 94 ms.
+        // Only a stretch of right guesses pays for a draft.
         let measured = CostCurve {
-            seconds: vec![0.043, 0.064, 0.081],
+            seconds: vec![0.041, 0.071, 0.094],
         };
-        assert_eq!(measured.best_draft(0.9, 15), 2);
-        assert_eq!(measured.best_draft(0.45, 15), 0);
+        assert_eq!(measured.best_draft((0.85, 0.95), 15), 2);
+        assert_eq!(measured.best_draft((0.7, 0.9), 15), 0);
+        assert_eq!(measured.best_draft((0.95, 0.95), 1), 1);
     }
 
     #[test]
-    fn acceptance_follows_the_drafts_and_drifts_back_when_idle() {
+    fn acceptance_learns_from_guesses_and_trusts_a_stretch_of_right_ones() {
         let mut a = Acceptance::default();
-        assert!((a.p() - 0.6).abs() < 1e-9);
-        for _ in 0..20 {
-            a.record(4, 0);
+        assert!((a.p().0 - 0.6).abs() < 1e-9);
+        assert!((a.p().1 - 0.75).abs() < 1e-9);
+        // Wrong guesses: drafting stops paying.
+        for _ in 0..30 {
+            a.guess(false);
         }
-        assert!(a.p() < 0.3, "{}", a.p());
-        for _ in 0..200 {
-            a.idle();
+        assert!(a.p().0 < 0.1, "{:?}", a.p());
+        // A stretch of copied text, seen without drafting: the next guess
+        // after a right one is trusted, a fresh one less so.
+        for _ in 0..30 {
+            a.guess(true);
         }
-        assert!(a.p() > 0.55, "{}", a.p());
-        for _ in 0..20 {
-            a.record(4, 4);
-        }
-        assert!(a.p() > 0.9, "{}", a.p());
+        assert!(a.p().0 > 0.9 && a.p().1 > 0.9, "{:?}", a.p());
+        a.no_match();
+        assert!(a.p().0 < 0.2, "after a gap: {:?}", a.p());
+        // A draft of 2 with the first kept: one right guess, one wrong.
+        let before = a.p().1;
+        a.record(2, 1);
+        assert!(a.p().1 < before);
+        assert!(!a.after_right);
+        a.record(2, 2);
+        assert!(a.after_right);
     }
 }

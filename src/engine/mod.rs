@@ -33,4 +33,5 @@ pub use event::Probe;
 pub use event::{BenchRuns, ContextUsage, EngineError, Event, PhaseStats, Stop};
 pub use handle::Engine;
 pub use load::Loaded;
+pub use lookup::{BatchProbe, LookupStatus};
 pub use runner::{Prefill, RunError};

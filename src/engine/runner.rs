@@ -12,6 +12,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
+use super::lookup::BatchProbe;
 use crate::chat::Segment;
 
 /// Why a decode could not go on.
@@ -37,6 +38,13 @@ pub struct Prefill {
     /// prompt was cached, to get its logits).
     pub prefilled: usize,
     pub seconds: f64,
+}
+
+fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
 }
 
 pub struct Runner<'m> {
@@ -218,25 +226,63 @@ impl<'m> Runner<'m> {
         LlamaToken(best as i32)
     }
 
-    /// Seconds per decode of 1, 2, … `max` tokens after the cache (the best
-    /// of a few runs each); the cache is left as it was.
-    pub fn decode_costs(&mut self, max: usize) -> Result<Vec<f64>, RunError> {
+    /// What batched decodes of 1, 2, … `max` tokens after the cache cost,
+    /// and how far their logits are from those of the same tokens decoded
+    /// one at a time (the cache is left as it was). The tokens are the
+    /// cache's own last ones: any would do, but real text is what lookup
+    /// will decode.
+    pub fn probe_batches(&mut self, max: usize) -> Result<BatchProbe, RunError> {
         let keep = self.cached.len();
-        let filler = *self.cached.last().unwrap_or(&LlamaToken(0));
-        let mut costs = Vec::with_capacity(max);
-        for b in 1..=max.min(self.n_batch) {
-            let tokens = vec![filler; b];
-            let mut best = f64::INFINITY;
-            for _ in 0..3 {
+        let max = max.clamp(1, self.n_batch);
+        let tokens: Vec<LlamaToken> = (0..max)
+            .map(|i| {
+                let at = keep.saturating_sub(max) + i;
+                self.cached.get(at).copied().unwrap_or(LlamaToken(i as i32))
+            })
+            .collect();
+        let mut single = Vec::with_capacity(max);
+        for &t in &tokens {
+            self.decode(&[t], true)?;
+            single.push(self.ctx.get_logits_ith(-1).to_vec());
+        }
+        self.truncate(keep)?;
+        let mut logit_error = vec![0.0f32];
+        for b in 2..=max {
+            self.decode_all(&tokens[..b])?;
+            let worst = (0..b)
+                .map(|i| max_abs_difference(self.ctx.get_logits_ith(i as i32), &single[i]))
+                .fold(0.0f32, f32::max);
+            logit_error.push(worst);
+            self.truncate(keep)?;
+        }
+        // Every batch size once per round, so that drift and other load
+        // touch all of them alike; a round to warm up first (the first
+        // decodes after a load still fault weights in); the median of the
+        // rest.
+        const ROUNDS: usize = 5;
+        let mut samples = vec![Vec::with_capacity(ROUNDS); max];
+        for round in 0..=ROUNDS {
+            for b in 1..=max {
                 let started = Instant::now();
-                self.decode_all(&tokens)?;
+                self.decode_all(&tokens[..b])?;
                 self.ctx.synchronize();
-                best = best.min(started.elapsed().as_secs_f64());
+                if round > 0 {
+                    samples[b - 1].push(started.elapsed().as_secs_f64());
+                }
                 self.truncate(keep)?;
             }
-            costs.push(best);
         }
-        Ok(costs)
+        let seconds = samples
+            .into_iter()
+            .map(|mut s| {
+                s.sort_by(f64::total_cmp);
+                s[s.len() / 2]
+            })
+            .collect();
+        Ok(BatchProbe {
+            seconds,
+            logit_error,
+        })
     }
 
     /// Samples the next token from the last logits (the sampler accepts it).

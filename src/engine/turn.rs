@@ -14,9 +14,10 @@ use super::config::{Completion, EngineConfig, Limits, Lookup, OnFull, Sampling};
 use super::event::Probe;
 use super::event::{BenchRuns, ContextUsage, EngineError, Event, PhaseStats, Stop};
 use super::generate::{generate, is_greedy, Decoding};
-use super::lookup::{self, CostCurve, MAX_DRAFT};
+use super::lookup::{self, CostCurve, LookupStatus, MAX_DRAFT};
 use super::runner::{Prefill, RunError, Runner};
 use crate::chat::{self, Message, Phase, Role};
+use crate::model::KvType;
 
 /// Room kept for the generation markers around a phase's text.
 const MARKER_TOKENS: usize = 8;
@@ -85,12 +86,19 @@ pub(super) struct Worker<'m> {
     conversation: Vec<Message>,
     /// Whether the user was told that the context lowers the phase limits.
     told_limits_lowered: bool,
-    /// What identifies this machine setting's decode costs, and the costs
-    /// once known (measured or read back on the first greedy phase).
-    cost_key: String,
-    costs: Option<CostCurve>,
-    /// Whether lookup gives this model's greedy tokens exactly.
-    lookup_exact: bool,
+    /// What identifies this machine setting's lookup probe, and what lookup
+    /// knows once probed (or read back) on the first greedy phase.
+    probe_key: String,
+    kv_type: KvType,
+    lookup: Option<LookupState>,
+}
+
+/// What lookup decoding works with, once probed.
+struct LookupState {
+    probe: Option<lookup::BatchProbe>,
+    /// The longest exact draft: 0 when lookup stays off.
+    max_draft: usize,
+    costs: CostCurve,
 }
 
 /// The result of one phase.
@@ -105,8 +113,8 @@ impl<'m> Worker<'m> {
         flags: Arc<Flags>,
         config: EngineConfig,
         sampling: Sampling,
-        cost_key: String,
-        lookup_exact: bool,
+        probe_key: String,
+        kv_type: KvType,
     ) -> Self {
         Worker {
             runner,
@@ -115,9 +123,9 @@ impl<'m> Worker<'m> {
             sampling,
             conversation: Vec::new(),
             told_limits_lowered: false,
-            cost_key,
-            costs: None,
-            lookup_exact,
+            probe_key,
+            kv_type,
+            lookup: None,
         }
     }
 
@@ -125,32 +133,57 @@ impl<'m> Worker<'m> {
         self.config.lookup = lookup;
     }
 
-    pub(super) fn lookup_costs(&self) -> Option<Vec<f64>> {
-        self.costs.as_ref().map(|c| c.seconds.clone())
+    pub(super) fn lookup_status(&self) -> Option<LookupStatus> {
+        self.lookup.as_ref().map(|l| LookupStatus {
+            probe: l.probe.clone(),
+            max_draft: l.max_draft,
+            seconds: l
+                .probe
+                .as_ref()
+                .map(|_| l.costs.seconds.clone())
+                .unwrap_or_default(),
+        })
     }
 
-    /// Measures (or reads back) what decodes of 1 to 3 tokens cost, when
-    /// lookup may use it; before a prefill, as it overwrites the logits.
-    fn know_costs(&mut self) -> Result<(), RunError> {
-        if self.config.lookup != Lookup::On
-            || !self.lookup_exact
-            || self.costs.is_some()
+    /// Probes (or reads back) whether batched decodes are exact here and
+    /// what they cost, when lookup may use it; before a prefill, as it
+    /// overwrites the logits.
+    fn know_lookup(&mut self) -> Result<(), RunError> {
+        if !matches!(self.config.lookup, Lookup::Auto | Lookup::On)
+            || self.lookup.is_some()
             || !is_greedy(&self.sampling)
         {
             return Ok(());
         }
-        let curve = match lookup::cached_curve(&self.cost_key) {
-            Some(curve) => curve,
+        if !lookup::cache_allows_drafts(self.kv_type) {
+            tracing::info!(
+                kv_type = self.kv_type.name(),
+                "lookup decoding stays off with this KV cache"
+            );
+            self.lookup = Some(LookupState {
+                probe: None,
+                max_draft: 0,
+                costs: CostCurve::flat(),
+            });
+            return Ok(());
+        }
+        let probe = match lookup::cached_probe(&self.probe_key) {
+            Some(probe) => probe,
             None => {
-                let curve = CostCurve {
-                    seconds: self.runner.decode_costs(MAX_DRAFT + 1)?,
-                };
-                tracing::info!(key = %self.cost_key, ?curve, "measured lookup decode costs");
-                lookup::save_curve(&self.cost_key, &curve);
-                curve
+                let probe = self.runner.probe_batches(MAX_DRAFT + 1)?;
+                lookup::save_probe(&self.probe_key, &probe);
+                probe
             }
         };
-        self.costs = Some(curve);
+        let max_draft = lookup::usable_draft(&probe, self.kv_type);
+        tracing::info!(key = %self.probe_key, ?probe, max_draft, "lookup decoding probed");
+        self.lookup = Some(LookupState {
+            costs: CostCurve {
+                seconds: probe.seconds.clone(),
+            },
+            probe: Some(probe),
+            max_draft,
+        });
         Ok(())
     }
 
@@ -369,7 +402,7 @@ impl<'m> Worker<'m> {
         limit: usize,
         events: &Sender<Event>,
     ) -> Result<Outcome, EngineError> {
-        self.know_costs()?;
+        self.know_lookup()?;
         let started = Instant::now();
         let prompt = self.prompt_tokens(messages, phase)?;
         let flags = &self.flags;
@@ -402,15 +435,17 @@ impl<'m> Worker<'m> {
         };
         let _ = events.send(Event::PhaseStarted { phase, prefill });
 
-        let flat = CostCurve::flat();
-        let decoding = match self.config.lookup {
-            Lookup::Off => Decoding::Plain,
-            Lookup::Always => Decoding::Lookup(&flat),
-            Lookup::On if self.lookup_exact => self
-                .costs
-                .as_ref()
-                .map_or(Decoding::Plain, Decoding::Lookup),
-            Lookup::On => Decoding::Plain,
+        let mut flat = CostCurve::flat();
+        let decoding = match (self.config.lookup, self.lookup.as_mut()) {
+            (Lookup::Always, _) => Decoding::Lookup {
+                costs: &mut flat,
+                max_draft: MAX_DRAFT,
+            },
+            (Lookup::Auto | Lookup::On, Some(l)) if l.max_draft > 0 => Decoding::Lookup {
+                costs: &mut l.costs,
+                max_draft: l.max_draft,
+            },
+            _ => Decoding::Plain,
         };
         let generation = generate(
             &mut self.runner,
