@@ -163,19 +163,24 @@ fn cost_file() -> std::path::PathBuf {
     crate::paths::cache_dir().join("lookup-probes.json")
 }
 
-/// The identity of a measurement: the model file (name, size, time) and
-/// what else changes a decode's cost.
+/// The identity of a probe: the model file (name, size, time), the o1
+/// build (another llama.cpp may round otherwise), and what else changes a
+/// decode's cost or rounding.
 pub fn probe_key(model: &std::path::Path, setting: &str) -> String {
-    let meta = std::fs::metadata(model).ok();
-    let modified = meta
-        .as_ref()
-        .and_then(|m| m.modified().ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs());
+    let modified = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs())
+    };
+    let build = std::env::current_exe().map_or(0, |exe| modified(&exe));
     format!(
-        "{} {} {modified} {setting}",
+        "{} {} {} o1 {} {build} {setting}",
         model.file_name().unwrap_or_default().to_string_lossy(),
-        meta.map_or(0, |m| m.len()),
+        std::fs::metadata(model).map_or(0, |m| m.len()),
+        modified(model),
+        env!("CARGO_PKG_VERSION"),
     )
 }
 
