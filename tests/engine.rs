@@ -663,9 +663,20 @@ fn lookup_drafts_only_as_far_as_the_probe_found_batches_exact() {
         if exact {
             assert_eq!(probe.logit_error, [0.0; 3], "q4_k_m batches are exact");
             assert_eq!(status.max_draft, 2);
-            // A tiny model decodes 3 tokens for about the price of one:
-            // drafting pays, and the repeated sentence is drafted.
-            assert!(accepted > 0, "{accepted} of {drafted}");
+            // Whether drafts paid above depends on this machine's timing;
+            // drafted at every step, they still say the same.
+            let always = engine_with(
+                |c| {
+                    c.model = path.clone();
+                    c.lookup = Lookup::Always;
+                    c.kv_type = Some(KvType::Q8_0);
+                },
+                &[],
+            );
+            let (drafting, drafted, accepted) = turns(&always);
+            eprintln!("always: {accepted} of {drafted}");
+            assert_eq!(drafting, without);
+            assert!(accepted > 0, "no draft was kept: the test proves nothing");
         } else {
             assert!(probe.logit_error[1] > 0.0, "f32 batches round differently");
             assert_eq!(status.max_draft, 0);

@@ -34,9 +34,10 @@ pub(super) enum Decoding<'a> {
     /// One token per decode, from the sampler chain.
     Plain,
     /// Greedy with lookup drafts (see `lookup`) of at most `max_draft`
-    /// tokens, priced by `costs`, which each decode updates.
+    /// tokens, priced by `costs`, which each decode updates; without costs,
+    /// every match is drafted (measurements and tests).
     Lookup {
-        costs: &'a mut CostCurve,
+        costs: Option<&'a mut CostCurve>,
         max_draft: usize,
     },
 }
@@ -205,7 +206,7 @@ fn plain_loop<F: FnMut(String)>(
 /// every chosen token but an end-of-turn one.
 fn lookup_loop<F: FnMut(String)>(
     runner: &mut Runner<'_>,
-    costs: &mut CostCurve,
+    mut costs: Option<&mut CostCurve>,
     max_draft: usize,
     limit: usize,
     interrupted: &impl Fn() -> Option<Stop>,
@@ -230,11 +231,13 @@ fn lookup_loop<F: FnMut(String)>(
         // otherwise still compared with the model's choice, to learn how
         // often it is right.
         let found = lookup::draft(&context, room.min(max_draft));
-        let k = if found.is_empty() {
-            acceptance.no_match();
-            0
-        } else {
-            costs.best_draft(acceptance.p(), found.len())
+        let k = match &costs {
+            _ if found.is_empty() => {
+                acceptance.no_match();
+                0
+            }
+            Some(costs) => costs.best_draft(acceptance.p(), found.len()),
+            None => found.len(),
         };
         let unchecked = (k == 0).then(|| found.first().copied()).flatten();
         let guess: Vec<LlamaToken> = found[..k].iter().map(|&t| LlamaToken(t as i32)).collect();
@@ -247,7 +250,9 @@ fn lookup_loop<F: FnMut(String)>(
             return Ok(stop);
         }
         next = runner.argmax(0);
-        costs.observe(batch.len(), started.elapsed().as_secs_f64());
+        if let Some(costs) = costs.as_deref_mut() {
+            costs.observe(batch.len(), started.elapsed().as_secs_f64());
+        }
         if guess.is_empty() {
             if let Some(t) = unchecked {
                 acceptance.guess(t == next.0 as u32);

@@ -105,13 +105,6 @@ pub struct CostCurve {
 }
 
 impl CostCurve {
-    /// Every batch size at the cost of one token: drafts at every step.
-    pub fn flat() -> Self {
-        CostCurve {
-            seconds: vec![1.0; MAX_DRAFT + 1],
-        }
-    }
-
     /// The cost of decoding `b` tokens (b ≥ 1), relative to one token.
     fn relative(&self, b: usize) -> f64 {
         let one = self.seconds[0].max(f64::MIN_POSITIVE);
@@ -133,7 +126,7 @@ impl CostCurve {
     /// `p.0` and each later one, given that the ones before it were, with
     /// `p.1`; 0 unless it beats plain decoding by at least 2 %.
     pub fn best_draft(&self, p: (f64, f64), available: usize) -> usize {
-        let available = available.min(MAX_DRAFT).min(self.seconds.len() - 1);
+        let available = available.min(MAX_DRAFT).min(self.seconds.len().saturating_sub(1));
         let mut best = (0, 1.02);
         let mut expected = 1.0; // tokens produced by a decode of k + 1
         let mut chain = 1.0;

@@ -163,7 +163,9 @@ impl<'m> Worker<'m> {
             self.lookup = Some(LookupState {
                 probe: None,
                 max_draft: 0,
-                costs: CostCurve::flat(),
+                costs: CostCurve {
+                    seconds: Vec::new(),
+                },
             });
             return Ok(());
         }
@@ -435,14 +437,13 @@ impl<'m> Worker<'m> {
         };
         let _ = events.send(Event::PhaseStarted { phase, prefill });
 
-        let mut flat = CostCurve::flat();
         let decoding = match (self.config.lookup, self.lookup.as_mut()) {
             (Lookup::Always, _) => Decoding::Lookup {
-                costs: &mut flat,
+                costs: None,
                 max_draft: MAX_DRAFT,
             },
             (Lookup::Auto | Lookup::On, Some(l)) if l.max_draft > 0 => Decoding::Lookup {
-                costs: &mut l.costs,
+                costs: Some(&mut l.costs),
                 max_draft: l.max_draft,
             },
             _ => Decoding::Plain,
