@@ -569,6 +569,69 @@ fn a_context_smaller_than_the_limits_answers_every_turn_and_says_so_once() {
     assert_eq!(lowered, 1, "said once");
 }
 
+/// A synthetic model wide enough for q4_k_m (rows of whole q4_K blocks of
+/// 256), with heads of 128 dimensions as the real one.
+fn wide_q4_k_m() -> &'static PathBuf {
+    static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &MODEL
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let ckpt = dir.path().join("ckpt");
+            let spec = Spec {
+                hidden: 256,
+                heads: 2,
+                kv_heads: 1,
+                ffn: 512,
+                ..Spec::tiny()
+            };
+            synthetic::write(&ckpt, &spec).unwrap();
+            let path = dir.path().join("wide-q4_k_m.gguf");
+            let opts = o1_convert::ConvertOptions::new(&ckpt, &path, o1_convert::OutputType::Q4KM);
+            o1_convert::convert(&opts, &mut o1_convert::NoProgress, &Default::default()).unwrap();
+            (dir, path)
+        })
+        .1
+}
+
+/// Why lookup needs a q8_0 KV cache: with an f16 one, llama.cpp's attention
+/// for a single token splits a cache of 512 or more cells (past 256 tokens)
+/// between the threads and a batch's does not, so the logits differ; with
+/// q8_0 they are identical at any length. A canary: if llama.cpp changes
+/// this, `lookup::cache_allows_drafts` can allow f16.
+#[test]
+fn batched_logits_equal_single_ones_on_a_q8_0_cache_but_not_on_a_long_f16_one() {
+    use o1::model::KvType;
+    let long = "the cat sat on the mat and looked at the dog. ".repeat(40);
+    for kv_type in [KvType::Q8_0, KvType::F16] {
+        let e = engine_with(
+            |c| {
+                c.model = wide_q4_k_m().clone();
+                c.kv_type = Some(kv_type);
+                c.threads = Some(2);
+            },
+            &[],
+        );
+        let mut errors = Vec::new();
+        for text in ["Hi", long.as_str()] {
+            let p = e
+                .probe(vec![Message::new(Role::User, text)], Phase::Reasoning, true)
+                .unwrap();
+            let probe = e.probe_batches().unwrap();
+            errors.push((
+                p.tokens.len(),
+                probe.logit_error[1].max(probe.logit_error[2]),
+            ));
+        }
+        eprintln!("{kv_type:?}: (cached tokens, largest difference) {errors:?}");
+        assert!(errors[1].0 > 300, "{errors:?}");
+        assert_eq!(errors[0].1, 0.0, "{kv_type:?}, a short cache");
+        match kv_type {
+            KvType::Q8_0 => assert_eq!(errors[1].1, 0.0, "q8_0, a long cache"),
+            KvType::F16 => assert!(errors[1].1 > 0.0, "f16, a long cache: {errors:?}"),
+        }
+    }
+}
+
 /// Lookup is on by default, but drafts only where it was shown exact: with
 /// the default f16 KV cache it stays off without probing; `--lookup on`
 /// picks a q8_0 cache, probes the machine at the first greedy phase (the
@@ -612,21 +675,9 @@ fn lookup_drafts_only_as_far_as_the_probe_found_batches_exact() {
     // The test model in f32, whose batches llama.cpp multiplies with
     // another kernel than single tokens (sums rounded differently), and a
     // wider one in q4_k_m, whose batches of up to 3 it multiplies row by row
-    // as single tokens (its rows are whole q4_K blocks of 256).
-    let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("ckpt");
-    let spec = Spec {
-        hidden: 256,
-        heads: 2,
-        kv_heads: 1,
-        ffn: 512,
-        ..Spec::tiny()
-    };
-    synthetic::write(&ckpt, &spec).unwrap();
-    let q4 = dir.path().join("wide-q4_k_m.gguf");
-    let opts = o1_convert::ConvertOptions::new(&ckpt, &q4, o1_convert::OutputType::Q4KM);
-    o1_convert::convert(&opts, &mut o1_convert::NoProgress, &Default::default()).unwrap();
-    for (path, exact) in [(&model().path, false), (&q4, true)] {
+    // as single tokens.
+    let q4 = wide_q4_k_m();
+    for (path, exact) in [&model().path, q4].into_iter().zip([false, true]) {
         let on = engine_with(
             |c| {
                 c.model = path.clone();

@@ -18,6 +18,8 @@ use super::config::{Completion, EngineConfig, Lookup};
 use super::event::Probe;
 use super::event::{BenchRuns, EngineError, Event};
 use super::load::{Loaded, Weights};
+#[cfg(feature = "testing")]
+use super::lookup::BatchProbe;
 use super::lookup::LookupStatus;
 use super::runner::Prefill;
 use super::turn::{Flags, Worker};
@@ -68,6 +70,8 @@ enum Command {
         fresh: bool,
         reply: Sender<Result<Probe, EngineError>>,
     },
+    #[cfg(feature = "testing")]
+    ProbeBatches(Sender<Result<BatchProbe, EngineError>>),
     #[cfg(feature = "testing")]
     SetSampling(Sampling),
     Shutdown,
@@ -265,6 +269,13 @@ impl Engine {
         })?
     }
 
+    /// Runs lookup's probe on the cache as it is now (see
+    /// `Runner::probe_batches`).
+    #[cfg(feature = "testing")]
+    pub fn probe_batches(&self) -> Result<BatchProbe, EngineError> {
+        self.request(Command::ProbeBatches)?
+    }
+
     /// Replaces the sampling of the following phases.
     #[cfg(feature = "testing")]
     pub fn set_sampling(&self, sampling: Sampling) -> Result<(), EngineError> {
@@ -408,6 +419,10 @@ fn serve(mut w: Worker<'_>, commands: Receiver<Command>) {
                 reply,
             } => {
                 let _ = reply.send(w.probe(&messages, phase, fresh));
+            }
+            #[cfg(feature = "testing")]
+            Command::ProbeBatches(reply) => {
+                let _ = reply.send(w.probe_batches());
             }
             #[cfg(feature = "testing")]
             Command::SetSampling(s) => w.set_sampling(s),

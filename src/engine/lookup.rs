@@ -126,7 +126,9 @@ impl CostCurve {
     /// `p.0` and each later one, given that the ones before it were, with
     /// `p.1`; 0 unless it beats plain decoding by at least 2 %.
     pub fn best_draft(&self, p: (f64, f64), available: usize) -> usize {
-        let available = available.min(MAX_DRAFT).min(self.seconds.len().saturating_sub(1));
+        let available = available
+            .min(MAX_DRAFT)
+            .min(self.seconds.len().saturating_sub(1));
         let mut best = (0, 1.02);
         let mut expected = 1.0; // tokens produced by a decode of k + 1
         let mut chain = 1.0;

@@ -537,6 +537,11 @@ impl<'m> Worker<'m> {
         })
     }
 
+    #[cfg(feature = "testing")]
+    pub(super) fn probe_batches(&mut self) -> Result<lookup::BatchProbe, EngineError> {
+        Ok(self.runner.probe_batches(MAX_DRAFT + 1)?)
+    }
+
     /// Times `reps` prompt-processing runs of `prompt` tokens and generation
     /// runs of `generate` tokens, on an empty cache each.
     pub(super) fn bench(
