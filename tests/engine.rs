@@ -736,6 +736,48 @@ fn lookup_drafts_only_as_far_as_the_probe_found_batches_exact() {
     }
 }
 
+/// A probe that finds no room in the context (lookup turned on when the
+/// cache is full) leaves lookup off and the cache as it was; the phase runs.
+#[test]
+fn a_probe_without_room_leaves_lookup_off_and_the_phase_runs() {
+    use o1::engine::Lookup;
+    let e = engine_with(
+        |c| {
+            c.model = wide_q4_k_m().clone();
+            c.kv_type = Some(o1::model::KvType::Q8_0);
+            c.lookup = Lookup::Off;
+            c.n_ctx = Some(256);
+        },
+        &[],
+    );
+    // A prompt that fills the context but for a token or two.
+    let n_ctx = e.loaded().n_ctx;
+    let mut words = " cat".repeat(n_ctx / 4);
+    let full = loop {
+        words.push_str(" cat");
+        let p = e
+            .probe(
+                vec![Message::new(Role::User, &words)],
+                Phase::Reasoning,
+                true,
+            )
+            .unwrap();
+        if p.tokens.len() >= n_ctx - 2 {
+            break p.tokens;
+        }
+    };
+    assert!(full.len() <= n_ctx);
+    let history = vec![Message::new(Role::User, "Hi")];
+    e.set_lookup(Lookup::On).unwrap();
+    let (tx, rx) = mpsc::channel();
+    e.phase(history, Phase::Reasoning, 8, tx).unwrap();
+    let done = finished(&collect(rx));
+    assert_eq!(done.len(), 1, "the phase ran");
+    let status = e.lookup_status().unwrap().unwrap();
+    assert!(status.probe.is_none(), "{status:?}");
+    assert_eq!(status.max_draft, 0);
+}
+
 /// Lookup decoding changes how many decodes a phase takes, never what it
 /// says: the same tokens, stops and stats as one token per decode, and the
 /// cache after each phase holds exactly the same tokens (rejected drafts,

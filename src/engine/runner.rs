@@ -233,6 +233,13 @@ impl<'m> Runner<'m> {
     /// will decode.
     pub fn probe_batches(&mut self, max: usize) -> Result<BatchProbe, RunError> {
         let keep = self.cached.len();
+        let probe = self.probe_after(keep, max);
+        // Whatever happened (a full context), the cache is as it was.
+        self.truncate(keep)?;
+        probe
+    }
+
+    fn probe_after(&mut self, keep: usize, max: usize) -> Result<BatchProbe, RunError> {
         let max = max.clamp(1, self.n_batch);
         let tokens: Vec<LlamaToken> = (0..max)
             .map(|i| {

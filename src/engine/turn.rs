@@ -137,11 +137,7 @@ impl<'m> Worker<'m> {
         self.lookup.as_ref().map(|l| LookupStatus {
             probe: l.probe.clone(),
             max_draft: l.max_draft,
-            seconds: l
-                .probe
-                .as_ref()
-                .map(|_| l.costs.seconds.clone())
-                .unwrap_or_default(),
+            seconds: l.costs.seconds.clone(),
         })
     }
 
@@ -155,27 +151,37 @@ impl<'m> Worker<'m> {
         {
             return Ok(());
         }
+        let off = LookupState {
+            probe: None,
+            max_draft: 0,
+            costs: CostCurve {
+                seconds: Vec::new(),
+            },
+        };
         if !lookup::cache_allows_drafts(self.kv_type) {
             tracing::info!(
                 kv_type = self.kv_type.name(),
                 "lookup decoding stays off with this KV cache"
             );
-            self.lookup = Some(LookupState {
-                probe: None,
-                max_draft: 0,
-                costs: CostCurve {
-                    seconds: Vec::new(),
-                },
-            });
+            self.lookup = Some(off);
             return Ok(());
         }
         let probe = match lookup::cached_probe(&self.probe_key) {
             Some(probe) => probe,
-            None => {
-                let probe = self.runner.probe_batches(MAX_DRAFT + 1)?;
-                lookup::save_probe(&self.probe_key, &probe);
-                probe
-            }
+            None => match self.runner.probe_batches(MAX_DRAFT + 1) {
+                Ok(probe) => {
+                    lookup::save_probe(&self.probe_key, &probe);
+                    probe
+                }
+                // No room for the probe's tokens: lookup is a speed-up, the
+                // turn goes on without it.
+                Err(RunError::ContextFull(_)) => {
+                    tracing::info!("lookup decoding stays off: no room to probe");
+                    self.lookup = Some(off);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            },
         };
         let max_draft = lookup::usable_draft(&probe, self.kv_type);
         tracing::info!(key = %self.probe_key, ?probe, max_draft, "lookup decoding probed");
