@@ -690,14 +690,18 @@ fn lookup_drafts_only_as_far_as_the_probe_found_batches_exact() {
             KvType::Q8_0,
             "--lookup on picks the q8_0 cache"
         );
-        let off = engine_with(
-            |c| {
-                c.model = path.clone();
-                c.lookup = Lookup::Off;
-                c.kv_type = Some(KvType::Q8_0);
-            },
-            &[],
-        );
+        // Lookup as asked, on the q8_0 cache `--lookup on` picked.
+        let on_q8_0 = |lookup| {
+            engine_with(
+                |c| {
+                    c.model = path.clone();
+                    c.lookup = lookup;
+                    c.kv_type = Some(KvType::Q8_0);
+                },
+                &[],
+            )
+        };
+        let off = on_q8_0(Lookup::Off);
         let (with, drafted, accepted) = turns(&on);
         let (without, _, _) = turns(&off);
         assert_eq!(with, without);
@@ -716,15 +720,7 @@ fn lookup_drafts_only_as_far_as_the_probe_found_batches_exact() {
             assert_eq!(status.max_draft, 2);
             // Whether drafts paid above depends on this machine's timing;
             // drafted at every step, they still say the same.
-            let always = engine_with(
-                |c| {
-                    c.model = path.clone();
-                    c.lookup = Lookup::Always;
-                    c.kv_type = Some(KvType::Q8_0);
-                },
-                &[],
-            );
-            let (drafting, drafted, accepted) = turns(&always);
+            let (drafting, drafted, accepted) = turns(&on_q8_0(Lookup::Always));
             eprintln!("always: {accepted} of {drafted}");
             assert_eq!(drafting, without);
             assert!(accepted > 0, "no draft was kept: the test proves nothing");
