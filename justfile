@@ -17,6 +17,21 @@ setup:
 build:
     cargo build --release
 
+# An archive of o1 for any x86-64 Linux machine (SSE4.2 to AVX-512 and AMX): the binary, llama.cpp's
+# libraries (one per CPU family, the best that works chosen at run time) and their runtimes, in ~/.cache/o1/dist.
+dist:
+    scripts/dist x86_64-unknown-linux-gnu
+
+# The same for aarch64 Linux (armv8.0 to armv9.2), cross-compiled with Debian's gcc-aarch64-linux-gnu.
+dist-arm64:
+    scripts/dist aarch64-unknown-linux-gnu
+
+# Run the dist build under emulated CPUs (qemu-user): the path each takes and its greedy text, which
+# must match (default: an old, a middle and a new model; an aarch64 build under qemu-aarch64).
+check-cpus dist=(home_directory() / ".cache/o1/dist/o1-0.1.0-linux-x86_64") *cpus="": (synthetic "/tmp/o1-check-cpus/ckpt")
+    @test -f /tmp/o1-check-cpus/tiny-q8_0.gguf || cargo run --release -q -- convert --quiet /tmp/o1-check-cpus/ckpt -t q8_0 -o /tmp/o1-check-cpus/tiny-q8_0.gguf
+    scripts/check-cpus {{dist}} /tmp/o1-check-cpus/tiny-q8_0.gguf {{cpus}}
+
 # Every test, with the real 0.5B model (against transformers' golden output in tests/data and llama.cpp's own path).
 test: (fixture "0.5b")
     O1_FIXTURE_0_5B={{fixture_dir}}/o1-0.5b cargo test --release --workspace -- --include-ignored --nocapture

@@ -19,6 +19,11 @@ use o1_gguf::ggml::OutputType;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Which of llama.cpp's CPU paths to run: `auto` (the best one shown to work on this
+    /// machine) or a name that `o1 --version` lists.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub cpu_path: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -271,7 +276,13 @@ pub struct InfoArgs {
 /// settings table: its text, its default and its environment variable.
 pub fn command() -> clap::Command {
     use clap::CommandFactory;
-    with_setting_help(Cli::command())
+    let cmd = with_setting_help(Cli::command());
+    // The long text looks at every CPU library: only when it is asked for.
+    if std::env::args_os().any(|a| a == "--version") {
+        let text: &'static str = Box::leak(crate::commands::version::long().into_boxed_str());
+        return cmd.long_version(text);
+    }
+    cmd
 }
 
 fn with_setting_help(mut cmd: clap::Command) -> clap::Command {

@@ -24,9 +24,10 @@ pub struct Devices {
 }
 
 /// The devices of this machine that this build can use (the first call
-/// starts llama.cpp's backend, loading its backend libraries if dynamic).
-pub fn devices() -> Devices {
-    o1_gguf::llama::backend();
+/// starts llama.cpp's backend: it chooses the CPU path and loads any GPU
+/// backend).
+pub fn devices() -> Result<Devices, o1_gguf::llama::BackendError> {
+    o1_gguf::llama::backend()?;
     let mut d = Devices::default();
     for dev in llama_cpp_2::list_llama_ggml_backend_devices() {
         match dev.device_type {
@@ -40,7 +41,7 @@ pub fn devices() -> Devices {
             _ => {}
         }
     }
-    d
+    Ok(d)
 }
 
 impl Devices {

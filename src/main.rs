@@ -14,8 +14,18 @@ use cli::{Cli, Command};
 use o1::terminal_text::for_terminal;
 
 fn main() -> ExitCode {
+    // A child that proves a CPU path on this machine (see o1_gguf::cpu).
+    if let Some(code) = o1_gguf::cpu::probe::child_main() {
+        std::process::exit(code);
+    }
+    // A crash in llama.cpp says what happened and exits with 128 + signal.
+    o1_gguf::fault::install();
     let cli = Cli::from_arg_matches(&cli::command().get_matches()).unwrap_or_else(|e| e.exit());
     logging::init();
+    if let Err(err) = commands::configure_cpu_path(cli.cpu_path.clone()) {
+        eprintln!("o1: error: {err}");
+        return ExitCode::from(commands::exit::FAILURE);
+    }
     let result = match cli.command {
         Command::Pull(args) => commands::pull::run(args),
         Command::Convert(args) => commands::convert::run(args),

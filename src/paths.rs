@@ -39,12 +39,7 @@ pub fn sessions_dir() -> PathBuf {
 /// Measurements worth keeping between runs (`~/.cache/o1` on Linux):
 /// `$O1_CACHE_DIR` overrides it.
 pub fn cache_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("O1_CACHE_DIR") {
-        return PathBuf::from(p);
-    }
-    project_dirs()
-        .map(|d| d.cache_dir().to_path_buf())
-        .unwrap_or_else(|| PathBuf::from(".o1").join("cache"))
+    o1_gguf::cache_dir()
 }
 
 /// The log: `$O1_LOG_FILE`, else `o1.log` in the data folder.

@@ -88,6 +88,8 @@ settings! {
         "Memory o1 may use (e.g. 1.5G, 1200M): the context, KV type and batch are chosen to fit";
     THREADS: usize = "threads", "O1_THREADS", Derived("all cores"),
         "CPU threads", 1..=1024;
+    CPU_PATH: String = "cpu_path", "O1_CPU_PATH", Value(|| "auto".to_string()),
+        "llama.cpp's CPU path: auto (the best one shown to work on this machine) or a name that `o1 --version` lists";
     SYSTEM: String = "system", "O1_SYSTEM", Value(|| crate::chat::DEFAULT_SYSTEM.to_string()),
         "The system message (\"\" for none)";
     MAX_REASONING: usize = "max_reasoning", "O1_MAX_REASONING", Value(|| Limits::default().reasoning),
@@ -424,6 +426,23 @@ impl Settings {
         Ok(self
             .get(setting, flag)?
             .unwrap_or_else(|| panic!("`{}` has no fixed default", setting.key)))
+    }
+
+    /// [`Self::get`], and who set the value, in words (`--cpu-path`,
+    /// `O1_CPU_PATH`, `cpu_path in ~/.config/o1/config.toml`).
+    pub fn get_with_source<T: SettingValue>(
+        &self,
+        setting: &Setting<T>,
+        flag: Option<T>,
+    ) -> Result<(Option<T>, String), SettingsError> {
+        let (value, source) = self.resolve(setting, flag)?;
+        let by = match source {
+            Source::Flag => format!("--{}", setting.key.replace('_', "-")),
+            Source::Env(var) => var.to_string(),
+            Source::File => format!("{} in {}", setting.key, self.path.display()),
+            Source::Default => "default".to_string(),
+        };
+        Ok((value, by))
     }
 
     fn resolve<T: SettingValue>(

@@ -113,7 +113,7 @@ fn convert(ckpt: &Path, out: &Path, ty: &str) {
 
 /// Prompt ids, first-token top-1 and greedy continuation under llama.cpp.
 fn run(model: &LlamaModel, phase: &Phase, max_new: usize) -> (Vec<u32>, u32, Vec<u32>) {
-    let backend = o1_gguf::llama::backend();
+    let backend = o1_gguf::llama::backend().unwrap();
     let prompt: Vec<LlamaToken> = model.vocab().tokenize(phase.prompt.as_bytes(), false, true);
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(1024))
@@ -164,7 +164,7 @@ fn golden_real_model_matches_transformers() {
     for ty in ["bf16", "q4_k_m"] {
         let path = converted(ty);
         let model = LlamaModel::load_from_file(
-            o1_gguf::llama::backend(),
+            o1_gguf::llama::backend().unwrap(),
             &path,
             &LlamaModelParams::default().with_n_gpu_layers(0),
         )

@@ -789,3 +789,36 @@ fn dirs_cache() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/o1"))
 }
+
+#[test]
+fn a_crash_in_native_code_ends_the_server_with_the_message_and_128_plus_the_signal() {
+    let mut server = Server::start(&[], &[("O1_INJECT_FAULT", "SIGSEGV@decode")]);
+    // The connection drops with the process: no answer comes.
+    let sent = client()
+        .post(server.url("/v1/chat/completions"))
+        .json(&question("Hello"))
+        .send();
+    assert!(sent.is_err(), "{sent:?}");
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 11));
+    let started = Instant::now();
+    while !server
+        .stderr
+        .lock()
+        .unwrap()
+        .contains("to force a CPU path")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            server.stderr.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let err = server.stderr.lock().unwrap().clone();
+    assert!(
+        err.contains("o1: crashed: segmentation fault (SIGSEGV) in native code"),
+        "{err}"
+    );
+    assert!(err.contains("o1: CPU path: "), "{err}");
+}

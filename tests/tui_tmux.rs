@@ -256,3 +256,23 @@ fn a_panic_of_the_ui_restores_the_terminal_saves_and_exits_with_the_message() {
     );
     assert_eq!(err.matches("panicked").count(), 1, "{err}");
 }
+
+#[test]
+#[ignore = "needs tmux: `just test` runs it"]
+fn a_crash_in_native_code_restores_the_terminal_saves_and_exits_with_128_plus_the_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let guard = start_tui(dir.path(), "fault", "O1_INJECT_FAULT=SIGILL@decode");
+    ask(&guard.0, "Hello model");
+    let (exit, err) = after_exit(&guard.0, dir.path());
+    assert_eq!(exit, "132", "{err}");
+    let crashed = err
+        .find("o1: crashed: illegal instruction (SIGILL) in native code")
+        .unwrap_or_else(|| panic!("{err}"));
+    // What happened is said once the terminal is back and the conversation saved.
+    assert!(
+        err.find("conversation saved to").unwrap() < crashed,
+        "{err}"
+    );
+    assert!(err.contains("o1: CPU path: "), "{err}");
+    assert!(err.contains("to force a CPU path: O1_CPU_PATH="), "{err}");
+}

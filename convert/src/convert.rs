@@ -281,7 +281,10 @@ fn write_gguf(
 
 /// Pass 2 of the reference pipeline: llama.cpp's own quantizer.
 fn quantize_file(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<()> {
-    llama::backend();
+    llama::backend().map_err(|e| ConvertError::Quantize {
+        path: opts.output.clone(),
+        detail: e.to_string(),
+    })?;
     llama::clear_recent_errors();
     let cstr = |p: &Path| CString::new(p.to_string_lossy().as_bytes()).expect("path without NUL");
     let (inp, outp) = (cstr(input), cstr(output));

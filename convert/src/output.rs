@@ -50,6 +50,12 @@ impl TempOutput {
                         let _ = fs::remove_file(&path);
                         write_error(target, 0, e)
                     })?;
+                    // A crash in native code (no unwinding, no drop) still
+                    // leaves no partial file.
+                    let doomed = path.clone();
+                    o1_gguf::fault::on_fault(move |_| {
+                        let _ = fs::remove_file(&doomed);
+                    });
                     return Ok(Self {
                         path,
                         target: target.to_path_buf(),

@@ -259,6 +259,7 @@ fn convert_block(
         for (src_chunk, dst_chunk) in chunks {
             f32_buf.resize(src_chunk.len() / src.dtype.size(), 0.0);
             src.dtype.to_f32(src_chunk, f32_buf);
+            o1_gguf::fault::inject_at("quantize");
             p.info.ty.quantize_rows(f32_buf, dst_chunk, n_per_row);
             if p.info.ty == GgmlType::F16 {
                 overflow += f32_buf

@@ -103,7 +103,7 @@ pub fn verify(
 /// header, builds every tensor and checks its shape against the model (a
 /// full load would map and repack the whole model).
 fn load_vocab_only(gguf: &Path) -> std::result::Result<LlamaModel, String> {
-    let backend = llama::backend();
+    let backend = llama::backend().map_err(|e| e.to_string())?;
     llama::clear_recent_errors();
     let params = LlamaModelParams::default()
         .with_n_gpu_layers(0)

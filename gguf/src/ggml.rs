@@ -23,6 +23,8 @@ impl GgmlType {
     pub const Q5_0: Self = Self(sys::GGML_TYPE_Q5_0);
     pub const Q5_1: Self = Self(sys::GGML_TYPE_Q5_1);
     pub const Q8_0: Self = Self(sys::GGML_TYPE_Q8_0);
+    pub const Q2_K: Self = Self(sys::GGML_TYPE_Q2_K);
+    pub const Q3_K: Self = Self(sys::GGML_TYPE_Q3_K);
     pub const Q4_K: Self = Self(sys::GGML_TYPE_Q4_K);
     pub const Q5_K: Self = Self(sys::GGML_TYPE_Q5_K);
     pub const Q6_K: Self = Self(sys::GGML_TYPE_Q6_K);

@@ -3,9 +3,24 @@
 //! - [`format`]: GGUF v3, a streaming writer and a bounds-checked reader;
 //! - [`keys`]: o1's own metadata keys and its reasoning token;
 //! - [`ggml`]: ggml's tensor types and llama.cpp's file types;
-//! - [`llama`]: the process-wide llama.cpp backend and its captured log.
+//! - [`llama`]: the process-wide llama.cpp backend and its captured log;
+//! - [`cpu`]: which of llama.cpp's CPU paths runs, proven on this machine;
+//! - [`fault`]: what a crash in native code says and does.
 
+pub mod cpu;
+pub mod fault;
 pub mod format;
 pub mod ggml;
 pub mod keys;
 pub mod llama;
+
+/// Measurements worth keeping between runs (`~/.cache/o1` on Linux):
+/// `$O1_CACHE_DIR` overrides it.
+pub fn cache_dir() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("O1_CACHE_DIR") {
+        return std::path::PathBuf::from(p);
+    }
+    directories::ProjectDirs::from("", "", "o1")
+        .map(|d| d.cache_dir().to_path_buf())
+        .unwrap_or_else(|| std::path::PathBuf::from(".o1").join("cache"))
+}

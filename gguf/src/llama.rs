@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_sys_2 as sys;
 
-static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
+static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
 static LOG: Mutex<LogState> = Mutex::new(LogState {
     line: String::new(),
     level: 0,
@@ -25,22 +25,55 @@ struct LogState {
     errors: Vec<String>,
 }
 
-/// The llama.cpp backend; the first call initialises it.
-pub fn backend() -> &'static LlamaBackend {
-    BACKEND.get_or_init(|| {
-        // SAFETY: the callback is a plain function that never unwinds.
-        unsafe { sys::llama_log_set(Some(log_callback), std::ptr::null_mut()) };
-        #[cfg(feature = "dynamic-backends")]
-        llama_cpp_2::llama_backend::load_backends_from_path(&backends_dir());
-        LlamaBackend::init().expect("llama.cpp backend initialised twice outside o1_gguf::llama")
-    })
+/// llama.cpp could not start (no CPU path works, or the installation is incomplete).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BackendError(pub String);
+
+/// The llama.cpp backend; the first call initialises it: it loads the CPU
+/// path chosen for this machine ([`crate::cpu`]), then any GPU backend
+/// whose libraries are here (one whose driver is missing is skipped).
+pub fn backend() -> Result<&'static LlamaBackend, BackendError> {
+    BACKEND
+        .get_or_init(|| {
+            // SAFETY: the callback is a plain function that never unwinds.
+            unsafe { sys::llama_log_set(Some(log_callback), std::ptr::null_mut()) };
+            let dir = backends_dir();
+            crate::cpu::load(&dir).map_err(|e| e.to_string())?;
+            crate::fault::inject_at("backend");
+            load_gpu_backends(&dir);
+            LlamaBackend::init().map_err(|e| format!("starting llama.cpp: {e}"))
+        })
+        .as_ref()
+        .map_err(|e| BackendError(e.clone()))
+}
+
+/// Loads the non-CPU backends in `dir` (`libggml-cuda.so`, ...).
+fn load_gpu_backends(dir: &std::path::Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Some(kind) = name
+            .strip_prefix("libggml-")
+            .and_then(|n| n.strip_suffix(".so"))
+        else {
+            continue;
+        };
+        if kind == "base" || kind.starts_with("cpu") {
+            continue;
+        }
+        let Ok(path) = std::ffi::CString::new(entry.path().as_os_str().as_encoded_bytes()) else {
+            continue;
+        };
+        // SAFETY: a NUL-terminated path; ggml returns null (and logs why)
+        // when the library or its driver cannot load.
+        unsafe { sys::ggml_backend_load(path.as_ptr()) };
+    }
 }
 
 /// Where ggml's backend libraries are: `$O1_BACKENDS_DIR`, else the
 /// binary's own folder when it holds them (an installed o1), else the
-/// folder the build put them in. A backend whose libraries cannot load (no
-/// GPU driver) is skipped by ggml: the CPU remains.
-#[cfg(feature = "dynamic-backends")]
+/// folder the build put them in.
 pub fn backends_dir() -> std::path::PathBuf {
     if let Some(dir) = std::env::var_os("O1_BACKENDS_DIR") {
         return dir.into();

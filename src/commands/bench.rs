@@ -67,6 +67,8 @@ struct Report {
     gpu_layers: u32,
     /// Where the model ran, in words.
     device: String,
+    /// llama.cpp's CPU path and how it was chosen.
+    cpu_path: String,
     results: Vec<TestResult>,
     chat: Option<ChatResult>,
 }
@@ -151,6 +153,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         threads: loaded.threads,
         gpu_layers: loaded.gpu_layers,
         device: loaded.device.clone(),
+        cpu_path: loaded.cpu_path.clone(),
         results,
         chat,
     };
@@ -211,6 +214,7 @@ fn print(r: &Report, json: bool) -> Result<()> {
         r.threads,
         r.device
     )?;
+    writeln!(out, "CPU path {}", r.cpu_path)?;
     writeln!(out, "{:>8}  {:>16}", "test", "t/s")?;
     for t in &r.results {
         writeln!(out, "{:>8}  {:>9.2} ± {:<5.2}", t.test, t.mean, t.sd)?;

@@ -116,8 +116,9 @@ pub fn run(args: InfoArgs) -> Result<()> {
         }
         Err(e) => writeln!(out, "memory          {e}")?,
     }
-    let devices = o1::device::devices();
+    let devices = o1::device::devices()?;
     writeln!(out, "devices         {}", devices.summary())?;
+    writeln!(out, "cpu path        {}", o1::engine::cpu_path_summary())?;
     if let (Some(gpu), Ok(p)) = (devices.best_gpu(), &plan) {
         let fit = memory::gpu_layers_that_fit(&i, gpu.free, p.shape);
         writeln!(

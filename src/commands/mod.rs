@@ -9,6 +9,7 @@ pub mod pull;
 pub mod run;
 pub mod serve;
 pub mod store;
+pub mod version;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -28,6 +29,28 @@ pub mod exit {
     pub const CONTEXT: u8 = 5;
     pub const MEMORY: u8 = 6;
     pub const INTERRUPTED: u8 = 130;
+}
+
+/// Tells llama.cpp's loader how to choose the CPU path: `--cpu-path`, else
+/// `O1_CPU_PATH`, else the config's `cpu_path` (`auto` probes), and where
+/// the proven path is kept. A config file that does not parse is left to
+/// the command to report.
+pub fn configure_cpu_path(flag: Option<String>) -> anyhow::Result<()> {
+    let setting = &settings::CPU_PATH;
+    let forced = match Settings::load() {
+        Ok(s) => {
+            let (value, source) = s.get_with_source(setting, flag)?;
+            value.filter(|v| v != "auto").map(|v| (v, source))
+        }
+        Err(_) => flag
+            .filter(|v| v != "auto")
+            .map(|v| (v, "--cpu-path".to_string())),
+    };
+    o1_gguf::cpu::configure(o1_gguf::cpu::Options {
+        forced,
+        cache_file: Some(o1::paths::cache_dir().join("cpu-paths.json")),
+    });
+    Ok(())
 }
 
 /// The command was interrupted by the user.

@@ -39,6 +39,8 @@ struct Stats {
     context_size: usize,
     /// Where the model ran, e.g. `CPU`.
     device: String,
+    /// llama.cpp's CPU path, e.g. `icelake (proven on this CPU)`.
+    cpu_path: String,
     /// The process's peak resident memory so far, in bytes (Linux).
     peak_memory: Option<u64>,
 }
@@ -90,6 +92,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut printer = Printer {
         json: args.json,
         device: engine.loaded().device.clone(),
+        cpu_path: engine.loaded().cpu_path.clone(),
         show_reasoning: !args.hide_reasoning && !args.json,
         dim: stderr_is_terminal && std::env::var_os("NO_COLOR").is_none(),
         escape_out: std::io::stdout().is_terminal(),
@@ -105,6 +108,7 @@ struct Printer<O: Write, E: Write> {
     json: bool,
     /// Where the model runs, for the report.
     device: String,
+    cpu_path: String,
     show_reasoning: bool,
     dim: bool,
     /// Show control characters instead of sending them (a terminal).
@@ -126,6 +130,7 @@ fn print_turn<O: Write, E: Write>(
 ) -> Result<()> {
     let mut report = Report::default();
     report.stats.device = p.device.clone();
+    report.stats.cpu_path = p.cpu_path.clone();
     let mut cancelled = false;
     let mut finished = false;
     loop {
@@ -243,6 +248,7 @@ mod tests {
         Printer {
             json,
             device: "CPU".into(),
+            cpu_path: "icelake (proven on this CPU)".into(),
             show_reasoning: !json,
             dim: false,
             escape_out: terminal,

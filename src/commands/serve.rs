@@ -50,8 +50,8 @@ impl o1::serve::Report for Said {
             eprintln!("o1: {note}");
         }
         eprintln!(
-            "o1: ready: {} ({}), context {} tokens, {} threads",
-            loaded.info.name, loaded.info.file_type, loaded.n_ctx, loaded.threads
+            "o1: ready: {} ({}), context {} tokens, {} threads, CPU path {}",
+            loaded.info.name, loaded.info.file_type, loaded.n_ctx, loaded.threads, loaded.cpu_path
         );
     }
 

@@ -40,6 +40,8 @@ pub enum EngineError {
     Memory(#[from] crate::memory::FitError),
     #[error("the engine thread has stopped")]
     Stopped,
+    #[error(transparent)]
+    Backend(#[from] o1_gguf::llama::BackendError),
 }
 
 /// Why a phase ended.

@@ -30,6 +30,8 @@ pub struct Loaded {
     pub gpu_layers: u32,
     /// Where the model runs, in words (e.g. `CPU`, or the GPU and its layers).
     pub device: String,
+    /// llama.cpp's CPU path and how it was chosen (see `o1_gguf::cpu`).
+    pub cpu_path: String,
     pub sampling: Sampling,
     /// Things the user should know (e.g. a GPU option ignored on a CPU build).
     pub notes: Vec<String>,
@@ -53,9 +55,9 @@ impl Weights {
         shape: memory::Shape,
         progress: impl FnMut(f32) -> bool + Send + 'static,
     ) -> Result<Self, EngineError> {
-        let backend = o1_gguf::llama::backend();
+        let backend = o1_gguf::llama::backend()?;
         let mut notes = Vec::new();
-        let devices = crate::device::devices();
+        let devices = crate::device::devices()?;
         let gpu_layers = choose_gpu_layers(config, info, shape, &devices, &mut notes);
         let device = devices.running_on(gpu_layers, info.n_layer + 1);
         let mut progress = progress;
@@ -82,6 +84,7 @@ impl Weights {
         if config.mmap {
             settle_mapping(&config.model, &info.read_every_token);
         }
+        o1_gguf::fault::inject_at("load");
         Ok(Weights {
             model,
             gpu_layers,
@@ -128,7 +131,7 @@ impl Weights {
         params = params.with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED);
         let ctx = self
             .model
-            .new_context(o1_gguf::llama::backend(), params)
+            .new_context(o1_gguf::llama::backend()?, params)
             .map_err(|e| EngineError::Context {
                 n_ctx,
                 detail: llama_failure(e),
@@ -161,6 +164,7 @@ impl Weights {
             threads,
             gpu_layers: self.gpu_layers,
             device: self.device.clone(),
+            cpu_path: cpu_path_summary(),
             sampling,
             notes,
         };
@@ -355,3 +359,8 @@ fn release_mapped_pages(_model: &std::path::Path) {}
 
 #[cfg(not(target_os = "linux"))]
 fn settle_mapping(_model: &std::path::Path, _read_every_token: &[std::ops::Range<u64>]) {}
+
+/// The CPU path in use, in a line (`icelake (proven on this CPU)`).
+pub fn cpu_path_summary() -> String {
+    o1_gguf::cpu::chosen().map_or_else(|| "not chosen yet".into(), |p| p.summary())
+}

@@ -32,6 +32,6 @@ pub use config::{
 pub use event::Probe;
 pub use event::{BenchRuns, ContextUsage, EngineError, Event, PhaseStats, Stop};
 pub use handle::Engine;
-pub use load::Loaded;
+pub use load::{cpu_path_summary, Loaded};
 pub use lookup::{BatchProbe, LookupStatus};
 pub use runner::{Prefill, RunError};

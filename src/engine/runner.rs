@@ -187,6 +187,7 @@ impl<'m> Runner<'m> {
                 .add(t, (base + i) as i32, &[0], logits(i))
                 .map_err(|e| RunError::Decode(e.to_string()))?;
         }
+        o1_gguf::fault::inject_at("decode");
         match self.ctx.decode(&mut self.batch) {
             Ok(()) => {
                 self.cached.extend_from_slice(tokens);

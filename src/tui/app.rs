@@ -46,6 +46,9 @@ pub enum Ending {
     Signal(i32),
     /// A thread panicked: its message.
     Panic(String),
+    /// A fault in native code (SIGILL, SIGSEGV, ...): the process exits once
+    /// the conversation is saved and the terminal put back.
+    Fault(i32),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -109,6 +112,14 @@ pub struct App {
 }
 
 impl App {
+    /// Lets go of the engine without stopping it (its thread is stuck in
+    /// a fault's handler, which ends the process).
+    pub fn abandon_engine(&mut self) {
+        if let Some(engine) = self.engine.take() {
+            std::mem::forget(engine);
+        }
+    }
+
     pub fn new(session: Session, inbox: Option<Sender<Msg>>) -> Self {
         App {
             model: ModelSummary::default(),

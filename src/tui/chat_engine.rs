@@ -73,6 +73,7 @@ pub fn model_summary(engine: &Engine) -> ModelSummary {
                 loaded.memory.total() >> 20,
                 loaded.max_memory >> 20
             ),
+            format!("CPU path {} (--cpu-path)", loaded.cpu_path),
         ],
         notes: loaded.notes.clone(),
     }

@@ -5,9 +5,10 @@
 //! forwarded in; the main thread updates the [`app::App`] with every message
 //! and redraws. Nothing on the main thread waits for the model.
 //!
-//! However the UI ends (Ctrl+Q, SIGTERM or SIGHUP, a panic on any thread),
-//! the conversation is saved and the terminal put back, once; a panic or a
-//! signal then ends `o1 tui` with an error that says what happened.
+//! However the UI ends (Ctrl+Q, SIGTERM or SIGHUP, a panic on any thread, a
+//! crash in llama.cpp), the conversation is saved and the terminal put
+//! back, once; a panic or a signal then ends `o1 tui` with an error that
+//! says what happened, and a crash with `o1_gguf::fault`'s message.
 
 pub mod app;
 pub mod chat_engine;
@@ -75,6 +76,7 @@ pub fn run(config: EngineConfig, resume: bool, reasoning_collapsed: bool) -> Res
     let _guard = Guard;
     let mut terminal = enter(tx.clone())?;
     let signals = watch_signals(tx.clone())?;
+    on_fault_end(tx.clone());
     spawn_terminal_reader(tx.clone());
     spawn_loader(config, tx.clone());
 
@@ -86,12 +88,21 @@ pub fn run(config: EngineConfig, resume: bool, reasoning_collapsed: bool) -> Res
     signals.close();
     let saved = (!app.turns.is_empty()).then(|| app.session.path());
     let save = app.session.save(&app.turns);
+    let faulted = matches!(ended, Ok(Ok(Some(Ending::Fault(_)))));
+    if faulted {
+        // Dropping the engine would wait for its thread, stopped in the
+        // fault's handler: the process exits instead.
+        app.abandon_engine();
+    }
     drop(app);
     leave();
     let outcome = match ended {
         Ok(Ok(None)) => Ok(()),
         Ok(Ok(Some(Ending::Signal(signal)))) => Err(Terminated { signal }.into()),
         Ok(Ok(Some(Ending::Panic(message)))) => Err(anyhow::anyhow!("{message}")),
+        Ok(Ok(Some(Ending::Fault(signal)))) => {
+            Err(anyhow::anyhow!("{}", o1_gguf::fault::describe(signal)))
+        }
         Ok(Err(e)) => Err(e),
         Err(_) => Err(anyhow::anyhow!(
             "{}",
@@ -119,7 +130,44 @@ pub fn run(config: EngineConfig, resume: bool, reasoning_collapsed: bool) -> Res
             }
         }
     }
+    if faulted {
+        // The fault's handler, waiting for this, prints what happened and exits.
+        fault_ended();
+        loop {
+            std::thread::park();
+        }
+    }
     outcome
+}
+
+/// Set once the UI has ended after a fault (conversation saved, terminal back).
+static FAULT_ENDED: (Mutex<bool>, std::sync::Condvar) =
+    (Mutex::new(false), std::sync::Condvar::new());
+
+/// On a fault in native code, the UI ends as on Ctrl+Q, and the handler
+/// waits for it (a few seconds at most) before it reports and exits.
+fn on_fault_end(inbox: Sender<Msg>) {
+    let inbox = Mutex::new(inbox);
+    o1_gguf::fault::on_fault(move |signal| {
+        let sent = inbox
+            .lock()
+            .is_ok_and(|i| i.send(Msg::End(Ending::Fault(signal))).is_ok());
+        if !sent {
+            return;
+        }
+        let (lock, ended) = &FAULT_ENDED;
+        if let Ok(guard) = lock.lock() {
+            let _ = ended.wait_timeout_while(guard, Duration::from_secs(3), |done| !*done);
+        }
+    });
+}
+
+fn fault_ended() {
+    let (lock, ended) = &FAULT_ENDED;
+    if let Ok(mut done) = lock.lock() {
+        *done = true;
+        ended.notify_all();
+    }
 }
 
 /// `o1 tui` was ended by a signal (after restoring the terminal and saving
@@ -219,8 +267,23 @@ fn enter(inbox: Sender<Msg>) -> Result<Term> {
             }
         }
     }));
+    let cooked = saved_termios();
     terminal::enable_raw_mode().context("the terminal does not support raw mode")?;
     ACTIVE.store(true, Ordering::SeqCst);
+    // Should the process die before `leave` runs (a fault the UI cannot
+    // answer), the fault handler writes these bytes and settings back.
+    if let Some(cooked) = cooked {
+        let mut restore = Vec::new();
+        let _ = crossterm::queue!(
+            restore,
+            PopKeyboardEnhancementFlags,
+            DisableMouseCapture,
+            DisableBracketedPaste,
+            LeaveAlternateScreen,
+            cursor::Show
+        );
+        o1_gguf::fault::set_terminal_restore(Some((restore, cooked)));
+    }
     let mut out = io::stdout();
     execute!(
         out,
@@ -236,6 +299,15 @@ fn enter(inbox: Sender<Msg>) -> Result<Term> {
         );
     }
     Ok(Terminal::new(CrosstermBackend::new(out))?)
+}
+
+/// The terminal's settings before raw mode.
+fn saved_termios() -> Option<libc::termios> {
+    // SAFETY: tcgetattr fills the struct it is given.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        (libc::tcgetattr(libc::STDIN_FILENO, &mut t) == 0).then_some(t)
+    }
 }
 
 fn panic_payload(info: &PanicHookInfo<'_>) -> String {
@@ -255,6 +327,7 @@ fn leave() {
     if let Ok(mut p) = PANICS.lock() {
         p.0 = None;
     }
+    o1_gguf::fault::set_terminal_restore(None);
     let mut out = io::stdout();
     let _ = execute!(out, PopKeyboardEnhancementFlags);
     let _ = execute!(

@@ -79,7 +79,7 @@ pub fn files_in(dir: &Path) -> Vec<String> {
 /// Loads a GGUF in llama.cpp (CPU, f32 KV cache, no flash attention) and
 /// returns the logits of every position of `tokens`.
 pub fn llama_logits(path: &Path, tokens: &[u32]) -> Vec<Vec<f32>> {
-    let backend = o1_gguf::llama::backend();
+    let backend = o1_gguf::llama::backend().unwrap();
     let model = LlamaModel::load_from_file(
         backend,
         path,
@@ -109,7 +109,7 @@ pub fn llama_logits(path: &Path, tokens: &[u32]) -> Vec<Vec<f32>> {
 
 /// Tokenizes with llama.cpp, parsing special tokens.
 pub fn llama_tokenize(path: &Path, text: &str) -> Vec<u32> {
-    let backend = o1_gguf::llama::backend();
+    let backend = o1_gguf::llama::backend().unwrap();
     let params = LlamaModelParams::default().with_vocab_only(true);
     let model = LlamaModel::load_from_file(backend, path, &params).unwrap();
     model
