@@ -17,6 +17,10 @@ setup:
 build:
     cargo build --release
 
+# Install o1 for this user (~/.local/lib/o1, linked from ~/.local/bin, or ~/.cargo/bin when only that is on PATH).
+install *prefix:
+    scripts/install {{prefix}}
+
 # An archive of o1 for any x86-64 Linux machine (SSE4.2 to AVX-512 and AMX): the binary, llama.cpp's
 # libraries (one per CPU family, the best that works chosen at run time) and their runtimes, in ~/.cache/o1/dist.
 dist:

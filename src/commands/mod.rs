@@ -40,10 +40,12 @@ pub fn configure_cpu_path(flag: Option<String>) -> anyhow::Result<()> {
     let forced = match Settings::load() {
         Ok(s) => {
             let (value, source) = s.get_with_source(setting, flag)?;
-            value.filter(|v| v != "auto").map(|v| (v, source))
+            value
+                .filter(|v| !v.is_empty() && v != "auto")
+                .map(|v| (v, source))
         }
         Err(_) => flag
-            .filter(|v| v != "auto")
+            .filter(|v| !v.is_empty() && v != "auto")
             .map(|v| (v, "--cpu-path".to_string())),
     };
     o1_gguf::cpu::configure(o1_gguf::cpu::Options {

@@ -94,60 +94,40 @@ pub fn write_model(path: &Path) -> io::Result<()> {
         GgmlType::Q8_0,
         rng.values(HIDDEN * VOCAB, 1.0),
     );
+    // Small weights keep the activations finite through 15 layers.
+    let scale = 0.05;
+    let matrices = [
+        ("attn_q", HIDDEN, HIDDEN),
+        ("attn_k", HIDDEN, kv),
+        ("attn_v", HIDDEN, kv),
+        ("attn_output", HIDDEN, HIDDEN),
+        ("ffn_gate", HIDDEN, FFN),
+        ("ffn_up", HIDDEN, FFN),
+        ("ffn_down", FFN, HIDDEN),
+    ];
     for (i, &ty) in LAYER_TYPES.iter().enumerate() {
         let b = format!("blk.{i}");
-        // Small weights keep the activations finite through 15 layers.
-        let scale = 0.05;
-        put(
-            format!("{b}.attn_norm.weight"),
-            vec![HIDDEN],
-            GgmlType::F32,
-            ones(HIDDEN),
-        );
+        for (name, cols, rows) in matrices {
+            let values = rng.values(cols * rows, scale);
+            put(format!("{b}.{name}.weight"), vec![cols, rows], ty, values);
+        }
         for (name, rows) in [("attn_q", HIDDEN), ("attn_k", kv), ("attn_v", kv)] {
-            put(
-                format!("{b}.{name}.weight"),
-                vec![HIDDEN, rows],
-                ty,
-                rng.values(HIDDEN * rows, scale),
-            );
+            let values = rng.values(rows, scale);
             put(
                 format!("{b}.{name}.bias"),
                 vec![rows],
                 GgmlType::F32,
-                rng.values(rows, scale),
+                values,
             );
         }
-        put(
-            format!("{b}.attn_output.weight"),
-            vec![HIDDEN, HIDDEN],
-            ty,
-            rng.values(HIDDEN * HIDDEN, scale),
-        );
-        put(
-            format!("{b}.ffn_norm.weight"),
-            vec![HIDDEN],
-            GgmlType::F32,
-            ones(HIDDEN),
-        );
-        put(
-            format!("{b}.ffn_gate.weight"),
-            vec![HIDDEN, FFN],
-            ty,
-            rng.values(HIDDEN * FFN, scale),
-        );
-        put(
-            format!("{b}.ffn_up.weight"),
-            vec![HIDDEN, FFN],
-            ty,
-            rng.values(HIDDEN * FFN, scale),
-        );
-        put(
-            format!("{b}.ffn_down.weight"),
-            vec![FFN, HIDDEN],
-            ty,
-            rng.values(FFN * HIDDEN, scale),
-        );
+        for name in ["attn_norm", "ffn_norm"] {
+            put(
+                format!("{b}.{name}.weight"),
+                vec![HIDDEN],
+                GgmlType::F32,
+                ones(HIDDEN),
+            );
+        }
     }
     put(
         "output_norm.weight".into(),
@@ -262,6 +242,13 @@ pub fn run(prover: &Path, variant: &Path, model: &Path, threads: usize) -> Outco
     match status {
         None => Outcome::Fails(format!("did not finish in {} s", TIMEOUT.as_secs())),
         Some(s) if s.success() => Outcome::Works,
+        // The loader's (or a shell's) "cannot run this": nothing ran, e.g. a
+        // binary of another architecture started under qemu-user, whose
+        // children the host cannot execute.
+        Some(s) if s.code() == Some(127) => Outcome::NotRun(format!(
+            "the probe could not run here ({})",
+            failure(s, &said)
+        )),
         Some(s) => Outcome::Fails(failure(s, &said)),
     }
 }
