@@ -633,8 +633,10 @@ fn assert_served_soon_after(server: &Server, cut: Instant, q: &str) {
     let (status, v) = server.chat(&question(q));
     assert_eq!(status, 200, "{v}");
     let waited = cut.elapsed();
+    // Well under the 10 s the dropped request would still run, with room for
+    // the other tests' servers sharing the cores.
     assert!(
-        waited < Duration::from_secs(4),
+        waited < Duration::from_secs(6),
         "the next request waited {waited:?}"
     );
 }
