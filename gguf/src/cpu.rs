@@ -42,8 +42,11 @@ static OPTIONS: OnceLock<Options> = OnceLock::new();
 static CHOSEN: OnceLock<CpuPath> = OnceLock::new();
 
 /// Sets how the path is chosen; only before the backend starts (later
-/// calls change nothing).
-pub fn configure(options: Options) {
+/// calls change nothing). A forced `auto` or empty name means: probe.
+pub fn configure(mut options: Options) {
+    options.forced = options
+        .forced
+        .filter(|(name, _)| !name.is_empty() && name != "auto");
     let _ = OPTIONS.set(options);
     crate::fault::set_context(format!(
         "o1: CPU path: none loaded yet\no1: to force a CPU path: {PATH_ENV}=NAME (or o1's \
@@ -51,14 +54,21 @@ pub fn configure(options: Options) {
     ));
 }
 
+/// Where proven paths are kept by default: `cpu-paths.json` in o1's cache folder.
+pub fn default_cache_file() -> PathBuf {
+    crate::cache_dir().join("cpu-paths.json")
+}
+
 fn options() -> &'static Options {
-    OPTIONS.get_or_init(|| Options {
-        forced: std::env::var(PATH_ENV)
-            .ok()
-            .filter(|v| !v.is_empty() && v != "auto")
-            .map(|v| (v, PATH_ENV.to_string())),
-        cache_file: Some(crate::cache_dir().join("cpu-paths.json")),
-    })
+    if OPTIONS.get().is_none() {
+        configure(Options {
+            forced: std::env::var(PATH_ENV)
+                .ok()
+                .map(|v| (v, PATH_ENV.to_string())),
+            cache_file: Some(default_cache_file()),
+        });
+    }
+    OPTIONS.get().expect("configured above")
 }
 
 /// One of the CPU libraries beside the binary.
@@ -300,17 +310,19 @@ fn choose<'a>(
     let Some(prover) = prover() else {
         return unproven("no o1 binary found to run the probe".to_string());
     };
-    let model = probe::model_path();
-    if let Err(e) = probe::write_model(&model) {
-        let _ = std::fs::remove_file(&model);
-        return unproven(format!("writing the probe model {}: {e}", model.display()));
+    let model = probe::TempModel::new();
+    if let Err(e) = probe::write_model(&model.0) {
+        return unproven(format!(
+            "writing the probe model {}: {e}",
+            model.0.display()
+        ));
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut rejected = Vec::new();
     let mut found = None;
     for v in supported {
         let started = std::time::Instant::now();
-        match probe::run(&prover, &v.file, &model, threads) {
+        match probe::run(&prover, &v.file, &model.0, threads) {
             probe::Outcome::Works => {
                 tracing::info!("CPU path {} proven in {:?}", v.name, started.elapsed());
                 found = Some(*v);
@@ -320,13 +332,9 @@ fn choose<'a>(
                 tracing::warn!("CPU path {} failed its probe: {why}", v.name);
                 rejected.push((v.name.clone(), why));
             }
-            probe::Outcome::NotRun(why) => {
-                let _ = std::fs::remove_file(&model);
-                return unproven(why);
-            }
+            probe::Outcome::NotRun(why) => return unproven(why),
         }
     }
-    let _ = std::fs::remove_file(&model);
     let Some(v) = found else {
         return Err(CpuError::NoneWorks { tried: rejected });
     };

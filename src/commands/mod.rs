@@ -32,25 +32,19 @@ pub mod exit {
 }
 
 /// Tells llama.cpp's loader how to choose the CPU path: `--cpu-path`, else
-/// `O1_CPU_PATH`, else the config's `cpu_path` (`auto` probes), and where
-/// the proven path is kept. A config file that does not parse is left to
-/// the command to report.
+/// `O1_CPU_PATH`, else the config's `cpu_path` (`auto` probes). A config
+/// file that does not parse is left to the command to report.
 pub fn configure_cpu_path(flag: Option<String>) -> anyhow::Result<()> {
-    let setting = &settings::CPU_PATH;
     let forced = match Settings::load() {
         Ok(s) => {
-            let (value, source) = s.get_with_source(setting, flag)?;
-            value
-                .filter(|v| !v.is_empty() && v != "auto")
-                .map(|v| (v, source))
+            let (value, source) = s.get_with_source(&settings::CPU_PATH, flag)?;
+            value.map(|v| (v, source))
         }
-        Err(_) => flag
-            .filter(|v| !v.is_empty() && v != "auto")
-            .map(|v| (v, "--cpu-path".to_string())),
+        Err(_) => flag.map(|v| (v, "--cpu-path".to_string())),
     };
     o1_gguf::cpu::configure(o1_gguf::cpu::Options {
         forced,
-        cache_file: Some(o1::paths::cache_dir().join("cpu-paths.json")),
+        cache_file: Some(o1_gguf::cpu::default_cache_file()),
     });
     Ok(())
 }

@@ -273,16 +273,7 @@ fn enter(inbox: Sender<Msg>) -> Result<Term> {
     // Should the process die before `leave` runs (a fault the UI cannot
     // answer), the fault handler writes these bytes and settings back.
     if let Some(cooked) = cooked {
-        let mut restore = Vec::new();
-        let _ = crossterm::queue!(
-            restore,
-            PopKeyboardEnhancementFlags,
-            DisableMouseCapture,
-            DisableBracketedPaste,
-            LeaveAlternateScreen,
-            cursor::Show
-        );
-        o1_gguf::fault::set_terminal_restore(Some((restore, cooked)));
+        o1_gguf::fault::set_terminal_restore(Some((leave_sequence(), cooked)));
     }
     let mut out = io::stdout();
     execute!(
@@ -329,15 +320,24 @@ fn leave() {
     }
     o1_gguf::fault::set_terminal_restore(None);
     let mut out = io::stdout();
-    let _ = execute!(out, PopKeyboardEnhancementFlags);
-    let _ = execute!(
-        out,
+    let _ = out.write_all(&leave_sequence()).and_then(|()| out.flush());
+    let _ = terminal::disable_raw_mode();
+}
+
+/// What gives the terminal back, raw mode aside: keyboard flags popped,
+/// mouse and paste reporting off, the main screen, the cursor shown. Also
+/// written by the fault handler when the UI cannot answer.
+fn leave_sequence() -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let _ = crossterm::queue!(
+        bytes,
+        PopKeyboardEnhancementFlags,
         DisableMouseCapture,
         DisableBracketedPaste,
         LeaveAlternateScreen,
         cursor::Show
     );
-    let _ = terminal::disable_raw_mode();
+    bytes
 }
 
 /// Restores the terminal on an early return (an error drawing).

@@ -357,7 +357,17 @@ fn child(variant: &Path, model: &Path, threads: i32) -> Result<(), String> {
 
 extern "C" fn quiet(_: sys::ggml_log_level, _: *const std::ffi::c_char, _: *mut std::ffi::c_void) {}
 
-/// A file name for the probe model that no other process uses.
-pub fn model_path() -> PathBuf {
-    std::env::temp_dir().join(format!("o1-cpu-probe-{}.gguf", std::process::id()))
+/// The probe model's file: a name no other process uses, removed on drop.
+pub(crate) struct TempModel(pub(crate) PathBuf);
+
+impl TempModel {
+    pub(crate) fn new() -> Self {
+        Self(std::env::temp_dir().join(format!("o1-cpu-probe-{}.gguf", std::process::id())))
+    }
+}
+
+impl Drop for TempModel {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
