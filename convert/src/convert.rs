@@ -15,6 +15,7 @@ use std::ffi::CString;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 use llama_cpp_sys_2 as sys;
@@ -24,6 +25,7 @@ use o1_gguf::llama;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{write_error, ConvertError, Result};
+use crate::imatrix::ImportanceMatrix;
 use crate::metadata::{self, ModelMeta};
 use crate::output::{self, TempOutput};
 use crate::plan::{self, PlannedTensor};
@@ -55,6 +57,16 @@ pub struct ConvertOptions {
     pub name: Option<String>,
     /// Where the checkpoint came from (`o1.source`); defaults to the name.
     pub source: Option<String>,
+    /// Quantize with this importance matrix (quantized types only).
+    pub calibration: Option<Calibration>,
+}
+
+/// An importance matrix and the name the output records for it
+/// (`quantize.imatrix.file`).
+#[derive(Clone, Debug)]
+pub struct Calibration {
+    pub matrix: Arc<ImportanceMatrix>,
+    pub file: String,
 }
 
 impl ConvertOptions {
@@ -73,6 +85,7 @@ impl ConvertOptions {
             verify: true,
             name: None,
             source: None,
+            calibration: None,
         }
     }
 }
@@ -105,9 +118,26 @@ pub struct PlanReport {
 /// Opens the checkpoint, plans its tensors and builds the file's metadata.
 fn prepare(opts: &ConvertOptions) -> Result<(Checkpoint, Vec<PlannedTensor>, Metadata)> {
     let ckpt = Checkpoint::open(&opts.input)?;
-    let planned = plan::plan(&ckpt.config, &ckpt.weights, opts.out_type)?;
+    let calibration = opts
+        .calibration
+        .as_ref()
+        .filter(|_| opts.out_type.is_quantized());
+    let mut planned = plan::plan(
+        &ckpt.config,
+        &ckpt.weights,
+        opts.out_type,
+        calibration.is_some(),
+    )?;
+    if let Some(c) = calibration {
+        for p in planned.iter_mut().filter(|p| p.info.ty.is_quantized()) {
+            p.importance = c
+                .matrix
+                .values_for(&p.info.name, p.info.dims[0] as usize)
+                .map(Arc::from);
+        }
+    }
     let name = opts.name.clone().unwrap_or_else(|| ckpt.name());
-    let meta = metadata::build(&ModelMeta {
+    let mut meta = metadata::build(&ModelMeta {
         name: &name,
         source: opts.source.as_deref().unwrap_or(&name),
         config: &ckpt.config,
@@ -115,6 +145,9 @@ fn prepare(opts: &ConvertOptions) -> Result<(Checkpoint, Vec<PlannedTensor>, Met
         vocab: &ckpt.vocab,
         out_type: opts.out_type,
     });
+    if let Some(c) = calibration {
+        meta.extend(c.matrix.quantize_metadata(&c.file));
+    }
     Ok((ckpt, planned, meta))
 }
 
@@ -292,6 +325,43 @@ fn quantize_file(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<(
     let mut params = unsafe { sys::llama_model_quantize_default_params() };
     params.ftype = opts.out_type.ftype();
     params.nthread = opts.threads as i32;
+    // The matrix and the keys that record it, as `llama-quantize --imatrix`
+    // passes them; the vectors outlive the call.
+    let calibration = opts.calibration.as_ref();
+    let names: Vec<(CString, Vec<f32>)> = calibration
+        .map(|c| {
+            c.matrix
+                .entries
+                .iter()
+                .map(|(n, e)| (CString::new(n.as_str()).expect("tensor name"), e.values()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut imatrix: Vec<sys::llama_model_imatrix_data> = names
+        .iter()
+        .map(|(n, v)| sys::llama_model_imatrix_data {
+            name: n.as_ptr(),
+            data: v.as_ptr(),
+            size: v.len(),
+        })
+        .collect();
+    let mut overrides: Vec<sys::llama_model_kv_override> = calibration
+        .map(|c| c.matrix.quantize_metadata(&c.file))
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| kv_override(k, v))
+        .collect();
+    if calibration.is_some() {
+        imatrix.push(sys::llama_model_imatrix_data {
+            name: std::ptr::null(),
+            data: std::ptr::null(),
+            size: 0,
+        });
+        params.imatrix = imatrix.as_ptr();
+        // SAFETY: all-zero is the terminator (an empty key).
+        overrides.push(unsafe { std::mem::zeroed() });
+        params.kv_overrides = overrides.as_ptr();
+    }
     // SAFETY: both paths are valid C strings; params is fully initialised.
     let rc = unsafe { sys::llama_model_quantize(inp.as_ptr(), outp.as_ptr(), &params) };
     if rc != 0 {
@@ -301,4 +371,28 @@ fn quantize_file(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<(
         });
     }
     Ok(())
+}
+
+/// A string or integer metadata value as llama.cpp's override struct.
+fn kv_override(key: &str, value: &Value) -> sys::llama_model_kv_override {
+    fn copy(dst: &mut [std::ffi::c_char; 128], text: &str) {
+        for (d, b) in dst.iter_mut().zip(text.bytes().take(127)) {
+            *d = b as std::ffi::c_char;
+        }
+    }
+    // SAFETY: a plain C struct; zero is a valid (empty) value for every field.
+    let mut o: sys::llama_model_kv_override = unsafe { std::mem::zeroed() };
+    copy(&mut o.key, key);
+    match value {
+        Value::String(s) => {
+            o.tag = sys::LLAMA_KV_OVERRIDE_TYPE_STR;
+            // SAFETY: writing the union's string member.
+            copy(unsafe { &mut o.__bindgen_anon_1.val_str }, s);
+        }
+        other => {
+            o.tag = sys::LLAMA_KV_OVERRIDE_TYPE_INT;
+            o.__bindgen_anon_1.val_i64 = other.as_u64().unwrap_or(0) as i64;
+        }
+    }
+    o
 }

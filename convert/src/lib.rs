@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod imatrix;
 pub mod metadata;
 pub mod output;
 pub mod plan;
@@ -23,7 +24,10 @@ pub mod synthetic;
 pub mod verify;
 pub mod vocab;
 
-pub use convert::{convert, plan_only, ConvertOptions, ConvertReport, Pipeline, PlanReport};
+pub use convert::{
+    convert, plan_only, Calibration, ConvertOptions, ConvertReport, Pipeline, PlanReport,
+};
 pub use error::{ConvertError, Result};
+pub use imatrix::ImportanceMatrix;
 pub use o1_gguf::ggml::OutputType;
 pub use progress::{NoProgress, Progress};

@@ -24,6 +24,8 @@ use crate::safetensors::{SourceTensor, Weights};
 pub struct PlannedTensor {
     pub info: TensorInfo,
     pub source: SourceTensor,
+    /// The importance of each column, when quantizing with a matrix.
+    pub importance: Option<std::sync::Arc<[f32]>>,
 }
 
 /// A tensor dimension, in terms of config.json.
@@ -202,18 +204,23 @@ pub fn check(config: &ModelConfig, config_path: &Path, weights: &Weights) -> Res
 }
 
 /// Builds the output tensor list for `weights`, checking every shape.
+/// `calibrated`: an importance matrix will steer the rounding, which
+/// changes a few of llama.cpp's choices (as `llama-quantize --imatrix`).
 pub fn plan(
     config: &ModelConfig,
     weights: &Weights,
     out_type: OutputType,
+    calibrated: bool,
 ) -> Result<Vec<PlannedTensor>> {
     let mut planned = shaped(config, weights)?;
     planned.sort_by(|a, b| loader_order(&a.info.name, &b.info.name));
-    let chooser = TypeChooser::new(
-        config,
+    let chooser = TypeChooser {
         out_type,
-        !planned.iter().any(|p| p.info.name == OUTPUT),
-    );
+        n_layer: config.num_hidden_layers,
+        n_gqa: config.num_attention_heads / config.n_kv_heads(),
+        tied: !planned.iter().any(|p| p.info.name == OUTPUT),
+        calibrated,
+    };
     chooser.assign(&mut planned);
     Ok(planned)
 }
@@ -257,6 +264,7 @@ fn shaped(config: &ModelConfig, weights: &Weights) -> Result<Vec<PlannedTensor>>
                 ty: GgmlType::F32,
             },
             source: src.clone(),
+            importance: None,
         });
     }
     let present: BTreeSet<&str> = planned.iter().map(|p| p.info.name.as_str()).collect();
@@ -286,6 +294,7 @@ struct TypeChooser {
     /// Query heads per KV head (`n_gqa`).
     n_gqa: usize,
     tied: bool,
+    calibrated: bool,
 }
 
 #[derive(PartialEq, Eq)]
@@ -293,6 +302,7 @@ enum Category {
     Output,
     TokenEmbd,
     AttnV,
+    AttnOutput,
     FfnDown,
     Other,
 }
@@ -304,6 +314,8 @@ fn category(name: &str) -> Category {
         Category::TokenEmbd
     } else if name.contains("attn_v.weight") {
         Category::AttnV
+    } else if name.contains("attn_output.weight") {
+        Category::AttnOutput
     } else if name.contains("ffn_down") {
         Category::FfnDown
     } else {
@@ -318,15 +330,6 @@ fn use_more_bits(i_layer: usize, n_layers: usize) -> bool {
 }
 
 impl TypeChooser {
-    fn new(config: &ModelConfig, out_type: OutputType, tied: bool) -> Self {
-        Self {
-            out_type,
-            n_layer: config.num_hidden_layers,
-            n_gqa: config.num_attention_heads / config.n_kv_heads(),
-            tied,
-        }
-    }
-
     /// Sets `info.ty` of every tensor; `planned` must be in loader order.
     fn assign(&self, planned: &mut [PlannedTensor]) {
         let n_attn_v = planned
@@ -371,34 +374,40 @@ impl TypeChooser {
     ) -> GgmlType {
         use OutputType::*;
         let ftype = self.out_type;
+        let (q4, q5, q6) = (GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K);
         match cat {
             Category::Output => output_type(default, ne0),
             Category::TokenEmbd if self.tied => output_type(default, ne0),
-            Category::AttnV => {
-                if ftype == Iq4Xs && self.n_gqa >= 4 {
-                    GgmlType::Q5_K
-                } else if matches!(ftype, Q4KM | Q5KM) && use_more_bits(i_attn_v, n_attn_v) {
-                    GgmlType::Q6_K
-                } else {
-                    default
-                }
-            }
+            Category::AttnV => match ftype {
+                Iq3M => q4,
+                Q3KM if i_attn_v < 2 => q5,
+                Q3KM => q4,
+                Q3KL => q5,
+                Iq4Xs if self.n_gqa >= 4 => q5,
+                Q4KM | Q5KM if use_more_bits(i_attn_v, n_attn_v) => q6,
+                Q4KS if i_attn_v < 4 => q5,
+                _ => default,
+            },
             Category::FfnDown => {
-                let (i_layer, n_layer) = (i_ffn_down, self.n_layer);
-                if ftype == Q4KM {
-                    if use_more_bits(i_layer, n_layer) {
-                        GgmlType::Q6_K
-                    } else {
-                        default
-                    }
-                } else if i_layer < n_layer / 8 && ftype == Iq4Xs {
-                    GgmlType::Q5_K
-                } else if ftype == Q5KM && use_more_bits(i_layer, n_layer) {
-                    GgmlType::Q6_K
-                } else {
-                    default
+                let (i, n) = (i_ffn_down, self.n_layer);
+                match ftype {
+                    Q3KM if i < n / 16 => q5,
+                    Q3KM => q4,
+                    Iq3M if i < n / 8 => q4,
+                    Q3KL => q5,
+                    Q4KM | Q5KM if use_more_bits(i, n) => q6,
+                    Iq4Xs if i < n / 8 && !self.calibrated => q5,
+                    Q4KS if i < n / 8 => q5,
+                    // llama.cpp's guard for the first layers, taken only with a matrix.
+                    Q4_0 if i < n / 8 && self.calibrated => GgmlType::Q4_1,
+                    _ => default,
                 }
             }
+            Category::AttnOutput => match ftype {
+                Q3KM | Iq3M => q4,
+                Q3KL => q5,
+                _ => default,
+            },
             _ => default,
         }
     }
@@ -423,7 +432,8 @@ fn fallback(ty: GgmlType, ncols: u64) -> GgmlType {
         return ty;
     }
     let to = match ty {
-        GgmlType::IQ4_XS => GgmlType::IQ4_NL,
+        GgmlType::IQ4_XS | GgmlType::IQ3_S => GgmlType::IQ4_NL,
+        GgmlType::Q3_K => GgmlType::Q4_0,
         GgmlType::Q4_K => GgmlType::Q5_0,
         GgmlType::Q5_K => GgmlType::Q5_1,
         GgmlType::Q6_K => GgmlType::Q8_0,
@@ -474,6 +484,8 @@ mod tests {
         assert_eq!(fallback(GgmlType::Q5_K, 896), GgmlType::Q5_1);
         assert_eq!(fallback(GgmlType::Q6_K, 896), GgmlType::Q8_0);
         assert_eq!(fallback(GgmlType::IQ4_XS, 896), GgmlType::IQ4_NL);
+        assert_eq!(fallback(GgmlType::IQ3_S, 896), GgmlType::IQ4_NL);
+        assert_eq!(fallback(GgmlType::Q3_K, 896), GgmlType::Q4_0);
         assert_eq!(fallback(GgmlType::Q4_K, 1536), GgmlType::Q4_K);
         assert_eq!(fallback(GgmlType::Q8_0, 40), GgmlType::F16);
         assert_eq!(output_type(GgmlType::Q4_K, 896), GgmlType::Q8_0);

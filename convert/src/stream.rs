@@ -260,7 +260,9 @@ fn convert_block(
             f32_buf.resize(src_chunk.len() / src.dtype.size(), 0.0);
             src.dtype.to_f32(src_chunk, f32_buf);
             o1_gguf::fault::inject_at("quantize");
-            p.info.ty.quantize_rows(f32_buf, dst_chunk, n_per_row);
+            p.info
+                .ty
+                .quantize_rows(f32_buf, dst_chunk, n_per_row, p.importance.as_deref());
             if p.info.ty == GgmlType::F16 {
                 overflow += f32_buf
                     .iter()

@@ -24,6 +24,7 @@ impl GgmlType {
     pub const Q5_1: Self = Self(sys::GGML_TYPE_Q5_1);
     pub const Q8_0: Self = Self(sys::GGML_TYPE_Q8_0);
     pub const Q2_K: Self = Self(sys::GGML_TYPE_Q2_K);
+    pub const IQ3_S: Self = Self(sys::GGML_TYPE_IQ3_S);
     pub const Q3_K: Self = Self(sys::GGML_TYPE_Q3_K);
     pub const Q4_K: Self = Self(sys::GGML_TYPE_Q4_K);
     pub const Q5_K: Self = Self(sys::GGML_TYPE_Q5_K);
@@ -73,14 +74,25 @@ impl GgmlType {
     /// Converts `rows` rows of `n_per_row` f32 values into this type, writing
     /// `rows * row_bytes(n_per_row)` bytes to `dst`. Rows are independent,
     /// so any split of a tensor into row blocks gives the same bytes.
-    pub fn quantize_rows(self, src: &[f32], dst: &mut [u8], n_per_row: usize) {
+    /// `importance` (one weight per column, an importance matrix's row for
+    /// this tensor) steers the rounding of the types that use it.
+    pub fn quantize_rows(
+        self,
+        src: &[f32],
+        dst: &mut [u8],
+        n_per_row: usize,
+        importance: Option<&[f32]>,
+    ) {
         assert!(n_per_row > 0 && src.len().is_multiple_of(n_per_row));
+        if let Some(w) = importance {
+            assert_eq!(w.len(), n_per_row, "importance row length");
+        }
         let rows = src.len() / n_per_row;
         let expected = rows as u64 * self.row_bytes(n_per_row as u64);
         assert_eq!(dst.len() as u64, expected, "quantize buffer size");
         assert_eq!(n_per_row as u64 % self.block_size(), 0);
-        // SAFETY: sizes checked above; no importance matrix is needed for the
-        // types o1 writes (checked when a type is chosen).
+        // SAFETY: sizes checked above, the importance row has n_per_row values;
+        // every type o1 writes can be made without one.
         let written = unsafe {
             sys::ggml_quantize_chunk(
                 self.0,
@@ -89,7 +101,7 @@ impl GgmlType {
                 0,
                 rows as i64,
                 n_per_row as i64,
-                std::ptr::null(),
+                importance.map_or(std::ptr::null(), |w| w.as_ptr()),
             )
         };
         assert_eq!(written as u64, expected, "ggml_quantize_chunk size");
@@ -118,12 +130,17 @@ pub enum OutputType {
     Q6K,
     Q5KM,
     Q4KM,
+    Q4KS,
     Q4_0,
     Iq4Xs,
+    Q3KL,
+    Q3KM,
+    Iq3M,
 }
 
 impl OutputType {
-    pub const ALL: [OutputType; 9] = [
+    /// Largest first.
+    pub const ALL: [OutputType; 13] = [
         Self::F32,
         Self::F16,
         Self::Bf16,
@@ -131,8 +148,12 @@ impl OutputType {
         Self::Q6K,
         Self::Q5KM,
         Self::Q4KM,
+        Self::Q4KS,
         Self::Q4_0,
         Self::Iq4Xs,
+        Self::Q3KL,
+        Self::Q3KM,
+        Self::Iq3M,
     ];
 
     pub fn name(self) -> &'static str {
@@ -144,8 +165,12 @@ impl OutputType {
             Self::Q6K => "q6_k",
             Self::Q5KM => "q5_k_m",
             Self::Q4KM => "q4_k_m",
+            Self::Q4KS => "q4_k_s",
             Self::Q4_0 => "q4_0",
             Self::Iq4Xs => "iq4_xs",
+            Self::Q3KL => "q3_k_l",
+            Self::Q3KM => "q3_k_m",
+            Self::Iq3M => "iq3_m",
         }
     }
 
@@ -159,8 +184,12 @@ impl OutputType {
             Self::Q6K => sys::LLAMA_FTYPE_MOSTLY_Q6_K,
             Self::Q5KM => sys::LLAMA_FTYPE_MOSTLY_Q5_K_M,
             Self::Q4KM => sys::LLAMA_FTYPE_MOSTLY_Q4_K_M,
+            Self::Q4KS => sys::LLAMA_FTYPE_MOSTLY_Q4_K_S,
             Self::Q4_0 => sys::LLAMA_FTYPE_MOSTLY_Q4_0,
             Self::Iq4Xs => sys::LLAMA_FTYPE_MOSTLY_IQ4_XS,
+            Self::Q3KL => sys::LLAMA_FTYPE_MOSTLY_Q3_K_L,
+            Self::Q3KM => sys::LLAMA_FTYPE_MOSTLY_Q3_K_M,
+            Self::Iq3M => sys::LLAMA_FTYPE_MOSTLY_IQ3_M,
         }
     }
 
@@ -173,14 +202,25 @@ impl OutputType {
             Self::Q8_0 => GgmlType::Q8_0,
             Self::Q6K => GgmlType::Q6_K,
             Self::Q5KM => GgmlType::Q5_K,
-            Self::Q4KM => GgmlType::Q4_K,
+            Self::Q4KM | Self::Q4KS => GgmlType::Q4_K,
             Self::Q4_0 => GgmlType::Q4_0,
             Self::Iq4Xs => GgmlType::IQ4_XS,
+            Self::Q3KL | Self::Q3KM => GgmlType::Q3_K,
+            Self::Iq3M => GgmlType::IQ3_S,
         }
     }
 
     pub fn is_quantized(self) -> bool {
         self.default_type().is_quantized()
+    }
+
+    /// Types of 5 bits per weight and fewer: an importance matrix measurably
+    /// improves them, so `o1 convert` calibrates them unless told not to.
+    pub fn calibrated_by_default(self) -> bool {
+        !matches!(
+            self,
+            Self::F32 | Self::F16 | Self::Bf16 | Self::Q8_0 | Self::Q6K
+        )
     }
 }
 
@@ -234,7 +274,7 @@ mod tests {
             assert_eq!(t.name().parse::<OutputType>().unwrap(), t);
         }
         assert_eq!("Q4_K_M".parse::<OutputType>().unwrap(), OutputType::Q4KM);
-        let err = "q3_k".parse::<OutputType>().unwrap_err();
+        let err = "q2_k".parse::<OutputType>().unwrap_err();
         assert!(err.contains("q4_k_m"), "{err}");
     }
 
@@ -246,13 +286,14 @@ mod tests {
             .collect();
         let row = GgmlType::Q4_K.row_bytes(n as u64) as usize;
         let mut whole = vec![0u8; 4 * row];
-        GgmlType::Q4_K.quantize_rows(&src, &mut whole, n);
+        GgmlType::Q4_K.quantize_rows(&src, &mut whole, n, None);
         let mut parts = vec![0u8; 4 * row];
         for r in 0..4 {
             GgmlType::Q4_K.quantize_rows(
                 &src[r * n..(r + 1) * n],
                 &mut parts[r * row..(r + 1) * row],
                 n,
+                None,
             );
         }
         assert_eq!(whole, parts);

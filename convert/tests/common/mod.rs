@@ -60,8 +60,19 @@ pub fn convert_with(
     ty: OutputType,
     pipeline: Pipeline,
 ) -> Result<ConvertReport> {
+    convert_calibrated(input, output, ty, pipeline, None)
+}
+
+pub fn convert_calibrated(
+    input: &Path,
+    output: &Path,
+    ty: OutputType,
+    pipeline: Pipeline,
+    calibration: Option<o1_convert::Calibration>,
+) -> Result<ConvertReport> {
     let mut o = options(input, output, ty);
     o.pipeline = pipeline;
+    o.calibration = calibration;
     o.force = true;
     o1_convert::convert(&o, &mut NoProgress, &AtomicBool::new(false))
 }

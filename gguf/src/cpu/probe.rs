@@ -80,7 +80,7 @@ pub fn write_model(path: &Path) -> io::Result<()> {
         } else {
             let mut out =
                 vec![0u8; (ty.row_bytes(dims[0]) * dims[1..].iter().product::<u64>()) as usize];
-            ty.quantize_rows(&values, &mut out, dims[0] as usize);
+            ty.quantize_rows(&values, &mut out, dims[0] as usize, None);
             out
         };
         tensors.push(TensorInfo { name, dims, ty });
