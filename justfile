@@ -77,7 +77,21 @@ build-cuda archs="80;86;89;90":
     scripts/build-cuda "{{archs}}"
 
 # Benchmarks: print the figures.
-bench: bench-convert bench-runtime bench-tui bench-memory bench-serve
+bench: bench-convert bench-runtime bench-tui bench-memory bench-serve bench-quality
+
+# Quality per byte on the 1.5B: every type, uncalibrated and calibrated, against its bf16
+# conversion (mean and p99 KL divergence, same top token, greedy agreement per phase), with
+# its size and decode speed. Files stay in ~/.cache/o1/quality; TYPES="q4_k_m q3_k_m" limits.
+bench-quality: build (fixture "1.5b")
+    scripts/bench-quality {{fixture_dir}}/o1-1.5b
+
+# o1 eval beside llama-perplexity --kl-divergence: the same files (the 0.5B, bf16 and q4_k_m)
+# and text; they must agree within llama-perplexity's error bars.
+bench-kld-agreement: build (fixture "0.5b")
+    @mkdir -p ~/.cache/o1/quality/o1-0.5b
+    @test -f ~/.cache/o1/quality/o1-0.5b/bf16.gguf || $CARGO_TARGET_DIR/release/o1 convert --quiet --no-verify -t bf16 {{fixture_dir}}/o1-0.5b -o ~/.cache/o1/quality/o1-0.5b/bf16.gguf
+    @test -f ~/.cache/o1/quality/o1-0.5b/q4_k_m.gguf || $CARGO_TARGET_DIR/release/o1 convert --quiet --no-verify --no-calibrate -t q4_k_m {{fixture_dir}}/o1-0.5b -o ~/.cache/o1/quality/o1-0.5b/q4_k_m.gguf
+    scripts/bench-kld-agreement ~/.cache/o1/quality/o1-0.5b/q4_k_m.gguf ~/.cache/o1/quality/o1-0.5b/bf16.gguf
 
 # The chat UI: frame time with a 30,000-token transcript, typing latency while the 0.5B model streams.
 bench-tui: (fixture "0.5b")

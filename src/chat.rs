@@ -91,6 +91,15 @@ pub enum Segment {
 
 /// Renders `messages` followed by the opener of `phase`.
 pub fn render(messages: &[Message], phase: Phase) -> Vec<Segment> {
+    let mut out = render_messages(messages);
+    push_open(&mut out, phase.role());
+    push_text(&mut out, "\n");
+    out
+}
+
+/// Renders finished `messages` with no opener after them (a whole
+/// conversation, as training text).
+pub fn render_messages(messages: &[Message]) -> Vec<Segment> {
     let mut out = Vec::new();
     for m in messages {
         push_open(&mut out, m.role);
@@ -99,8 +108,6 @@ pub fn render(messages: &[Message], phase: Phase) -> Vec<Segment> {
         out.push(Segment::Special(IM_END));
         push_text(&mut out, "\n");
     }
-    push_open(&mut out, phase.role());
-    push_text(&mut out, "\n");
     out
 }
 

@@ -42,6 +42,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Show a model file's metadata and the memory a context needs.
     Info(InfoArgs),
+    /// Measure how far a quantized file drifts from its lossless (bf16) reference.
+    Eval(EvalArgs),
     /// List the models in the model store.
     Ls,
     /// Delete a model from the model store.
@@ -77,7 +79,11 @@ pub struct PullArgs {
     o1 convert Laurie/Qwen2.5-1.5B-O1                 # a pulled repo, into the model store\n  \
     o1 convert ./Qwen2.5-1.5B-O1 -t q8_0 -o o1-q8.gguf\n\n\
     Types: f32, f16, bf16 (lossless for bf16 checkpoints), q8_0, q6_k, q5_k_m, q4_k_m (default),\n\
-    q4_0, iq4_xs. The quantization is llama.cpp's own, with its per-tensor mixes.")]
+    q4_k_s, q4_0, iq4_xs, q3_k_l, q3_k_m, iq3_m. The quantization is llama.cpp's own, with its\n\
+    per-tensor mixes. Types of 5 bits and fewer are calibrated: o1 first runs its calibration\n\
+    conversations (English and Chinese; code, maths, prose) through a q8_0 copy to learn which\n\
+    weights matter (an importance matrix, cached per checkpoint), then rounds those more carefully.\n\
+    `o1 eval FILE` measures what a type costs in quality.")]
 pub struct ConvertArgs {
     /// A checkpoint folder (config.json, tokenizer.json, model.safetensors or shards),
     /// or a repo id pulled with `o1 pull`.
@@ -111,6 +117,18 @@ pub struct ConvertArgs {
     /// Only print what would be written (tensor types and the file size).
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Quantize without an importance matrix (faster; lower quality at 5 bits and fewer).
+    #[arg(long, conflicts_with = "imatrix")]
+    pub no_calibrate: bool,
+
+    /// Quantize with this importance matrix (llama-imatrix's .gguf or .dat) instead of o1's.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
+
+    /// Also save the importance matrix used, in llama.cpp's format.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_calibrate")]
+    pub save_imatrix: Option<PathBuf>,
 
     /// Use llama.cpp's two-step path (lossless GGUF, then llama_model_quantize).
     /// Slower and needs twice the disk; kept as the reference.
@@ -248,6 +266,43 @@ pub struct TuiArgs {
 pub struct RmArgs {
     /// The stored model's name (as `o1 ls` shows it).
     pub name: String,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    o1 eval Qwen2.5-1.5B-O1-q4_k_m                  # against the stored bf16 conversion\n  \
+    o1 eval q3.gguf --reference bf16.gguf --json\n  \
+    o1 eval q4.gguf --reference bf16.gguf --text wiki.test.raw   # as llama-perplexity reads it\n\n\
+    Figures: mean KL divergence from the reference's next-token distribution (± its standard\n\
+    error) and its 99th percentile, how often both pick the same top token, ln(PPL/PPL ref),\n\
+    and in the two-phase chat format how many greedy tokens each phase follows the reference.\n\
+    The reference's side is cached, so evaluating a second file costs one run of that file.")]
+pub struct EvalArgs {
+    /// The file to measure: a .gguf file or a stored model's name.
+    pub model: String,
+
+    /// The lossless reference [default: the stored bf16/f16/f32 conversion of the same checkpoint].
+    #[arg(long, value_name = "REF.gguf")]
+    pub reference: Option<String>,
+
+    /// Score this plain text file instead of o1's held-out conversations.
+    #[arg(long, value_name = "FILE")]
+    pub text: Option<PathBuf>,
+
+    /// Tokens per chunk (the second half of each is scored).
+    #[arg(long, value_name = "TOKENS", default_value_t = 512)]
+    pub ctx: usize,
+
+    /// Score at most N chunks.
+    #[arg(long, value_name = "N")]
+    pub chunks: Option<usize>,
+
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod memory;
 pub mod model;
 pub mod paths;
+pub mod quality;
 pub mod serve;
 pub mod settings;
 pub mod store;

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Info(args) => commands::info::run(args),
+        Command::Eval(args) => commands::eval::run(args),
         Command::Tui(args) => commands::tui(args),
         Command::Ls => commands::store::ls(),
         Command::Rm(args) => commands::store::rm(args),

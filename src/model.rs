@@ -75,6 +75,9 @@ pub struct ModelInfo {
     pub reasoning_token_id: Option<u32>,
     /// Where the checkpoint came from (`o1.source`).
     pub source: Option<String>,
+    /// The importance matrix the file was quantized with: its dataset, or
+    /// its file when the dataset is not named.
+    pub calibration: Option<String>,
     pub generation: GenerationDefaults,
     /// Tensors per ggml type.
     pub tensor_types: BTreeMap<String, usize>,
@@ -313,6 +316,13 @@ impl ModelInfo {
                 .get(KEY_SOURCE)
                 .and_then(Value::as_str)
                 .map(str::to_string),
+            calibration: [
+                o1_convert::imatrix::KEY_QUANTIZE_DATASET,
+                o1_convert::imatrix::KEY_QUANTIZE_FILE,
+            ]
+            .iter()
+            .find_map(|k| g.get(k).and_then(Value::as_str))
+            .map(str::to_string),
             generation,
             tensor_types,
             n_ff: g
@@ -405,6 +415,7 @@ pub(crate) mod tests {
             n_vocab: 151666,
             reasoning_token_id: Some(151665),
             source: None,
+            calibration: None,
             generation: GenerationDefaults::default(),
             tensor_types: BTreeMap::new(),
             n_ff: 8960,

@@ -12,6 +12,7 @@ fn o1(args: &[&str], cwd: &Path) -> Output {
         .env("O1_LOG_FILE", cwd.join("o1.log"))
         .env("O1_MODELS_DIR", cwd.join("store"))
         .env("O1_CONFIG", cwd.join("config.toml"))
+        .env("O1_CACHE_DIR", cwd.join("cache"))
         .output()
         .unwrap()
 }
@@ -296,10 +297,14 @@ fn interrupted_or_killed_conversions_leave_nothing_behind() {
         ..Spec::tiny()
     };
     synthetic::write(&dir.path().join("mid"), &spec).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    // q4_k_m is calibrated: the first runs are stopped in the calibration
+    // pass or the conversion, whichever has its temporary out first.
     let start = || {
         Command::new(env!("CARGO_BIN_EXE_o1"))
             .args(["convert", "mid", "--no-verify"])
             .current_dir(dir.path())
+            .env("O1_CACHE_DIR", cache.path())
             .env("O1_LOG_FILE", "/dev/null")
             .env("O1_MODELS_DIR", dir.path())
             .env("O1_CONFIG", dir.path().join("no-config.toml"))
@@ -341,4 +346,136 @@ fn interrupted_or_killed_conversions_leave_nothing_behind() {
         text(&out.stderr)
     );
     assert_eq!(entries(dir.path()), ["mid", "mid-q4_k_m.gguf"]);
+}
+
+/// Types of 5 bits and fewer are calibrated by default: o1 computes its
+/// matrix once per checkpoint (a q8_0 copy runs its calibration set), the
+/// file records it, the next conversion reuses it; `--no-calibrate`,
+/// `--imatrix` and `--save-imatrix` do what they say.
+#[test]
+fn calibration_is_computed_once_recorded_and_optional() {
+    let dir = tempfile::tempdir().unwrap();
+    synthetic::write(&dir.path().join("ckpt"), &Spec::tiny()).unwrap();
+    let run = |args: &[&str]| {
+        let out = o1(args, dir.path());
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        (text(&out.stdout), text(&out.stderr))
+    };
+    let keys = |name: &str| {
+        let bytes = std::fs::read(dir.path().join(name)).unwrap();
+        let f = o1_gguf::format::GgufFile::parse(&bytes).unwrap();
+        let s = |k: &str| f.get(k).and_then(|v| v.as_str()).map(String::from);
+        let n = |k: &str| f.get(k).and_then(|v| v.as_u64());
+        (
+            s("quantize.imatrix.file"),
+            s("quantize.imatrix.dataset"),
+            n("quantize.imatrix.entries_count"),
+            n("quantize.imatrix.chunks_count"),
+        )
+    };
+
+    let (stdout, stderr) = run(&[
+        "convert",
+        "ckpt",
+        "-t",
+        "q4_k_m",
+        "-o",
+        "a.gguf",
+        "--save-imatrix",
+        "m.gguf",
+    ]);
+    assert!(
+        stderr.contains("o1: calibration: a q8_0 copy to run"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("calibrated with the importance matrix"),
+        "{stdout}"
+    );
+    let (file, dataset, entries, chunks) = keys("a.gguf");
+    let file = file.expect("the matrix is recorded");
+    assert!(
+        file.contains("imatrix") && std::path::Path::new(&file).is_file(),
+        "{file}"
+    );
+    assert_eq!(dataset.as_deref(), Some("o1-calibration-v1"));
+    let layers = Spec::tiny().layers as u64;
+    assert_eq!(
+        entries,
+        Some(7 * layers),
+        "every matrix product of every layer"
+    );
+    assert!(chunks.unwrap() >= 50, "{chunks:?}");
+    let saved = o1_convert::ImportanceMatrix::load(&dir.path().join("m.gguf")).unwrap();
+    assert!(saved
+        .entries
+        .values()
+        .all(|e| e.count > 0 && e.sums.iter().all(|&v| v >= 0.0)));
+    assert_eq!(saved.entries.len() as u64, 7 * layers);
+
+    // The second conversion reuses the cached matrix: no calibration pass.
+    let (_, stderr) = run(&["convert", "ckpt", "-t", "q3_k_m", "-o", "b.gguf"]);
+    assert!(!stderr.contains("calibration:"), "{stderr}");
+    assert_eq!(keys("b.gguf").0.as_deref(), Some(file.as_str()));
+
+    // Off, and from a given file (llama-imatrix's format, as saved above).
+    run(&[
+        "convert",
+        "ckpt",
+        "-t",
+        "q4_k_m",
+        "-o",
+        "c.gguf",
+        "--no-calibrate",
+    ]);
+    assert_eq!(keys("c.gguf").0, None);
+    run(&[
+        "convert",
+        "ckpt",
+        "-t",
+        "q4_k_m",
+        "-o",
+        "d.gguf",
+        "--imatrix",
+        "m.gguf",
+    ]);
+    assert_eq!(keys("d.gguf").0.as_deref(), Some("m.gguf"));
+    let bytes = |n: &str| std::fs::read(dir.path().join(n)).unwrap();
+    let tensor = |b: &[u8]| {
+        let f = o1_gguf::format::GgufFile::parse(b).unwrap();
+        f.tensor_data("blk.0.ffn_gate.weight").unwrap().to_vec()
+    };
+    assert_eq!(
+        tensor(&bytes("a.gguf")),
+        tensor(&bytes("d.gguf")),
+        "same matrix, same bytes"
+    );
+    assert_ne!(
+        tensor(&bytes("a.gguf")),
+        tensor(&bytes("c.gguf")),
+        "the matrix changes the rounding"
+    );
+    // q8_0 and the float types are not calibrated by default.
+    run(&["convert", "ckpt", "-t", "q8_0", "-o", "e.gguf"]);
+    assert_eq!(keys("e.gguf").0, None);
+
+    // A file that is no matrix is named.
+    std::fs::write(dir.path().join("bad.dat"), b"nonsense").unwrap();
+    let out = o1(
+        &[
+            "convert",
+            "ckpt",
+            "-t",
+            "q4_k_m",
+            "-o",
+            "f.gguf",
+            "--imatrix",
+            "bad.dat",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("bad.dat is not an importance matrix"), "{err}");
+    assert!(!dir.path().join("f.gguf").exists());
 }

@@ -59,7 +59,15 @@ pub struct ConvertOptions {
     pub source: Option<String>,
     /// Quantize with this importance matrix (quantized types only).
     pub calibration: Option<Calibration>,
+    /// Without `calibration`: make the matrix first, by handing a q8_0
+    /// conversion (a temporary beside the output) to this function.
+    pub calibrate_with: Option<Box<CalibrateFn>>,
 }
+
+/// Computes an importance matrix by running the q8_0 file at the path;
+/// `Ok(None)` when the flag asked it to stop.
+pub type CalibrateFn =
+    dyn Fn(&Path, &AtomicBool) -> std::result::Result<Option<Calibration>, String> + Send + Sync;
 
 /// An importance matrix and the name the output records for it
 /// (`quantize.imatrix.file`).
@@ -86,6 +94,7 @@ impl ConvertOptions {
             name: None,
             source: None,
             calibration: None,
+            calibrate_with: None,
         }
     }
 }
@@ -103,6 +112,8 @@ pub struct ConvertReport {
     pub removed_stale_temporaries: usize,
     pub verification: Option<VerifyReport>,
     pub warnings: Vec<String>,
+    /// The importance matrix quantized with, as the file records it.
+    pub calibration: Option<String>,
 }
 
 /// What a conversion would write, worked out without writing it.
@@ -115,19 +126,15 @@ pub struct PlanReport {
     pub source_bytes: u64,
 }
 
-/// Opens the checkpoint, plans its tensors and builds the file's metadata.
-fn prepare(opts: &ConvertOptions) -> Result<(Checkpoint, Vec<PlannedTensor>, Metadata)> {
-    let ckpt = Checkpoint::open(&opts.input)?;
-    let calibration = opts
-        .calibration
-        .as_ref()
-        .filter(|_| opts.out_type.is_quantized());
-    let mut planned = plan::plan(
-        &ckpt.config,
-        &ckpt.weights,
-        opts.out_type,
-        calibration.is_some(),
-    )?;
+/// Plans the checkpoint's tensors as `out_type` and builds the file's metadata.
+fn prepare(
+    ckpt: &Checkpoint,
+    opts: &ConvertOptions,
+    out_type: OutputType,
+    calibration: Option<&Calibration>,
+) -> Result<(Vec<PlannedTensor>, Metadata)> {
+    let calibration = calibration.filter(|_| out_type.is_quantized());
+    let mut planned = plan::plan(&ckpt.config, &ckpt.weights, out_type, calibration.is_some())?;
     if let Some(c) = calibration {
         for p in planned.iter_mut().filter(|p| p.info.ty.is_quantized()) {
             p.importance = c
@@ -143,17 +150,24 @@ fn prepare(opts: &ConvertOptions) -> Result<(Checkpoint, Vec<PlannedTensor>, Met
         config: &ckpt.config,
         generation: &ckpt.generation,
         vocab: &ckpt.vocab,
-        out_type: opts.out_type,
+        out_type,
     });
     if let Some(c) = calibration {
         meta.extend(c.matrix.quantize_metadata(&c.file));
     }
-    Ok((ckpt, planned, meta))
+    Ok((planned, meta))
 }
 
 /// Plans the conversion of `opts.input` (types, sizes) without writing anything.
 pub fn plan_only(opts: &ConvertOptions) -> Result<PlanReport> {
-    let (ckpt, planned, meta) = prepare(opts)?;
+    let ckpt = Checkpoint::open(&opts.input)?;
+    let calibrated = opts.calibration.is_some() || opts.calibrate_with.is_some();
+    // The plan depends on whether a matrix is used, not on its values.
+    let placeholder = calibrated.then(|| Calibration {
+        matrix: Arc::default(),
+        file: String::new(),
+    });
+    let (planned, meta) = prepare(&ckpt, opts, opts.out_type, placeholder.as_ref())?;
     let infos = planned.iter().map(|p| p.info.clone()).collect();
     let header = GgufWriter::new(Vec::new(), &meta, infos)
         .map_err(|e| write_error(&opts.output, 0, e))?
@@ -182,9 +196,17 @@ pub fn convert(
     cancel: &AtomicBool,
 ) -> Result<ConvertReport> {
     let started = Instant::now();
-    let (ckpt, planned, meta) = prepare(opts)?;
-
+    let ckpt = Checkpoint::open(&opts.input)?;
     let removed_stale_temporaries = output::remove_stale_temporaries(&opts.output);
+    let computed = match (&opts.calibration, &opts.calibrate_with) {
+        (None, Some(calibrate)) if opts.out_type.is_quantized() => {
+            Some(calibration_pass(&ckpt, opts, calibrate, progress, cancel)?)
+        }
+        _ => None,
+    };
+    let calibration = opts.calibration.as_ref().or(computed.as_ref());
+    let (planned, meta) = prepare(&ckpt, opts, opts.out_type, calibration)?;
+
     let out_bytes = data_size(&planned);
     let two_pass = opts.pipeline == Pipeline::TwoPass;
     let intermediate = two_pass.then(|| lossless_types(&planned));
@@ -258,7 +280,50 @@ pub fn convert(
         removed_stale_temporaries,
         verification,
         warnings,
+        calibration: calibration
+            .filter(|_| opts.out_type.is_quantized())
+            .map(|c| c.file.clone()),
     })
+}
+
+/// Pass 0 of a calibrated conversion: a q8_0 copy of the checkpoint, as a
+/// temporary beside the output (removed however the run ends), runs
+/// through `calibrate`.
+fn calibration_pass(
+    ckpt: &Checkpoint,
+    opts: &ConvertOptions,
+    calibrate: &CalibrateFn,
+    progress: &mut dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<Calibration> {
+    let (planned, meta) = prepare(ckpt, opts, OutputType::Q8_0, None)?;
+    output::check_target(&opts.output, opts.force, data_size(&planned))?;
+    let mut copy = TempOutput::create(&opts.output, "calibration")?;
+    progress.stage(
+        "calibration: a q8_0 copy to run",
+        ckpt.weights.total_bytes(),
+    );
+    write_gguf(
+        copy.take_file(),
+        &meta,
+        &planned,
+        &ckpt.weights,
+        opts,
+        progress,
+        cancel,
+    )?;
+    progress.finish_stage();
+    copy.sync()?;
+    progress.stage(
+        "calibration: running the model over o1's calibration set",
+        0,
+    );
+    let calibration = calibrate(copy.path(), cancel).map_err(|detail| ConvertError::Calibrate {
+        path: opts.output.clone(),
+        detail,
+    })?;
+    progress.finish_stage();
+    calibration.ok_or(ConvertError::Interrupted)
 }
 
 fn data_size(planned: &[PlannedTensor]) -> u64 {

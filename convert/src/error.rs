@@ -106,6 +106,10 @@ pub enum ConvertError {
     #[error("llama.cpp could not quantize {}: {detail}", path.display())]
     Quantize { path: PathBuf, detail: String },
 
+    /// Computing the importance matrix failed.
+    #[error("calibrating for {} failed: {detail}", path.display())]
+    Calibrate { path: PathBuf, detail: String },
+
     /// The converted file failed a verification check.
     #[error("verification of {} failed: {problem}", path.display())]
     Verify { path: PathBuf, problem: String },

@@ -25,7 +25,8 @@ pub mod verify;
 pub mod vocab;
 
 pub use convert::{
-    convert, plan_only, Calibration, ConvertOptions, ConvertReport, Pipeline, PlanReport,
+    convert, plan_only, CalibrateFn, Calibration, ConvertOptions, ConvertReport, Pipeline,
+    PlanReport,
 };
 pub use error::{ConvertError, Result};
 pub use imatrix::ImportanceMatrix;

@@ -13,6 +13,7 @@ pub mod format;
 pub mod ggml;
 pub mod keys;
 pub mod llama;
+pub mod scoring;
 
 /// Measurements worth keeping between runs (`~/.cache/o1` on Linux):
 /// `$O1_CACHE_DIR` overrides it.

@@ -4,11 +4,16 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use o1::quality::{calibrate, dataset};
 use o1::settings::{self, Settings};
 use o1::store::Store;
 use o1::terminal_text::for_terminal;
-use o1_convert::{ConvertReport, OutputType};
+use o1_convert::{Calibration, ConvertReport, ImportanceMatrix, OutputType};
+use sha2::{Digest, Sha256};
 
 use crate::cli::ConvertArgs;
 
@@ -102,7 +107,8 @@ fn options(
     Ok(opts)
 }
 
-/// Converts `input` with a progress bar (unless `quiet`).
+/// Converts `input` with a progress bar (unless `quiet`), calibrated when
+/// the type gains from it.
 pub fn convert(
     input: &Input,
     output: Option<PathBuf>,
@@ -110,10 +116,108 @@ pub fn convert(
     args: Option<&ConvertArgs>,
     settings: &Settings,
 ) -> Result<ConvertReport> {
-    let opts = options(input, output, ty, args, settings)?;
-    let cancel = super::interrupt_flag();
+    let mut opts = options(input, output, ty, args, settings)?;
+    set_calibration(&mut opts, input, args)?;
     let mut progress = crate::progress::ConvertProgress::new(args.is_some_and(|a| a.quiet));
-    Ok(o1_convert::convert(&opts, &mut progress, &cancel)?)
+    let cancel = super::interrupt_flag();
+    let report = o1_convert::convert(&opts, &mut progress, &cancel)?;
+    if let Some(path) = args.and_then(|a| a.save_imatrix.as_ref()) {
+        let used = report
+            .calibration
+            .as_ref()
+            .context("no importance matrix was used")?;
+        ImportanceMatrix::load(Path::new(used))?.save(path)?;
+    }
+    Ok(report)
+}
+
+/// The importance matrix to quantize with: the user's file, or o1's own
+/// for the checkpoint (cached; computed during the conversion the first
+/// time), or none.
+fn set_calibration(
+    opts: &mut o1_convert::ConvertOptions,
+    input: &Input,
+    args: Option<&ConvertArgs>,
+) -> Result<()> {
+    let ty = opts.out_type;
+    if let Some(file) = args.and_then(|a| a.imatrix.as_ref()) {
+        if !ty.is_quantized() {
+            bail!("--imatrix applies to quantized types, not {ty}");
+        }
+        opts.calibration = Some(Calibration {
+            matrix: Arc::new(ImportanceMatrix::load(file)?),
+            file: file.display().to_string(),
+        });
+        return Ok(());
+    }
+    let wanted = !args.is_some_and(|a| a.no_calibrate)
+        && (ty.calibrated_by_default() || args.is_some_and(|a| a.save_imatrix.is_some()));
+    if !wanted || !ty.is_quantized() {
+        return Ok(());
+    }
+    // A folder that cannot be read is the converter's to report.
+    let Ok(key) = checkpoint_key(input) else {
+        return Ok(());
+    };
+    let cached = o1::paths::cache_dir()
+        .join("imatrix")
+        .join(format!("{key}.imatrix.gguf"));
+    if let Ok(matrix) = ImportanceMatrix::load(&cached) {
+        opts.calibration = Some(Calibration {
+            matrix: Arc::new(matrix),
+            file: cached.display().to_string(),
+        });
+        return Ok(());
+    }
+    let threads = opts.threads;
+    opts.calibrate_with = Some(Box::new(move |q8_0: &Path, cancel: &AtomicBool| {
+        let Some(done) =
+            calibrate::calibrate(q8_0, threads, cancel).map_err(|e| format!("{e:#}"))?
+        else {
+            return Ok(None);
+        };
+        tracing::info!(
+            conversations = done.conversations,
+            tokens = done.tokens,
+            seconds = done.seconds,
+            "calibrated"
+        );
+        done.matrix.save(&cached).map_err(|e| e.to_string())?;
+        Ok(Some(Calibration {
+            matrix: Arc::new(done.matrix),
+            file: cached.display().to_string(),
+        }))
+    }));
+    Ok(())
+}
+
+/// Names a checkpoint's importance matrix: its source, its weight files'
+/// names, sizes and times, and the calibration set.
+fn checkpoint_key(input: &Input) -> Result<String> {
+    let mut files: Vec<_> = std::fs::read_dir(&input.dir)
+        .with_context(|| format!("reading {}", input.dir.display()))?
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".safetensors") || name == "config.json"
+        })
+        .collect();
+    files.sort_by_key(|e| e.file_name());
+    let mut h = Sha256::new();
+    h.update(input.source.as_bytes());
+    h.update(dataset::calibration_source().as_bytes());
+    h.update(calibrate::TOKEN_BUDGET.to_le_bytes());
+    for e in files {
+        let meta = std::fs::metadata(e.path())?;
+        h.update(e.file_name().to_string_lossy().as_bytes());
+        h.update(meta.len().to_le_bytes());
+        if let Ok(t) = meta.modified() {
+            let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            h.update(since.as_nanos().to_le_bytes());
+        }
+    }
+    Ok(format!("{:x}", h.finalize())[..24].to_string())
 }
 
 fn type_list(counts: &std::collections::BTreeMap<String, usize>) -> String {
@@ -137,6 +241,9 @@ pub fn print_report(report: &ConvertReport, out: &mut dyn Write) -> Result<()> {
         type_list(&report.type_counts),
         report.seconds
     )?;
+    if let Some(c) = &report.calibration {
+        writeln!(out, "calibrated with the importance matrix {c}")?;
+    }
     if let Some(v) = &report.verification {
         writeln!(
             out,
@@ -161,7 +268,8 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     let ty = settings.value(&settings::TYPE, args.out_type)?;
     let input = resolve_input(&args.checkpoint, args.revision.clone(), &settings)?;
     if args.dry_run {
-        let opts = options(&input, args.output.clone(), ty, Some(&args), &settings)?;
+        let mut opts = options(&input, args.output.clone(), ty, Some(&args), &settings)?;
+        set_calibration(&mut opts, &input, Some(&args))?;
         let plan = o1_convert::plan_only(&opts)?;
         println!(
             "would write {} ({ty}, {:.2} GB, {} tensors: {}) from {:.2} GB of weights",
@@ -171,6 +279,14 @@ pub fn run(args: ConvertArgs) -> Result<()> {
             type_list(&plan.type_counts),
             plan.source_bytes as f64 / 1e9
         );
+        match (&opts.calibration, &opts.calibrate_with) {
+            (Some(c), _) => println!("calibrated with the importance matrix {}", c.file),
+            (None, Some(_)) => println!(
+                "calibrated: o1 would first compute an importance matrix for this checkpoint \
+                 (a q8_0 copy runs its calibration set; cached after)"
+            ),
+            (None, None) => {}
+        }
         return Ok(());
     }
     let report = convert(&input, args.output.clone(), ty, Some(&args), &settings)?;

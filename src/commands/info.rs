@@ -60,6 +60,20 @@ pub fn run(args: InfoArgs) -> Result<()> {
         mib(i.file_bytes),
         types.join(", ")
     )?;
+    if let Some(c) = &i.calibration {
+        writeln!(out, "calibrated      with {}", for_terminal_line(c))?;
+    }
+    let eval_cache = o1::paths::cache_dir().join("eval");
+    if let Some(r) = o1::quality::eval::remembered(&i.path, &eval_cache) {
+        writeln!(
+            out,
+            "drift           mean KLD {:.4}, p99 {:.3}, same top token {:.1}% against {} (o1 eval)",
+            r.mean_kld,
+            r.kld_p99,
+            100.0 * r.same_top,
+            for_terminal_line(&r.reference.display().to_string())
+        )?;
+    }
     writeln!(
         out,
         "shape           {} layers, hidden {}, {} heads ({} KV heads of {})",

@@ -3,6 +3,7 @@
 pub mod bench;
 mod bench_lookup;
 pub mod convert;
+pub mod eval;
 mod first_run;
 pub mod info;
 pub mod pull;
