@@ -75,15 +75,19 @@ pub struct PullArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  \
+#[command(after_help = format!("Examples:\n  \
     o1 convert Laurie/Qwen2.5-1.5B-O1                 # a pulled repo, into the model store\n  \
-    o1 convert ./Qwen2.5-1.5B-O1 -t q8_0 -o o1-q8.gguf\n\n\
+    o1 convert ./Qwen2.5-1.5B-O1 -t q8_0 -o o1-q8.gguf\n  \
+    o1 convert Laurie/Qwen2.5-1.5B-O1 -t auto --max-memory 1.2G --ctx 8192\n\n\
     Types: f32, f16, bf16 (lossless for bf16 checkpoints), q8_0, q6_k, q5_k_m, q4_k_m (default),\n\
-    q4_k_s, q4_0, iq4_xs, q3_k_l, q3_k_m, iq3_m. The quantization is llama.cpp's own, with its\n\
-    per-tensor mixes. Types of 5 bits and fewer are calibrated: o1 first runs its calibration\n\
-    conversations (English and Chinese; code, maths, prose) through a q8_0 copy to learn which\n\
-    weights matter (an importance matrix, cached per checkpoint), then rounds those more carefully.\n\
-    `o1 eval FILE` measures what a type costs in quality.")]
+    q4_k_s, q4_0, iq4_xs, q3_k_l, q3_k_m, iq3_m; auto. The quantization is llama.cpp's own,\n\
+    with its per-tensor mixes. Types of 5 bits and fewer are calibrated: o1 first runs its\n\
+    calibration conversations (English and Chinese; code, maths, prose) through a q8_0 copy to\n\
+    learn which weights matter (an importance matrix, cached per checkpoint), then rounds those\n\
+    more carefully.\n\n\
+    What each costs, measured on the 1.5B (`o1 eval FILE` measures yours):\n{}",
+    o1::quality::choose::table()
+))]
 pub struct ConvertArgs {
     /// A checkpoint folder (config.json, tokenizer.json, model.safetensors or shards),
     /// or a repo id pulled with `o1 pull`.
@@ -96,8 +100,17 @@ pub struct ConvertArgs {
     #[arg(short, long, value_name = "OUT.gguf")]
     pub output: Option<PathBuf>,
 
-    #[arg(short = 't', long = "type", value_parser = parse_type)]
-    pub out_type: Option<OutputType>,
+    /// The type, or `auto`: the least measured drift that fits --max-memory at --ctx.
+    #[arg(short = 't', long = "type", value_parser = parse_type_choice)]
+    pub out_type: Option<TypeChoice>,
+
+    /// With `-t auto`: the memory a chat may take [default: the `max_memory` setting, or half of RAM].
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<o1::memory::Size>,
+
+    /// With `-t auto`: the context the chat should hold [default: the `ctx` setting, or 8192].
+    #[arg(long, value_name = "TOKENS")]
+    pub ctx: Option<u32>,
 
     /// Overwrite the output file if it exists.
     #[arg(short, long)]
@@ -140,8 +153,20 @@ pub struct ConvertArgs {
     pub quiet: bool,
 }
 
-fn parse_type(s: &str) -> Result<OutputType, String> {
+/// `o1 convert --type`: a type, or o1's choice for the memory.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TypeChoice {
+    Auto,
+    Type(OutputType),
+}
+
+fn parse_type_choice(s: &str) -> Result<TypeChoice, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(TypeChoice::Auto);
+    }
     s.parse()
+        .map(TypeChoice::Type)
+        .map_err(|e: String| e.replace("(choose one of ", "(choose auto or one of "))
 }
 
 #[derive(Args, Debug)]

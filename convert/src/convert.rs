@@ -160,14 +160,7 @@ fn prepare(
 
 /// Plans the conversion of `opts.input` (types, sizes) without writing anything.
 pub fn plan_only(opts: &ConvertOptions) -> Result<PlanReport> {
-    let ckpt = Checkpoint::open(&opts.input)?;
-    let calibrated = opts.calibration.is_some() || opts.calibrate_with.is_some();
-    // The plan depends on whether a matrix is used, not on its values.
-    let placeholder = calibrated.then(|| Calibration {
-        matrix: Arc::default(),
-        file: String::new(),
-    });
-    let (planned, meta) = prepare(&ckpt, opts, opts.out_type, placeholder.as_ref())?;
+    let (ckpt, planned, meta) = plan_for(opts)?;
     let infos = planned.iter().map(|p| p.info.clone()).collect();
     let header = GgufWriter::new(Vec::new(), &meta, infos)
         .map_err(|e| write_error(&opts.output, 0, e))?
@@ -178,6 +171,33 @@ pub fn plan_only(opts: &ConvertOptions) -> Result<PlanReport> {
         output_bytes: header + data_size(&planned),
         source_bytes: ckpt.weights.total_bytes(),
     })
+}
+
+/// Writes at `path` what the conversion would write, with the tensor data
+/// left a hole: the same header and size, for reading the file's shape
+/// (the memory a type needs) before converting.
+pub fn write_skeleton(opts: &ConvertOptions, path: &Path) -> Result<()> {
+    let (_, planned, meta) = plan_for(opts)?;
+    let werr = |e| write_error(path, 0, e);
+    let mut file = std::fs::File::create(path).map_err(werr)?;
+    let infos = planned.iter().map(|p| p.info.clone()).collect();
+    let header = GgufWriter::new(&mut file, &meta, infos)
+        .map_err(werr)?
+        .header_len();
+    file.set_len(header + data_size(&planned)).map_err(werr)
+}
+
+/// The checkpoint, tensors and metadata `opts` would write.
+fn plan_for(opts: &ConvertOptions) -> Result<(Checkpoint, Vec<PlannedTensor>, Metadata)> {
+    let ckpt = Checkpoint::open(&opts.input)?;
+    let calibrated = opts.calibration.is_some() || opts.calibrate_with.is_some();
+    // The plan depends on whether a matrix is used, not on its values.
+    let placeholder = calibrated.then(|| Calibration {
+        matrix: Arc::default(),
+        file: String::new(),
+    });
+    let (planned, meta) = prepare(&ckpt, opts, opts.out_type, placeholder.as_ref())?;
+    Ok((ckpt, planned, meta))
 }
 
 fn type_counts(planned: &[PlannedTensor]) -> BTreeMap<String, usize> {

@@ -25,8 +25,8 @@ pub mod verify;
 pub mod vocab;
 
 pub use convert::{
-    convert, plan_only, CalibrateFn, Calibration, ConvertOptions, ConvertReport, Pipeline,
-    PlanReport,
+    convert, plan_only, write_skeleton, CalibrateFn, Calibration, ConvertOptions, ConvertReport,
+    Pipeline, PlanReport,
 };
 pub use error::{ConvertError, Result};
 pub use imatrix::ImportanceMatrix;

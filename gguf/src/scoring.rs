@@ -32,6 +32,80 @@ pub struct ScoringOptions {
     pub eval_callback: Option<EvalCallback>,
 }
 
+/// Tokenizes text with a model's vocabulary.
+pub trait Tokenizer {
+    /// Tokens of `text`; `special` lets marker texts such as `<|im_end|>`
+    /// become their special tokens. Never adds a BOS.
+    fn tokenize(&self, text: &str, special: bool) -> Vec<Token>;
+}
+
+fn tokenize_with(vocab: *const sys::llama_vocab, text: &str, special: bool) -> Vec<Token> {
+    let mut out = vec![0; text.len() + 2];
+    let n = |out: &mut Vec<Token>| unsafe {
+        // SAFETY: the buffer holds `out.len()` tokens; text is passed with its length.
+        sys::llama_tokenize(
+            vocab,
+            text.as_ptr().cast(),
+            text.len() as i32,
+            out.as_mut_ptr(),
+            out.len() as i32,
+            false,
+            special,
+        )
+    };
+    let mut got = n(&mut out);
+    if got < 0 {
+        out.resize((-got) as usize, 0);
+        got = n(&mut out);
+    }
+    out.truncate(got.max(0) as usize);
+    out
+}
+
+/// A model file's vocabulary alone (no weights read).
+pub struct Vocabulary {
+    model: *mut sys::llama_model,
+    vocab: *const sys::llama_vocab,
+}
+
+// SAFETY: owned pointers, used from one thread at a time.
+unsafe impl Send for Vocabulary {}
+
+impl Vocabulary {
+    pub fn open(path: &Path) -> Result<Self, String> {
+        llama::backend().map_err(|e| e.to_string())?;
+        llama::clear_recent_errors();
+        let cpath = CString::new(path.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
+        // SAFETY: plain C struct by value; a valid path.
+        let mut mp = unsafe { sys::llama_model_default_params() };
+        mp.vocab_only = true;
+        let model = unsafe { sys::llama_model_load_from_file(cpath.as_ptr(), mp) };
+        if model.is_null() {
+            return Err(format!(
+                "cannot read the vocabulary of {}: {}",
+                path.display(),
+                llama::recent_errors().join("; ")
+            ));
+        }
+        // SAFETY: the vocabulary belongs to the live model.
+        let vocab = unsafe { sys::llama_model_get_vocab(model) };
+        Ok(Self { model, vocab })
+    }
+}
+
+impl Tokenizer for Vocabulary {
+    fn tokenize(&self, text: &str, special: bool) -> Vec<Token> {
+        tokenize_with(self.vocab, text, special)
+    }
+}
+
+impl Drop for Vocabulary {
+    fn drop(&mut self) {
+        // SAFETY: owned.
+        unsafe { sys::llama_model_free(self.model) };
+    }
+}
+
 pub struct ScoringModel {
     model: *mut sys::llama_model,
     ctx: *mut sys::llama_context,
@@ -127,31 +201,6 @@ impl ScoringModel {
         unsafe { sys::llama_vocab_is_eog(self.vocab, token) }
     }
 
-    /// Tokens of `text`; `special` lets marker texts such as `<|im_end|>`
-    /// become their special tokens. Never adds a BOS.
-    pub fn tokenize(&self, text: &str, special: bool) -> Vec<Token> {
-        let mut out = vec![0; text.len() + 2];
-        let n = |out: &mut Vec<Token>| unsafe {
-            // SAFETY: the buffer holds `out.len()` tokens; text is passed with its length.
-            sys::llama_tokenize(
-                self.vocab,
-                text.as_ptr().cast(),
-                text.len() as i32,
-                out.as_mut_ptr(),
-                out.len() as i32,
-                false,
-                special,
-            )
-        };
-        let mut got = n(&mut out);
-        if got < 0 {
-            out.resize((-got) as usize, 0);
-            got = n(&mut out);
-        }
-        out.truncate(got.max(0) as usize);
-        out
-    }
-
     /// Forgets every position.
     pub fn clear(&mut self) {
         // SAFETY: the context is live.
@@ -201,6 +250,12 @@ impl ScoringModel {
             assert!(!p.is_null(), "no logits at {i}");
             std::slice::from_raw_parts(p, self.n_vocab)
         }
+    }
+}
+
+impl Tokenizer for ScoringModel {
+    fn tokenize(&self, text: &str, special: bool) -> Vec<Token> {
+        tokenize_with(self.vocab, text, special)
     }
 }
 

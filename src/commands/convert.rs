@@ -8,14 +8,16 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use o1::quality::{calibrate, dataset};
+use o1::memory;
+use o1::model::ModelInfo;
+use o1::quality::{calibrate, choose, dataset};
 use o1::settings::{self, Settings};
 use o1::store::Store;
 use o1::terminal_text::for_terminal;
 use o1_convert::{Calibration, ConvertReport, ImportanceMatrix, OutputType};
 use sha2::{Digest, Sha256};
 
-use crate::cli::ConvertArgs;
+use crate::cli::{ConvertArgs, TypeChoice};
 
 /// Where the weights come from.
 pub struct Input {
@@ -265,30 +267,82 @@ pub fn print_report(report: &ConvertReport, out: &mut dyn Write) -> Result<()> {
 
 pub fn run(args: ConvertArgs) -> Result<()> {
     let settings = Settings::load()?;
-    let ty = settings.value(&settings::TYPE, args.out_type)?;
     let input = resolve_input(&args.checkpoint, args.revision.clone(), &settings)?;
+    let ty = match args.out_type {
+        Some(TypeChoice::Auto) => choose_type(&input, &args, &settings)?,
+        Some(TypeChoice::Type(t)) => t,
+        None => settings.value(&settings::TYPE, None)?,
+    };
     if args.dry_run {
         let mut opts = options(&input, args.output.clone(), ty, Some(&args), &settings)?;
         set_calibration(&mut opts, &input, Some(&args))?;
         let plan = o1_convert::plan_only(&opts)?;
-        println!(
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
             "would write {} ({ty}, {:.2} GB, {} tensors: {}) from {:.2} GB of weights",
             opts.output.display(),
             plan.output_bytes as f64 / 1e9,
             plan.n_tensors,
             type_list(&plan.type_counts),
             plan.source_bytes as f64 / 1e9
-        );
+        )?;
         match (&opts.calibration, &opts.calibrate_with) {
-            (Some(c), _) => println!("calibrated with the importance matrix {}", c.file),
-            (None, Some(_)) => println!(
+            (Some(c), _) => writeln!(out, "calibrated with the importance matrix {}", c.file)?,
+            (None, Some(_)) => writeln!(
+                out,
                 "calibrated: o1 would first compute an importance matrix for this checkpoint \
                  (a q8_0 copy runs its calibration set; cached after)"
-            ),
+            )?,
             (None, None) => {}
         }
         return Ok(());
     }
     let report = convert(&input, args.output.clone(), ty, Some(&args), &settings)?;
     print_report(&report, &mut std::io::stdout().lock())
+}
+
+/// The context `--type auto` plans for when none is set: a long chat.
+const AUTO_CTX: u32 = 8192;
+
+/// `--type auto`: the least drift measured among the types whose chat fits
+/// the memory allowed, each judged by the memory planner on the very file
+/// it would write (its header, with the data left a hole).
+fn choose_type(input: &Input, args: &ConvertArgs, settings: &Settings) -> Result<OutputType> {
+    let max_memory = settings
+        .get(&settings::MAX_MEMORY, args.max_memory)?
+        .map_or_else(
+            || memory::default_max_memory(o1::model::total_memory()),
+            |s| s.0,
+        );
+    let n_ctx = settings.get(&settings::CTX, args.ctx)?.unwrap_or(AUTO_CTX);
+    let wanted = memory::Wanted {
+        n_ctx: Some(n_ctx),
+        kv_type: settings.get(&settings::KV_TYPE, None)?,
+        n_batch: None,
+        max_memory,
+    };
+    let skeleton = std::env::temp_dir().join(format!(".o1-type-auto-{}.gguf", std::process::id()));
+    let chosen = choose::choose(wanted, |ty| {
+        let mut opts = options(input, Some(skeleton.clone()), ty, Some(args), settings)?;
+        set_calibration(&mut opts, input, Some(args))?;
+        o1_convert::write_skeleton(&opts, &skeleton)?;
+        Ok(ModelInfo::read(&skeleton)?)
+    });
+    let _ = std::fs::remove_file(&skeleton);
+    let choice = chosen?;
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    eprintln!(
+        "o1: type auto: {}, the least drift measured (mean KLD {:.4} against bf16) of the types \
+         whose chat fits {} MiB at {n_ctx} tokens (it needs {} MiB: {})",
+        choice.ty,
+        choice.mean_kld,
+        max_memory >> 20,
+        mib(choice.plan.footprint.total()),
+        choice.plan.footprint
+    );
+    for (ty, why) in &choice.rejected {
+        eprintln!("o1:   not {ty}: {why}");
+    }
+    Ok(choice.ty)
 }

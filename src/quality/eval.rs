@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use o1_gguf::scoring::{argmax, ScoringModel, ScoringOptions, Token};
+use o1_gguf::scoring::{argmax, ScoringModel, ScoringOptions, Token, Tokenizer, Vocabulary};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -30,7 +30,7 @@ pub const DEFAULT_CTX: usize = 512;
 const GREEDY_REASONING: usize = 48;
 const GREEDY_ANSWER: usize = 32;
 /// Bumped when the cached reference's meaning changes.
-const CACHE_VERSION: u32 = 1;
+const CACHE_VERSION: u32 = 2;
 
 /// What is scored.
 pub enum Text {
@@ -77,6 +77,7 @@ struct RefGreedy {
 struct Reference {
     version: u32,
     n_ctx: usize,
+    n_vocab: usize,
     tokens: Vec<Token>,
     positions: Vec<RefPosition>,
     greedy: Vec<RefGreedy>,
@@ -139,7 +140,7 @@ fn open(model: &Path, n_ctx: usize, threads: usize) -> Result<ScoringModel> {
 }
 
 /// The tokens scored: the texts joined, cut into whole chunks.
-fn text_tokens(model: &ScoringModel, opts: &EvalOptions) -> Result<(String, Vec<Token>)> {
+fn text_tokens(model: &impl Tokenizer, opts: &EvalOptions) -> Result<(String, Vec<Token>)> {
     let (name, mut tokens) = match &opts.text {
         Text::Builtin => {
             let set = dataset::evaluation();
@@ -335,6 +336,7 @@ fn compute_reference(opts: &EvalOptions, tokens: &[Token]) -> Result<Reference> 
     Ok(Reference {
         version: CACHE_VERSION,
         n_ctx: opts.n_ctx,
+        n_vocab: model.n_vocab(),
         tokens: tokens.to_vec(),
         positions,
         greedy,
@@ -397,22 +399,19 @@ fn percentile(sorted: &[f64], fraction: f64) -> f64 {
 /// Measures `opts.model` against `opts.reference`.
 pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
     let started = Instant::now();
-    let mut model = open(&opts.model, opts.n_ctx, opts.threads)?;
-    let (text_name, tokens) = text_tokens(&model, opts)?;
+    // One model in memory at a time: the reference's side first.
+    let vocab = Vocabulary::open(&opts.model).map_err(anyhow::Error::msg)?;
+    let (text_name, tokens) = text_tokens(&vocab, opts)?;
+    drop(vocab);
     let (reference, cached) = reference(opts, &text_name, &tokens)?;
-    if model.n_vocab()
-        <= reference
-            .positions
-            .iter()
-            .flat_map(|p| &p.top)
-            .map(|t| t.0 as usize)
-            .max()
-            .unwrap_or(0)
-    {
+    let mut model = open(&opts.model, opts.n_ctx, opts.threads)?;
+    if model.n_vocab() != reference.n_vocab {
         bail!(
-            "{} and {} have different vocabularies",
+            "{} has {} tokens and {} has {}: not the same vocabulary",
             opts.model.display(),
-            opts.reference.display()
+            model.n_vocab(),
+            opts.reference.display(),
+            reference.n_vocab
         );
     }
 

@@ -3,16 +3,17 @@
 //! reference ([`eval`]), both over texts that ship with o1 ([`dataset`]).
 
 pub mod calibrate;
+pub mod choose;
 pub mod dataset;
 pub mod eval;
 
-use o1_gguf::scoring::{ScoringModel, Token};
+use o1_gguf::scoring::{Token, Tokenizer};
 
 use crate::chat::Segment;
 
 /// The tokens of rendered segments: markers as their special tokens, text
 /// as plain text (a marker typed inside text stays text).
-pub fn tokenize(model: &ScoringModel, segments: &[Segment]) -> Vec<Token> {
+pub fn tokenize(model: &impl Tokenizer, segments: &[Segment]) -> Vec<Token> {
     let mut out = Vec::new();
     for s in segments {
         match s {
