@@ -61,9 +61,11 @@ pub fn calibrate(model: &Path, threads: usize, cancel: &AtomicBool) -> Result<Op
             (c, ids)
         })
         .collect();
-    let picked = pick(&tokenized, TOKEN_BUDGET);
+    let sizes: Vec<_> = tokenized.iter().map(|(c, ids)| (*c, ids.len())).collect();
+    let picked = pick(&sizes, TOKEN_BUDGET);
     let mut tokens = 0;
-    for &(conversation, ref ids) in &picked {
+    for &i in &picked {
+        let (conversation, ids) = &tokenized[i];
         if cancel.load(Ordering::Relaxed) {
             return Ok(None);
         }
@@ -92,32 +94,26 @@ pub fn calibrate(model: &Path, threads: usize, cancel: &AtomicBool) -> Result<Op
     }))
 }
 
-/// Whole conversations, taken in turn from each (language, kind) group so
-/// that every group is represented, until the next would pass `budget`
-/// tokens.
-fn pick<'a, T>(
-    set: &'a [(&'a Conversation, Vec<T>)],
-    budget: usize,
-) -> Vec<&'a (&'a Conversation, Vec<T>)> {
-    let mut groups: BTreeMap<(&str, &str), Vec<&(&Conversation, Vec<T>)>> = BTreeMap::new();
-    for item in set {
-        groups
-            .entry((item.0.lang.as_str(), item.0.kind.as_str()))
-            .or_default()
-            .push(item);
+/// Whole conversations (by index, given their token counts), taken in turn
+/// from each (language, kind) group so that every group is represented,
+/// until the next would pass `budget` tokens.
+fn pick(set: &[(&Conversation, usize)], budget: usize) -> Vec<usize> {
+    let mut groups: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    for (i, (c, _)) in set.iter().enumerate() {
+        groups.entry((&c.lang, &c.kind)).or_default().push(i);
     }
     let mut picked = Vec::new();
     let mut total = 0;
     for round in 0.. {
         let mut any = false;
         for members in groups.values() {
-            let Some(item) = members.get(round) else {
+            let Some(&i) = members.get(round) else {
                 continue;
             };
             any = true;
-            if total + item.1.len() <= budget {
-                total += item.1.len();
-                picked.push(*item);
+            if total + set[i].1 <= budget {
+                total += set[i].1;
+                picked.push(i);
             }
         }
         if !any {
@@ -143,11 +139,11 @@ mod tests {
                     .iter()
                     .map(|t| (t.user.len() + t.reasoning.len() + t.answer.len()) / 4)
                     .sum();
-                (c, vec![0u8; words])
+                (c, words)
             })
             .collect();
         let picked = pick(&sized, TOKEN_BUDGET);
-        let total: usize = picked.iter().map(|p| p.1.len()).sum();
+        let total: usize = picked.iter().map(|&i| sized[i].1).sum();
         assert!(
             total <= TOKEN_BUDGET && total > TOKEN_BUDGET * 3 / 4,
             "{total}"
@@ -158,7 +154,7 @@ mod tests {
                 .collect::<std::collections::BTreeSet<_>>()
         };
         assert_eq!(
-            groups(&mut picked.iter().map(|p| p.0)),
+            groups(&mut picked.iter().map(|&i| sized[i].0)),
             groups(&mut set.iter())
         );
         assert_eq!(pick(&sized, usize::MAX).len(), set.len());
