@@ -10,11 +10,11 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{c_void, CStr};
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use llama_cpp_sys_2 as sys;
+use o1_gguf::files::replace_privately;
 use o1_gguf::format::{GgufFile, GgufWriter, TensorInfo, Value};
 use o1_gguf::ggml::GgmlType;
 
@@ -218,8 +218,7 @@ impl ImportanceMatrix {
         Ok(m)
     }
 
-    /// Writes the matrix in llama.cpp's GGUF format, to a temporary name
-    /// first.
+    /// Writes the matrix in llama.cpp's GGUF format, whole or not at all.
     pub fn save(&self, path: &Path) -> Result<(), ImatrixError> {
         let err = |source| ImatrixError::Write {
             path: path.to_path_buf(),
@@ -253,22 +252,14 @@ impl ImportanceMatrix {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let file = std::fs::File::create(&tmp)?;
-            let mut w = GgufWriter::new(BufWriter::new(file), &meta, infos)?;
-            for values in &data {
-                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                w.write_tensor_data(&bytes)?;
-            }
-            let file = w.finish()?.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            err(e)
-        })
+        let mut bytes = Vec::new();
+        let mut w = GgufWriter::new(&mut bytes, &meta, infos).map_err(err)?;
+        for values in &data {
+            let row: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            w.write_tensor_data(&row).map_err(err)?;
+        }
+        w.finish().map_err(err)?;
+        replace_privately(path, &bytes).map_err(err)
     }
 
     /// The metadata a GGUF quantized with this matrix records, as
@@ -346,8 +337,11 @@ impl Collector {
         let name = weight_name(src0);
         let wanted =
             name.starts_with("blk.") && src1.ne[1] >= MIN_ROWS && src1.type_ == sys::GGML_TYPE_F32;
-        if ask || !wanted {
-            return wanted || !ask;
+        if ask {
+            return wanted;
+        }
+        if !wanted {
+            return true;
         }
         // The CPU backend computes in host memory; copy otherwise.
         let host = sys::ggml_backend_buffer_is_host(src1.buffer);

@@ -5,10 +5,13 @@
 //! - [`ggml`]: ggml's tensor types and llama.cpp's file types;
 //! - [`llama`]: the process-wide llama.cpp backend and its captured log;
 //! - [`cpu`]: which of llama.cpp's CPU paths runs, proven on this machine;
-//! - [`fault`]: what a crash in native code says and does.
+//! - [`fault`]: what a crash in native code says and does;
+//! - [`files`]: replacing a file whole;
+//! - [`scoring`]: a model run for measurement (all logits, eval callback).
 
 pub mod cpu;
 pub mod fault;
+pub mod files;
 pub mod format;
 pub mod ggml;
 pub mod keys;

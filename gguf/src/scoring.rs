@@ -147,11 +147,8 @@ impl ScoringModel {
         let mut cp = unsafe { sys::llama_context_default_params() };
         cp.n_ctx = opts.n_ctx;
         cp.n_batch = opts.n_ctx;
-        // Batches of max_outputs or fewer tokens use no bigger compute buffer.
-        cp.n_ubatch = opts
-            .n_ctx
-            .min(512)
-            .min(opts.max_outputs.max(1).next_power_of_two().max(16));
+        // Batches that return every row need no bigger compute buffer.
+        cp.n_ubatch = opts.n_ctx.min(opts.max_outputs).clamp(1, 512);
         cp.n_seq_max = 1;
         cp.n_outputs_max = opts.max_outputs.max(1);
         cp.n_threads = opts.threads;

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use o1_gguf::files::replace_privately;
 use o1_gguf::scoring::{argmax, ScoringModel, ScoringOptions, Token, Tokenizer, Vocabulary};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -363,10 +364,7 @@ fn reference(opts: &EvalOptions, text_name: &str, tokens: &[Token]) -> Result<(R
     if let Some(f) = &file {
         // A cache: failing to keep it only costs time next run.
         let _ = std::fs::create_dir_all(f.parent().unwrap_or(Path::new(".")));
-        let tmp = f.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, serde_json::to_vec(&r)?).is_ok() {
-            let _ = std::fs::rename(&tmp, f);
-        }
+        let _ = replace_privately(f, &serde_json::to_vec(&r)?);
     }
     Ok((r, false))
 }
@@ -587,9 +585,7 @@ pub fn remember(report: &EvalReport, cache_dir: &Path) -> std::io::Result<()> {
         },
     );
     std::fs::create_dir_all(cache_dir)?;
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&all)?)?;
-    std::fs::rename(&tmp, &file)
+    replace_privately(&file, &serde_json::to_vec_pretty(&all)?)
 }
 
 /// The figures of the last `o1 eval` of this very file, if any.

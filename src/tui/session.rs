@@ -9,11 +9,13 @@
 //! `--resume`s of the same one do not overwrite each other.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use o1_gguf::files::replace_privately;
 
 use super::transcript::{ModelSummary, Turn};
 
@@ -290,43 +292,6 @@ fn private_dir(dir: &Path) -> io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     }
-    Ok(())
-}
-
-/// Replaces `path` with `bytes`: a new 0600 file created exclusively next to
-/// it (never through a link planted at its name), synced, renamed over
-/// `path` (which replaces a link there rather than following it), and the
-/// folder synced so the rename survives a crash.
-fn replace_privately(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    // A leftover of a crash (or a planted link: removing it removes the
-    // link, not what it points to).
-    let _ = fs::remove_file(&tmp);
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&tmp)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", tmp.display())))?;
-    let written = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    #[cfg(unix)]
-    File::open(dir)?.sync_all()?;
     Ok(())
 }
 
