@@ -6,10 +6,11 @@
 //! format: how many tokens each phase follows the reference before the
 //! first different choice.
 //!
-//! The reference's side is computed once and cached: its top
-//! [`TOP_K`] log-probabilities per position (the rest of its mass is kept as
-//! one lump, so the KL divergence misses only the spread inside the tail),
-//! the log-probability of the true next token, and its greedy generations.
+//! The reference's side is computed once and cached: per position, every
+//! token more likely than e^[`KEPT_FLOOR`] with its log-probability (the
+//! tokens `llama-perplexity` sums its KL divergence over; what is left, at
+//! most a few millionths of the mass, is kept as one lump), the
+//! log-probability of the true next token, and its greedy generations.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -23,15 +24,19 @@ use sha2::{Digest, Sha256};
 use super::dataset::{self, Conversation};
 use crate::chat::{self, Message, Phase, Role, Segment};
 
-/// Reference log-probabilities kept per position.
-pub const TOP_K: usize = 40;
+/// Reference tokens less likely than e^KEPT_FLOOR are not kept: the floor
+/// below which `llama-perplexity --kl-divergence` skips a token.
+const KEPT_FLOOR: f32 = -16.0;
+/// At most this many tokens kept per position, which bounds the cache on a
+/// flat distribution.
+const MAX_KEPT: usize = 4096;
 /// Tokens per chunk, as `llama-perplexity`'s default context.
 pub const DEFAULT_CTX: usize = 512;
 /// Greedy tokens generated per phase for the agreement check.
 const GREEDY_REASONING: usize = 48;
 const GREEDY_ANSWER: usize = 32;
 /// Bumped when the cached reference's meaning changes.
-const CACHE_VERSION: u32 = 2;
+const CACHE_VERSION: u32 = 3;
 
 /// What is scored.
 pub enum Text {
@@ -56,12 +61,13 @@ pub struct EvalOptions {
 }
 
 /// One scored position of the reference.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 struct RefPosition {
     /// The reference's log-probability of the true next token.
     lp_next: f32,
-    /// Its most likely tokens, best first, with their log-probabilities.
-    top: Vec<(Token, f32)>,
+    /// Its tokens above [`KEPT_FLOOR`], best first, with their
+    /// log-probabilities.
+    kept: Vec<(Token, f32)>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -80,6 +86,8 @@ struct Reference {
     n_ctx: usize,
     n_vocab: usize,
     tokens: Vec<Token>,
+    /// Cached apart, in binary (tens of megabytes as JSON).
+    #[serde(skip)]
     positions: Vec<RefPosition>,
     greedy: Vec<RefGreedy>,
 }
@@ -201,16 +209,19 @@ fn log_softmax(logits: &[f32]) -> (f32, f64) {
     (max, sum.ln())
 }
 
-fn top_k(logits: &[f32], k: usize) -> Vec<(Token, f32)> {
-    let (max, ln_sum) = log_softmax(logits);
-    let mut idx: Vec<usize> = (0..logits.len()).collect();
-    let k = k.min(idx.len());
-    idx.select_nth_unstable_by(k - 1, |&a, &b| logits[b].total_cmp(&logits[a]));
-    idx.truncate(k);
-    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-    idx.into_iter()
-        .map(|i| (i as Token, ((logits[i] - max) as f64 - ln_sum) as f32))
-        .collect()
+/// The tokens whose log-probability is above `floor`, at most `max` of
+/// them, best first.
+fn likely(logits: &[f32], floor: f32, max: usize) -> Vec<(Token, f32)> {
+    let (top, ln_sum) = log_softmax(logits);
+    let lp = |i: usize| ((logits[i] - top) as f64 - ln_sum) as f32;
+    let mut idx: Vec<usize> = (0..logits.len()).filter(|&i| lp(i) > floor).collect();
+    let by_logit = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+    if idx.len() > max {
+        idx.select_nth_unstable_by(max - 1, by_logit);
+        idx.truncate(max);
+    }
+    idx.sort_by(by_logit);
+    idx.into_iter().map(|i| (i as Token, lp(i))).collect()
 }
 
 /// Greedy generation of up to `max` tokens after `prompt`; ends with the
@@ -327,7 +338,7 @@ fn compute_reference(opts: &EvalOptions, tokens: &[Token]) -> Result<Reference> 
         let (max, ln_sum) = log_softmax(logits);
         positions.push(RefPosition {
             lp_next: ((logits[next as usize] - max) as f64 - ln_sum) as f32,
-            top: top_k(logits, TOP_K),
+            kept: likely(logits, KEPT_FLOOR, MAX_KEPT),
         });
     })?;
     let greedy = match opts.text {
@@ -344,27 +355,80 @@ fn compute_reference(opts: &EvalOptions, tokens: &[Token]) -> Result<Reference> 
     })
 }
 
+/// Positions as little-endian binary: per position its `lp_next`, the
+/// count kept, then each kept token and log-probability.
+fn write_positions(out: &mut Vec<u8>, positions: &[RefPosition]) {
+    for p in positions {
+        out.extend_from_slice(&p.lp_next.to_le_bytes());
+        out.extend_from_slice(&(p.kept.len() as u32).to_le_bytes());
+        for &(t, lp) in &p.kept {
+            out.extend_from_slice(&t.to_le_bytes());
+            out.extend_from_slice(&lp.to_le_bytes());
+        }
+    }
+}
+
+/// `count` positions from `bytes`, which they must fill exactly.
+fn read_positions(mut bytes: &[u8], count: usize) -> Option<Vec<RefPosition>> {
+    let mut word = || -> Option<[u8; 4]> {
+        let (w, rest) = bytes.split_first_chunk::<4>()?;
+        bytes = rest;
+        Some(*w)
+    };
+    let mut positions = Vec::with_capacity(count);
+    for _ in 0..count {
+        let lp_next = f32::from_le_bytes(word()?);
+        let n = u32::from_le_bytes(word()?) as usize;
+        let mut kept = Vec::with_capacity(n.min(MAX_KEPT));
+        for _ in 0..n {
+            kept.push((Token::from_le_bytes(word()?), f32::from_le_bytes(word()?)));
+        }
+        positions.push(RefPosition { lp_next, kept });
+    }
+    word().is_none().then_some(positions)
+}
+
+/// The cache file: the JSON header's length, the header, the positions.
+fn encode(r: &Reference) -> Result<Vec<u8>> {
+    let header = serde_json::to_vec(r)?;
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    write_positions(&mut out, &r.positions);
+    Ok(out)
+}
+
+fn decode(bytes: &[u8], tokens: &[Token], n_ctx: usize) -> Option<Reference> {
+    let (len, rest) = bytes.split_first_chunk::<8>()?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).ok()?;
+    let (header, rest) = rest.split_at_checked(len)?;
+    let mut r: Reference = serde_json::from_slice(header).ok()?;
+    if r.version != CACHE_VERSION || r.tokens != tokens || r.n_ctx != n_ctx {
+        return None;
+    }
+    let scored = (tokens.len() / n_ctx) * (n_ctx - 1 - n_ctx / 2);
+    r.positions = read_positions(rest, scored)?;
+    Some(r)
+}
+
 /// The reference for `tokens`, from the cache when it is there.
 fn reference(opts: &EvalOptions, text_name: &str, tokens: &[Token]) -> Result<(Reference, bool)> {
     let key = cache_key(opts, text_name, tokens)?;
     let file = opts
         .cache_dir
         .as_ref()
-        .map(|d| d.join(format!("{key}.json")));
-    if let Some(f) = &file {
-        if let Ok(bytes) = std::fs::read(f) {
-            if let Ok(r) = serde_json::from_slice::<Reference>(&bytes) {
-                if r.version == CACHE_VERSION && r.tokens == tokens {
-                    return Ok((r, true));
-                }
-            }
-        }
+        .map(|d| d.join(format!("{key}.ref")));
+    if let Some(r) = file
+        .as_ref()
+        .and_then(|f| std::fs::read(f).ok())
+        .and_then(|b| decode(&b, tokens, opts.n_ctx))
+    {
+        return Ok((r, true));
     }
     let r = compute_reference(opts, tokens)?;
     if let Some(f) = &file {
         // A cache: failing to keep it only costs time next run.
         let _ = std::fs::create_dir_all(f.parent().unwrap_or(Path::new(".")));
-        let _ = replace_privately(f, &serde_json::to_vec(&r)?);
+        let _ = replace_privately(f, &encode(&r)?);
     }
     Ok((r, false))
 }
@@ -422,10 +486,10 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
         at += 1;
         let (max, ln_sum) = log_softmax(logits);
         let lq = |t: Token| (logits[t as usize] - max) as f64 - ln_sum;
-        // KL(ref ‖ model) over the reference's top tokens, plus the rest of
-        // the mass as one outcome on each side.
+        // KL(ref ‖ model) over the reference's kept tokens, plus the rest
+        // of the mass as one outcome on each side.
         let (mut kld, mut p_top, mut q_top) = (0.0, 0.0, 0.0);
-        for &(t, lp) in &r.top {
+        for &(t, lp) in &r.kept {
             let (p, lq) = (f64::from(lp).exp(), lq(t));
             kld += p * (f64::from(lp) - lq);
             p_top += p;
@@ -436,7 +500,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
             kld += p_rest * (p_rest.ln() - q_rest.ln());
         }
         klds.push(kld.max(0.0));
-        same += (argmax(logits) as Token == r.top[0].0) as usize;
+        same += r.kept.first().is_some_and(|k| k.0 == argmax(logits) as Token) as usize;
         let (a, b) = (-lq(next), -f64::from(r.lp_next));
         nll += a;
         nll2 += a * a;
@@ -518,12 +582,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn top_k_is_sorted_log_probabilities() {
-        let logits = [0.0, 3.0, 1.0, 3.0, -2.0];
-        let top = top_k(&logits, 3);
-        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 3, 2]);
+    fn likely_keeps_the_best_above_the_floor_in_order() {
+        let logits = [0.0, 3.0, 1.0, 3.0, -20.0];
         let total: f64 = logits.iter().map(|&l| f64::from(l).exp()).sum();
-        assert!((f64::from(top[0].1) - (3.0 - total.ln())).abs() < 1e-6);
+        let kept = likely(&logits, KEPT_FLOOR, 8);
+        assert_eq!(kept.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 3, 2, 0]);
+        assert!((f64::from(kept[0].1) - (3.0 - total.ln())).abs() < 1e-6);
+        let capped = likely(&logits, KEPT_FLOOR, 3);
+        assert_eq!(capped.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 3, 2]);
+    }
+
+    #[test]
+    fn positions_survive_the_binary_cache() {
+        let positions = vec![
+            RefPosition {
+                lp_next: -1.5,
+                kept: vec![(7, -0.25), (151_000, -3.5)],
+            },
+            RefPosition {
+                lp_next: -20.0,
+                kept: vec![],
+            },
+        ];
+        let mut bytes = Vec::new();
+        write_positions(&mut bytes, &positions);
+        assert_eq!(read_positions(&bytes, 2), Some(positions.clone()));
+        assert_eq!(read_positions(&bytes[..bytes.len() - 1], 2), None);
+        assert_eq!(read_positions(&bytes, 3), None);
     }
 
     #[test]
