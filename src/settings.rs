@@ -119,11 +119,17 @@ settings! {
     PORT: u16 = "port", "O1_PORT", Value(|| crate::serve::DEFAULT_PORT),
         "The port `o1 serve` listens on (0: any free one)";
     API_KEY: Secret = "api_key", "O1_API_KEY", Derived("none: no key needed"),
-        "A key `o1 serve` requires of every request (Authorization: Bearer KEY)";
+        "A key `o1 serve` requires of every request (Authorization: Bearer KEY); several, comma-separated, keep each key's prompt cache and remembered reasoning apart";
     ALLOW_ORIGINS: String = "allow_origins", "O1_ALLOW_ORIGINS", Derived("none: loopback pages only"),
         "Web page origins besides loopback that may call `o1 serve` (comma-separated; * for any)";
+    ALLOW_HOSTS: String = "allow_hosts", "O1_ALLOW_HOSTS", Derived("none: localhost, IP addresses and the listen address only"),
+        "Host names besides localhost by which clients reach `o1 serve` (comma-separated; * for any); others are refused against DNS rebinding";
+    REMEMBER_REASONING: bool = "remember_reasoning", "O1_REMEMBER_REASONING", Value(|| true),
+        "Whether `o1 serve` puts its reasoning back into a conversation whose client sent back only the answer (same caller, same conversation)";
     QUEUE: usize = "queue", "O1_QUEUE", Value(|| 8),
         "Requests `o1 serve` keeps waiting while one runs; more get 503", 1..=4096;
+    MAX_CONNECTIONS: usize = "max_connections", "O1_MAX_CONNECTIONS", Derived("what the open-file limit allows, up to 8192"),
+        "Connections `o1 serve` keeps open at once (idle ones close after 15 s)", 2..=65536;
 }
 
 /// A value `o1 config` does not show.
@@ -226,7 +232,7 @@ macro_rules! from_str_values {
     )*};
 }
 
-from_str_values!(u16: "a whole number", u32: "a whole number", usize: "a whole number", f32: "a number");
+from_str_values!(u16: "a whole number", u32: "a whole number", usize: "a whole number", f32: "a number", bool: "true or false");
 
 impl SettingValue for String {
     fn parse(text: &str) -> Result<Self, String> {
@@ -588,8 +594,17 @@ pub struct ServeFlags {
     #[arg(long, value_name = "ORIGINS")]
     pub allow_origins: Option<String>,
 
+    #[arg(long, value_name = "HOSTS")]
+    pub allow_hosts: Option<String>,
+
+    #[arg(long, value_name = "BOOL")]
+    pub remember_reasoning: Option<bool>,
+
     #[arg(long, value_name = "N")]
     pub queue: Option<usize>,
+
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
 }
 
 impl Settings {
@@ -598,20 +613,23 @@ impl Settings {
         &self,
         flags: &ServeFlags,
     ) -> Result<crate::serve::Options, SettingsError> {
-        let origins = self
-            .get(&ALLOW_ORIGINS, flags.allow_origins.clone())?
-            .unwrap_or_default();
-        Ok(crate::serve::Options {
-            host: self.value(&HOST, flags.host.clone())?,
-            port: self.value(&PORT, flags.port)?,
-            api_key: self.get(&API_KEY, flags.api_key.clone())?.map(|k| k.0),
-            allow_origins: origins
+        let list = |text: Option<String>| -> Vec<String> {
+            text.unwrap_or_default()
                 .split(',')
                 .map(str::trim)
                 .filter(|o| !o.is_empty())
                 .map(String::from)
-                .collect(),
+                .collect()
+        };
+        Ok(crate::serve::Options {
+            host: self.value(&HOST, flags.host.clone())?,
+            port: self.value(&PORT, flags.port)?,
+            api_keys: list(self.get(&API_KEY, flags.api_key.clone())?.map(|k| k.0)),
+            allow_origins: list(self.get(&ALLOW_ORIGINS, flags.allow_origins.clone())?),
+            allow_hosts: list(self.get(&ALLOW_HOSTS, flags.allow_hosts.clone())?),
+            remember_reasoning: self.value(&REMEMBER_REASONING, flags.remember_reasoning)?,
             queue: self.value(&QUEUE, flags.queue)?,
+            max_connections: self.get(&MAX_CONNECTIONS, flags.max_connections)?,
         })
     }
 }

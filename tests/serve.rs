@@ -174,6 +174,12 @@ fn streamed_texts(body: &str) -> (String, String, Vec<Value>) {
     (reasoning, answer, chunks)
 }
 
+/// Reasoning as the server shows it: without the whitespace the format
+/// puts around it.
+fn shown(reasoning: &Value) -> &str {
+    reasoning.as_str().unwrap().trim()
+}
+
 /// `o1 run --json` on the same model and settings.
 fn run_json(q: &str) -> Value {
     let out = o1()
@@ -198,7 +204,10 @@ fn completions_streamed_or_not_equal_o1_run_and_carry_the_reasoning_apart() {
     assert_eq!(status, 200, "{v}");
     let message = &v["choices"][0]["message"];
     assert_eq!(message["role"], "assistant");
-    assert_eq!(message["reasoning_content"], expected["reasoning"]);
+    assert_eq!(
+        message["reasoning_content"].as_str().unwrap_or(""),
+        shown(&expected["reasoning"])
+    );
     assert_eq!(message["content"], expected["answer"]);
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["model"], MODEL);
@@ -227,7 +236,7 @@ fn completions_streamed_or_not_equal_o1_run_and_carry_the_reasoning_apart() {
         .starts_with("text/event-stream"));
     let text = r.text().unwrap();
     let (reasoning, answer, chunks) = streamed_texts(&text);
-    assert_eq!(reasoning, expected["reasoning"].as_str().unwrap());
+    assert_eq!(reasoning, shown(&expected["reasoning"]));
     assert_eq!(answer, expected["answer"].as_str().unwrap());
     assert_eq!(sse_data(&text).last().unwrap(), "[DONE]");
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
@@ -354,7 +363,7 @@ fn ollama_chat_streams_thinking_then_content_as_ndjson() {
         .iter()
         .filter_map(|l| l["message"]["content"].as_str())
         .collect();
-    assert_eq!(thinking, expected["reasoning"].as_str().unwrap());
+    assert_eq!(thinking, shown(&expected["reasoning"]));
     assert_eq!(content, expected["answer"].as_str().unwrap());
     let last = lines.last().unwrap();
     assert_eq!(last["done"], true);
@@ -507,6 +516,16 @@ fn an_api_key_is_required_when_set_and_compared_exactly() {
     assert_eq!(status, 401);
     let (status, v) = post(&url, &question("hi"), Some("s3cret"));
     assert_eq!(status, 200, "{v}");
+    // The scheme's case does not matter (RFC 7235).
+    for scheme in ["bearer", "BEARER"] {
+        let r = client()
+            .post(&url)
+            .header("authorization", format!("{scheme} s3cret"))
+            .json(&question("hi"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{scheme}");
+    }
     // The health check stays open.
     assert_eq!(get(&server.url("/health")).0, 200);
     let r = client().get(server.url("/v1/models")).send().unwrap();
@@ -823,4 +842,361 @@ fn a_crash_in_native_code_ends_the_server_with_the_message_and_128_plus_the_sign
         "{err}"
     );
     assert!(err.contains("o1: CPU path: "), "{err}");
+}
+
+/// Sends `request` as it is on a new connection and reads the response
+/// until the server closes it (or 10 s pass).
+fn raw_http(addr: &str, request: &[u8], close_write: bool) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    if close_write {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_of(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {response:?}"))
+}
+
+#[test]
+fn requests_for_other_host_names_are_refused_against_dns_rebinding() {
+    let server = Server::start(&[], &[]);
+    let port = server.addr().rsplit(':').next().unwrap().to_string();
+    let request = |method: &str, path: &str, host: &str| {
+        let body = if method == "POST" {
+            r#"{"model":"tiny"}"#
+        } else {
+            ""
+        };
+        let r = raw_http(
+            server.addr(),
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+            false,
+        );
+        (status_of(&r), r)
+    };
+    let evil = format!("evil.example:{port}");
+    for (method, path) in [
+        ("GET", "/v1/models"),
+        ("GET", "/api/tags"),
+        ("GET", "/api/version"),
+        ("GET", "/api/ps"),
+        ("POST", "/api/show"),
+    ] {
+        let (status, r) = request(method, path, &evil);
+        assert_eq!(status, 403, "{path}: {r}");
+        assert!(r.contains("allow_hosts"), "{r}");
+        for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+            let (status, r) = request(method, path, &host);
+            assert_eq!(status, 200, "{path} {host}: {r}");
+        }
+    }
+    let allowed = Server::start(&["--allow-hosts", "evil.example"], &[]);
+    let r = raw_http(
+        allowed.addr(),
+        format!("GET /api/tags HTTP/1.1\r\nHost: {evil}\r\nConnection: close\r\n\r\n").as_bytes(),
+        false,
+    );
+    assert_eq!(status_of(&r), 200, "{r}");
+}
+
+#[test]
+fn idle_connections_are_closed_and_health_answers_past_the_cap() {
+    let server = Server::start(&["--max-connections", "40"], &[]);
+    // More idle sockets than the server keeps: they never send a byte.
+    let idle: Vec<TcpStream> = (0..60)
+        .map(|_| TcpStream::connect(server.addr()).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let health = loop {
+        let r = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap()
+            .get(server.url("/health"))
+            .send();
+        if let Ok(r) = r {
+            break r.status().as_u16();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "/health never answered past the cap"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(health, 200);
+    // The server closes idle connections: the first ones after the header
+    // timeout (15 s), those past the cap at once.
+    let mut first = idle.into_iter().next().unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(25)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let closed = Instant::now();
+    let n = first.read(&mut buf);
+    assert!(
+        matches!(n, Ok(0)) || n.is_err() && closed.elapsed() < Duration::from_secs(24),
+        "an idle connection stayed open: {n:?}"
+    );
+}
+
+#[test]
+fn clients_that_leave_the_queue_free_their_place_at_once() {
+    let server = Server::start(&["--queue", "2"], &[SLOW]);
+    let running = open_stream(server.addr(), &long_question());
+    // Two clients queue behind it, then hang up.
+    let queued: Vec<TcpStream> = (0..2)
+        .map(|i| {
+            let mut s = TcpStream::connect(server.addr()).unwrap();
+            let body = question(&format!("queued {i}")).to_string();
+            write!(
+                s,
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(queued);
+    std::thread::sleep(Duration::from_millis(300));
+    // Their places are free: this one queues instead of getting 503.
+    let url = server.url("/v1/chat/completions");
+    let next = std::thread::spawn(move || {
+        let (status, v) = post(&url, &question("next"), None);
+        (status, v, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let cut = Instant::now();
+    drop(running);
+    let (status, v, done) = next.join().unwrap();
+    assert_eq!(status, 200, "{v}");
+    // Served as soon as the running one is cancelled, not after the
+    // abandoned ones had their turns.
+    let waited = done - cut;
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+}
+
+/// The prompt tokens and cached tokens of a chat completion.
+fn prompt_usage(v: &Value) -> (u64, u64) {
+    let u = &v["usage"];
+    (
+        u["prompt_tokens"].as_u64().unwrap(),
+        u["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn remembered_reasoning_and_the_cache_stay_within_a_conversation_and_a_key() {
+    let keys = ["--api-key", "alice-key,bob-key"];
+    let server = Server::start(&keys, &[]);
+    let control = Server::start(&[keys[0], keys[1], "--remember-reasoning", "false"], &[]);
+    let url = |s: &Server| s.url("/v1/chat/completions");
+    let first = question("My PIN is 4711. What is 2+2?");
+    let (status, v) = post(&url(&server), &first, Some("alice-key"));
+    assert_eq!(status, 200, "{v}");
+    let answer = v["choices"][0]["message"]["content"].clone();
+    let reasoning = v["usage"]["completion_tokens_details"]["reasoning_tokens"]
+        .as_u64()
+        .unwrap();
+    let follow_up = |first_question: &str| {
+        json!({"model": MODEL, "messages": [
+            {"role": "user", "content": first_question},
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": "And 3+3?"},
+        ]})
+    };
+    let same = follow_up("My PIN is 4711. What is 2+2?");
+    let other = follow_up("What is 2+2?");
+    let without = |body: &Value| prompt_usage(&post(&url(&control), body, Some("alice-key")).1).0;
+
+    // Alice's own conversation gets its reasoning back, and her cache.
+    let (status, v) = post(&url(&server), &same, Some("alice-key"));
+    assert_eq!(status, 200, "{v}");
+    let (prompt, cached) = prompt_usage(&v);
+    assert!(
+        prompt >= without(&same) + reasoning,
+        "{prompt} vs {} + {reasoning}",
+        without(&same)
+    );
+    assert!(cached > 0);
+    // Another conversation with the same answer, or Bob with Alice's
+    // conversation: no reasoning, and none of Alice's cache.
+    let (_, v) = post(&url(&server), &other, Some("alice-key"));
+    assert_eq!(prompt_usage(&v).0, without(&other));
+    let (_, v) = post(&url(&server), &same, Some("bob-key"));
+    assert_eq!(prompt_usage(&v), (without(&same), 0));
+}
+
+#[test]
+fn malformed_bodies_get_400_with_the_cause_and_oversized_ones_413() {
+    let server = Server::start(&[], &[]);
+    let head = |extra: &str| {
+        format!("POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{extra}\r\n")
+    };
+    // Fewer bytes than Content-Length, then the client stops sending.
+    let r = raw_http(
+        server.addr(),
+        format!("{}{{\"model\":", head("Content-Length: 100\r\n")).as_bytes(),
+        true,
+    );
+    assert_eq!(status_of(&r), 400, "{r}");
+    assert!(r.contains("could not be read"), "{r}");
+    assert!(!r.contains("larger than"), "{r}");
+    // A chunk size that is not a number.
+    let r = raw_http(
+        server.addr(),
+        format!(
+            "{}ZZ\r\nabc\r\n0\r\n\r\n",
+            head("Transfer-Encoding: chunked\r\n")
+        )
+        .as_bytes(),
+        true,
+    );
+    assert_eq!(status_of(&r), 400, "{r}");
+    // Truly too large: 413, without reading it.
+    let r = raw_http(
+        server.addr(),
+        head("Content-Length: 999999999\r\nConnection: close\r\n").as_bytes(),
+        false,
+    );
+    assert_eq!(status_of(&r), 413, "{r}");
+}
+
+#[test]
+fn ollama_clients_get_generate_ps_load_unload_and_the_served_context() {
+    let server = Server::start(&["--ctx", "256"], &[]);
+    let expected = run_json("Hello");
+    let api = |path: &str| server.url(path);
+
+    let body = json!({"model": "tiny", "prompt": "Hello", "stream": false});
+    let (status, v) = post(&api("/api/generate"), &body, None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["response"], expected["answer"]);
+    assert_eq!(
+        v["thinking"].as_str().unwrap_or(""),
+        shown(&expected["reasoning"])
+    );
+    assert_eq!(v["done"], true);
+    assert_eq!(v["done_reason"], "length");
+    let r = client()
+        .post(api("/api/generate"))
+        .json(&json!({"model": "tiny", "prompt": "Hello"}))
+        .send()
+        .unwrap();
+    let lines: Vec<Value> = r
+        .text()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let response: String = lines
+        .iter()
+        .filter_map(|l| l["response"].as_str())
+        .collect();
+    assert_eq!(response, expected["answer"].as_str().unwrap());
+    assert_eq!(lines.last().unwrap()["done"], true);
+    for (field, value) in [("raw", json!(true)), ("images", json!(["aGk="]))] {
+        let mut body = json!({"model": "tiny", "prompt": "Hello"});
+        body[field] = value;
+        let (status, e) = post(&api("/api/generate"), &body, None);
+        assert_eq!(status, 400, "{e}");
+        assert!(e["error"].as_str().unwrap().contains(field), "{e}");
+    }
+
+    // Loading and unloading: an empty request answers done.
+    for (path, body, reason) in [
+        (
+            "/api/chat",
+            json!({"model": "tiny", "messages": []}),
+            "load",
+        ),
+        (
+            "/api/chat",
+            json!({"model": "tiny", "messages": [], "keep_alive": 0}),
+            "unload",
+        ),
+        ("/api/generate", json!({"model": "tiny"}), "load"),
+        (
+            "/api/generate",
+            json!({"model": "tiny", "keep_alive": "0s"}),
+            "unload",
+        ),
+    ] {
+        let (status, v) = post(&api(path), &body, None);
+        assert_eq!(status, 200, "{path} {body}: {v}");
+        assert_eq!(
+            (v["done"].clone(), v["done_reason"].clone()),
+            (json!(true), json!(reason))
+        );
+    }
+
+    let (status, ps) = get(&api("/api/ps"));
+    assert_eq!(status, 200);
+    assert_eq!(ps["models"][0]["name"], "tiny:latest");
+    assert_eq!(ps["models"][0]["context_length"], 256);
+    assert!(ps["models"][0]["size"].as_u64().unwrap() > 0);
+    let (_, show) = post(&api("/api/show"), &json!({"model": "tiny"}), None);
+    let arch = show["details"]["family"].as_str().unwrap().to_string();
+    assert_eq!(show["model_info"][format!("{arch}.context_length")], 256);
+
+    // No embeddings, said in each API's shape.
+    for path in ["/api/embed", "/api/embeddings"] {
+        let (status, e) = post(&api(path), &json!({"model": "tiny", "input": "hi"}), None);
+        assert_eq!(status, 400, "{path}");
+        assert!(e["error"].as_str().unwrap().contains("embeddings"), "{e}");
+    }
+    let (status, e) = post(
+        &api("/v1/embeddings"),
+        &json!({"model": "tiny", "input": "hi"}),
+        None,
+    );
+    assert_eq!(status, 400);
+    assert_eq!(e["error"]["code"], "model_not_supported");
+
+    // The version is o1's, with its commit; so is the Server header.
+    let r = client().get(api("/api/version")).send().unwrap();
+    let server_header = r.headers()["server"].to_str().unwrap().to_string();
+    let version = r.json::<Value>().unwrap()["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        version.starts_with(env!("CARGO_PKG_VERSION")) && version.contains('+'),
+        "{version}"
+    );
+    assert_eq!(server_header, format!("o1/{version}"));
+}
+
+#[test]
+fn shown_reasoning_has_no_whitespace_around_it() {
+    let server = Server::start(&["--max-reasoning", "12"], &[]);
+    for q in ["Hi", "What is 2+2?", "Write a poem.", "?"] {
+        let (status, v) = server.chat(&question(q));
+        assert_eq!(status, 200, "{v}");
+        let message = &v["choices"][0]["message"];
+        match message.get("reasoning_content") {
+            None => {}
+            Some(Value::String(r)) => {
+                assert!(!r.is_empty() && r.trim() == r, "{q}: {r:?}");
+            }
+            Some(other) => panic!("{q}: reasoning_content is {other}"),
+        }
+    }
 }

@@ -15,7 +15,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let config = settings.engine_config(model, &args.engine, Some(&args.chat))?;
     let options = settings.serve_options(&args.serve)?;
     let open_to_the_network = !matches!(options.host.as_str(), "127.0.0.1" | "localhost" | "::1");
-    if open_to_the_network && options.api_key.is_none() {
+    if open_to_the_network && options.api_keys.is_empty() {
         eprintln!(
             "o1: warning: listening on {} without an API key: anyone who can reach this machine can use the model (set --api-key)",
             options.host

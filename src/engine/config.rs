@@ -133,6 +133,8 @@ pub struct Completion {
     pub messages: Vec<chat::Message>,
     pub sampling: Sampling,
     pub limits: Limits,
+    /// Start from an empty KV cache, re-using nothing of the last request's.
+    pub fresh: bool,
 }
 
 /// Everything needed to start an engine.

@@ -314,6 +314,9 @@ impl<'m> Worker<'m> {
             Some(m) if m.role == Role::User && !m.content.trim().is_empty() => {}
             _ => return Err(EngineError::EmptyQuestion),
         }
+        if request.fresh {
+            self.runner.clear();
+        }
         let n_ctx = self.runner.n_ctx();
         let prompt = self
             .prompt_tokens(&request.messages, Phase::Reasoning)?

@@ -500,7 +500,10 @@ pub fn evaluate(opts: &EvalOptions) -> Result<EvalReport> {
             kld += p_rest * (p_rest.ln() - q_rest.ln());
         }
         klds.push(kld.max(0.0));
-        same += r.kept.first().is_some_and(|k| k.0 == argmax(logits) as Token) as usize;
+        same += r
+            .kept
+            .first()
+            .is_some_and(|k| k.0 == argmax(logits) as Token) as usize;
         let (a, b) = (-lq(next), -f64::from(r.lp_next));
         nll += a;
         nll2 += a * a;

@@ -1,8 +1,9 @@
 //! What every request passes before a handler: the access log, the
-//! browser-origin check, the API key, and a JSON body of bounded size. Every
-//! refusal is an [`ApiError`] in the shape the route's clients expect.
+//! host-name and browser-origin checks, the API key, and a JSON body of
+//! bounded size that arrives in bounded time. Every refusal is an
+//! [`ApiError`] in the shape the route's clients expect.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
@@ -16,6 +17,9 @@ use super::AppState;
 
 /// The largest request body accepted (a long conversation is well under it).
 pub const MAX_BODY_BYTES: usize = 8 << 20;
+
+/// How long a request body may take to arrive once its headers have.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The error body clients expect: OpenAI's `{"error": {message, type,
 /// param, code}}`, or ollama's `{"error": message}` on its routes.
@@ -92,6 +96,16 @@ impl ApiError {
         e
     }
 
+    /// A capability this model lacks (e.g. embeddings).
+    pub fn unsupported_capability(what: &str) -> Self {
+        let mut e = Self::bad_request(format!(
+            "this model does not support {what}: it is a text generation model"
+        ));
+        e.param = Some("model".into());
+        e.code = Some("model_not_supported");
+        e
+    }
+
     pub fn not_found(what: &str) -> Self {
         let mut e = Self::new(
             StatusCode::NOT_FOUND,
@@ -157,17 +171,48 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
         let shape = Shape::for_path(req.uri().path());
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+            .with_code("body_too_large")
+            .shaped(shape)
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            return Err(too_large());
+        }
+        let read = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES);
+        let bytes = match tokio::time::timeout(BODY_TIMEOUT, read).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
                     "invalid_request_error",
-                    format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                    format!(
+                        "the request body did not arrive within {} s",
+                        BODY_TIMEOUT.as_secs()
+                    ),
                 )
-                .with_code("body_too_large")
-                .shaped(shape)
-            })?;
+                .with_code("body_timeout")
+                .shaped(shape))
+            }
+            Ok(Err(e)) if is_length_limit(&e) => return Err(too_large()),
+            // A cut-off body, a bad chunk, fewer bytes than Content-Length.
+            Ok(Err(e)) => {
+                return Err(ApiError::bad_request(format!(
+                    "the request body could not be read: {}",
+                    cause(&e)
+                ))
+                .with_code("bad_body")
+                .shaped(shape))
+            }
+            Ok(Ok(bytes)) => bytes,
+        };
         let mut json = serde_json::Deserializer::from_slice(&bytes);
         serde_path_to_error::deserialize(&mut json)
             .map(JsonBody)
@@ -187,6 +232,55 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 error.shaped(shape)
             })
     }
+}
+
+/// Whether reading a body failed on the size limit.
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// The innermost cause of a body error, which says what was wrong.
+fn cause(e: &axum::Error) -> String {
+    let mut last: &(dyn std::error::Error + 'static) = e;
+    while let Some(s) = last.source() {
+        last = s;
+    }
+    last.to_string()
+}
+
+/// The host part of a `Host` header: no port, no IPv6 brackets.
+fn host_name(host: &str) -> &str {
+    if let Some(v6) = host.strip_prefix('[') {
+        return v6.split_once(']').map_or(v6, |(h, _)| h);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// Whether a request addressed to `host` (its `Host` header) may be served.
+/// A web page can reach a loopback server under a name it controls (DNS
+/// rebinding: `evil.example` made to resolve to 127.0.0.1); such a request
+/// carries that name. So names are refused unless they are this machine's
+/// (`localhost`, `*.localhost`, the name the server listens on) or listed in
+/// `allow_hosts` (`*`: any); IP addresses, which no page can rebind, pass.
+pub fn host_allowed(host: &str, listen_host: &str, allowed: &[String]) -> bool {
+    let name = host_name(host).trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || name.eq_ignore_ascii_case(listen_host)
+        || allowed
+            .iter()
+            .any(|a| a == "*" || host_name(a).eq_ignore_ascii_case(&name))
 }
 
 /// Whether a browser page from `origin` may call the server: loopback
@@ -212,17 +306,33 @@ pub fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
     matches!(host, "localhost" | "127.0.0.1" | "::1")
 }
 
-/// The outermost layer: refuses pages from other origins, and writes the
-/// access log line of every request (to o1's log file).
-pub async fn origin_and_log(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The outermost layer: refuses requests for other host names and pages
+/// from other origins, and writes the access log line of every request (to
+/// o1's log file).
+pub async fn screen_and_log(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let origin = req
         .headers()
         .get(header::ORIGIN)
         .map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned());
-    let response = match &origin {
-        Some(o) if !origin_allowed(o, &state.options.allow_origins) => ApiError::new(
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+    let options = &state.options;
+    let response = match (&host, &origin) {
+        (Some(h), _) if !host_allowed(h, &options.host, &options.allow_hosts) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            format!(
+                "requests addressed to the host name `{h}` are refused, as a web page could use such a name to reach this server (DNS rebinding): if it is this machine's name, add it to the allow_hosts setting (--allow-hosts)"
+            ),
+        )
+        .with_code("host_not_allowed")
+        .shaped(Shape::for_path(uri.path()))
+        .into_response(),
+        (_, Some(o)) if !origin_allowed(o, &options.allow_origins) => ApiError::new(
             StatusCode::FORBIDDEN,
             "invalid_request_error",
             format!(
@@ -234,6 +344,10 @@ pub async fn origin_and_log(State(state): State<AppState>, req: Request, next: N
         .into_response(),
         _ => next.run(req).await,
     };
+    let mut response = response;
+    if let Ok(server) = HeaderValue::from_str(&format!("o1/{}", *super::VERSION)) {
+        response.headers_mut().insert(header::SERVER, server);
+    }
     tracing::info!(
         target: "o1::access",
         %method,
@@ -252,25 +366,50 @@ pub fn key_matches(given: &str, key: &str) -> bool {
     a.ct_eq(&b).into()
 }
 
-/// With an API key set, every route but the health check needs
-/// `Authorization: Bearer KEY`.
-pub async fn api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(key) = &state.options.api_key else {
-        return next.run(req).await;
-    };
+/// Who sent a request: the index of the API key it gave, among the
+/// server's keys (`None` when the server has none). Remembered reasoning
+/// and the prompt cache are kept apart per caller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Caller(pub Option<usize>);
+
+/// The credentials of `Authorization: Bearer KEY` (the scheme in any case,
+/// as RFC 7235 has it).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
+}
+
+/// With API keys set, every route but the health check needs
+/// `Authorization: Bearer KEY` with one of them; the request then carries
+/// its [`Caller`].
+pub async fn api_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let keys = &state.options.api_keys;
     let open = req.method() == Method::GET && matches!(req.uri().path(), "/" | "/health");
-    if open {
+    if keys.is_empty() || open {
+        req.extensions_mut().insert(Caller(None));
         return next.run(req).await;
     }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(given) if key_matches(given, key) => next.run(req).await,
-        _ => {
+        .and_then(bearer);
+    // Every key is compared, so the time taken does not say which matched.
+    let matched = given.and_then(|g| {
+        keys.iter()
+            .map(|k| key_matches(g, k))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .position(|m| m)
+    });
+    match matched {
+        Some(i) => {
+            req.extensions_mut().insert(Caller(Some(i)));
+            next.run(req).await
+        }
+        None => {
             let message = if given.is_some() {
                 "the API key is wrong"
             } else {
@@ -328,6 +467,43 @@ mod tests {
         assert!(origin_allowed("https://chat.example", &listed));
         assert!(!origin_allowed("https://other.example", &listed));
         assert!(origin_allowed("https://other.example", &["*".to_string()]));
+    }
+
+    #[test]
+    fn host_names_other_than_this_machines_are_refused() {
+        let none: Vec<String> = vec![];
+        for ok in [
+            "localhost:11435",
+            "127.0.0.1:11435",
+            "[::1]:11435",
+            "LOCALHOST",
+            "app.localhost:80",
+            "192.168.1.20:11435",
+            "localhost.:11435",
+        ] {
+            assert!(host_allowed(ok, "127.0.0.1", &none), "{ok}");
+        }
+        for refused in [
+            "evil.example:11435",
+            "evil.example",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!host_allowed(refused, "127.0.0.1", &none), "{refused}");
+        }
+        assert!(host_allowed("gpu-box:11435", "gpu-box", &none));
+        let listed = vec!["chat.example".to_string()];
+        assert!(host_allowed("chat.example:443", "127.0.0.1", &listed));
+        assert!(host_allowed("any.example", "127.0.0.1", &["*".to_string()]));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer("Bearer k1"), Some("k1"));
+        assert_eq!(bearer("bearer k1"), Some("k1"));
+        assert_eq!(bearer("BEARER  k1 "), Some("k1"));
+        assert_eq!(bearer("Basic k1"), None);
+        assert_eq!(bearer("Bearerk1"), None);
     }
 
     #[test]

@@ -13,9 +13,11 @@
 //! `/health` says `loading`, then `ok`, and requests wait in the queue.
 
 mod guard;
+mod listen;
 mod ollama;
 mod openai;
 mod queue;
+mod remember;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,9 +33,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use guard::ApiError;
 pub use guard::MAX_BODY_BYTES;
-use queue::{Queue, Shared, Summary, Update};
+use guard::{ApiError, Caller};
+use queue::{Job, Queue, Shared, Summary, Update};
 
 use crate::chat::{Message, Role};
 use crate::engine::{Completion, Engine, EngineConfig, EngineError, Limits, Loaded, Sampling};
@@ -41,6 +43,16 @@ use crate::model::ModelInfo;
 
 /// The port `o1 serve` listens on unless told otherwise (one above ollama's).
 pub const DEFAULT_PORT: u16 = 11435;
+
+/// The server's version, as `/api/version` and the `Server` header give it:
+/// o1's, with the commit it was built from as semver build metadata.
+pub static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let commit: String = env!("O1_GIT_COMMIT")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '.' })
+        .collect();
+    format!("{}+{commit}", env!("CARGO_PKG_VERSION"))
+});
 
 /// How long a shutdown waits for running requests before it exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -50,12 +62,19 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct Options {
     pub host: String,
     pub port: u16,
-    /// When set, requests need `Authorization: Bearer KEY`.
-    pub api_key: Option<String>,
+    /// When any are set, requests need `Authorization: Bearer KEY` with one
+    /// of them.
+    pub api_keys: Vec<String>,
     /// Browser origins allowed besides loopback pages (`*`: any).
     pub allow_origins: Vec<String>,
+    /// Host names allowed besides this machine's (`*`: any).
+    pub allow_hosts: Vec<String>,
+    /// Put the server's reasoning back before answers it wrote.
+    pub remember_reasoning: bool,
     /// Requests that may wait while one runs.
     pub queue: usize,
+    /// Connections served at once (`None`: what the open-file limit allows).
+    pub max_connections: Option<usize>,
 }
 
 /// The model this server runs, as the APIs describe it.
@@ -69,6 +88,8 @@ pub struct ServedModel {
     pub sampling: Sampling,
     pub limits: Limits,
     pub system: String,
+    /// The context asked for, if any.
+    pub n_ctx: Option<u32>,
 }
 
 impl ServedModel {
@@ -89,6 +110,7 @@ impl ServedModel {
             created,
             limits: config.limits,
             system: config.system.clone(),
+            n_ctx: config.n_ctx,
         }
     }
 
@@ -213,6 +235,18 @@ pub fn push_message(
 const MAX_STOPS: usize = 16;
 
 impl AppState {
+    /// The context this server serves: the loaded one, or before the load
+    /// the one asked for (else the trained length).
+    fn served_context(&self) -> usize {
+        match self.shared.engine.get() {
+            Some(engine) => engine.loaded().n_ctx,
+            None => self
+                .model
+                .n_ctx
+                .map_or(self.model.info.n_ctx_train as usize, |n| n as usize),
+        }
+    }
+
     fn check_model(&self, name: &str) -> Result<(), ApiError> {
         if self.model.answers_to(name) {
             Ok(())
@@ -221,14 +255,36 @@ impl AppState {
         }
     }
 
+    /// Queues the generation for `messages` under `knobs` (see
+    /// [`Self::completion`]); returns its updates.
+    fn start(
+        &self,
+        messages: Vec<Message>,
+        knobs: Knobs,
+        caller: Caller,
+    ) -> Result<mpsc::UnboundedReceiver<Update>, ApiError> {
+        let (request, stops, thread) = self.completion(messages, knobs, caller)?;
+        let (out, updates) = mpsc::unbounded_channel();
+        self.queue.push(Job {
+            request,
+            stops,
+            caller,
+            thread,
+            out,
+        })?;
+        Ok(updates)
+    }
+
     /// The engine request for `messages` under `knobs`: the server's system
-    /// message when the request has none, remembered reasoning put back,
-    /// sampling and budgets checked. Returns it with the stop sequences.
+    /// message when the request has none, remembered reasoning put back (in
+    /// this caller's conversation only), sampling and budgets checked.
+    /// Returns it with the stop sequences and the conversation's thread.
     fn completion(
         &self,
         messages: Vec<Message>,
         knobs: Knobs,
-    ) -> Result<(Completion, Vec<String>), ApiError> {
+        caller: Caller,
+    ) -> Result<(Completion, Vec<String>, Option<remember::Thread>), ApiError> {
         if messages.is_empty() {
             return Err(ApiError::invalid_value("messages", "is empty"));
         }
@@ -245,10 +301,14 @@ impl AppState {
         if !messages.iter().any(|m| m.role == Role::System) && !self.model.system.is_empty() {
             all.push(Message::new(Role::System, self.model.system.clone()));
         }
-        all.extend(queue::with_remembered_reasoning(
-            messages,
-            &self.shared.remembered,
-        ));
+        let thread = if self.options.remember_reasoning {
+            let (messages, thread) = self.shared.remembered.restore(messages, caller);
+            all.extend(messages);
+            Some(thread)
+        } else {
+            all.extend(messages);
+            None
+        };
 
         let mut s = self.model.sampling.clone();
         let within = |name: &str, v: f32, min: f32, max: f32| {
@@ -311,8 +371,10 @@ impl AppState {
                 messages: all,
                 sampling: s,
                 limits,
+                fresh: false,
             },
             knobs.stops,
+            thread,
         ))
     }
 }
@@ -392,7 +454,12 @@ fn router(state: AppState) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{id}", get(openai::model))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/embeddings", post(openai::embeddings))
         .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embed))
+        .route("/api/ps", get(ollama::ps))
         .route("/api/tags", get(ollama::tags))
         .route("/api/show", post(ollama::show))
         .route("/api/version", get(ollama::version))
@@ -405,7 +472,7 @@ fn router(state: AppState) -> Router {
         .layer(cors)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            guard::origin_and_log,
+            guard::screen_and_log,
         ))
         .with_state(state)
 }
@@ -467,20 +534,19 @@ async fn serve(
     report.lock().unwrap().listening(local);
 
     let shared = Arc::new(Shared::default());
-    let (queue, jobs) = Queue::new(options.queue);
+    let queue = Queue::new(options.queue);
     let state = AppState {
         model: Arc::new(ServedModel::new(&config, info)),
         options: Arc::new(options),
         shared: shared.clone(),
-        queue,
+        queue: queue.clone(),
     };
 
     // The engine loads and serves on threads of its own; a failed load
     // ends the server with its error.
     let (failed_tx, mut failed_rx) = mpsc::channel::<EngineError>(1);
     {
-        let shared = shared.clone();
-        let report = report.clone();
+        let (shared, report, queue) = (shared.clone(), report.clone(), queue.clone());
         std::thread::Builder::new()
             .name("o1-dispatch".into())
             .spawn(move || {
@@ -494,7 +560,7 @@ async fn serve(
                         report.lock().unwrap().ready(engine.loaded());
                         let engine = Arc::new(engine);
                         let _ = shared.engine.set(engine.clone());
-                        queue::dispatch(&shared, &engine, jobs);
+                        queue::dispatch(&shared, &engine, &queue);
                     }
                     Err(e) => {
                         let _ = failed_tx.blocking_send(e);
@@ -507,11 +573,12 @@ async fn serve(
     let stop = Arc::new(tokio::sync::Notify::new());
     let load_error = Arc::new(std::sync::Mutex::new(None));
     {
-        let (stop, shared, load_error, report) = (
+        let (stop, shared, load_error, report, queue) = (
             stop.clone(),
             shared.clone(),
             load_error.clone(),
             report.clone(),
+            queue.clone(),
         );
         tokio::spawn(async move {
             tokio::select! {
@@ -519,6 +586,7 @@ async fn serve(
                 Some(e) = failed_rx.recv() => *load_error.lock().unwrap() = Some(e),
             }
             shared.shut_down();
+            queue.close();
             stop.notify_waiters();
             // A second signal does not wait for the running requests.
             signalled().await;
@@ -526,17 +594,22 @@ async fn serve(
         });
     }
 
-    let app = router(state).into_make_service();
-    let graceful = {
+    let caps = match state.options.max_connections {
+        Some(n) => listen::Caps::of(n),
+        None => listen::Caps::from_file_limit(),
+    };
+    let served = {
         let stop = stop.clone();
-        axum::serve(listener, app).with_graceful_shutdown(async move { stop.notified().await })
+        listen::serve(listener, router(state), caps, async move {
+            stop.notified().await
+        })
     };
     let deadline = async {
         stop.notified().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     tokio::select! {
-        result = graceful => result.map_err(|source| ServeError::Listen { addr, source })?,
+        _ = served => {}
         _ = deadline => tracing::warn!("requests still running after the shutdown grace; exiting"),
     }
     let failed = load_error.lock().unwrap().take();

@@ -1,6 +1,7 @@
-//! ollama's API, which many desktop clients speak alone: `/api/chat`
-//! (NDJSON when streamed, the reasoning in `thinking`), `/api/tags`,
-//! `/api/show` and `/api/version`.
+//! ollama's API, which many desktop clients speak alone: `/api/chat` and
+//! `/api/generate` (NDJSON when streamed, the reasoning in `thinking`),
+//! `/api/tags`, `/api/ps`, `/api/show` and `/api/version`; the embedding
+//! routes answer that this model has none.
 //!
 //! The model always reasons (its format has the reasoning phase): `think:
 //! false` leaves the reasoning out of the reply, and `"low"`, `"medium"` or
@@ -13,20 +14,20 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::guard::{ApiError, JsonBody, Shape};
-use super::queue::{Finish, Job, Summary, Update};
+use super::guard::{ApiError, Caller, JsonBody, Shape};
+use super::queue::{Finish, Summary, Update};
 use super::{AppState, Effort, Knobs, RoleNames};
-use crate::chat::Message;
+use crate::chat::{Message, Role};
 
 pub async fn version() -> Json<Value> {
-    Json(json!({"version": env!("CARGO_PKG_VERSION")}))
+    Json(json!({"version": *super::VERSION}))
 }
 
 fn now() -> String {
@@ -59,9 +60,9 @@ fn modified_at(state: &AppState) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-pub async fn tags(State(state): State<AppState>) -> Json<Value> {
-    let name = format!("{}:latest", state.model.id);
-    // Names the file by name, size and time (hashing gigabytes per listing would be slow).
+/// Names the file by name, size and time (hashing gigabytes per listing
+/// would be slow).
+fn digest(state: &AppState) -> String {
     let digest = Sha256::digest(
         format!(
             "{}\0{}\0{}",
@@ -69,15 +70,49 @@ pub async fn tags(State(state): State<AppState>) -> Json<Value> {
         )
         .as_bytes(),
     );
-    let digest: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub async fn tags(State(state): State<AppState>) -> Json<Value> {
+    let name = format!("{}:latest", state.model.id);
     Json(json!({"models": [{
         "name": name,
         "model": name,
         "modified_at": modified_at(&state),
         "size": state.model.info.file_bytes,
-        "digest": digest,
+        "digest": digest(&state),
         "details": details(&state),
     }]}))
+}
+
+/// `/api/ps`: the model in memory (none while it loads), its size and the
+/// context it serves. It stays loaded while the server runs.
+pub async fn ps(State(state): State<AppState>) -> Json<Value> {
+    let Some(engine) = state.shared.engine.get() else {
+        return Json(json!({"models": []}));
+    };
+    let loaded = engine.loaded();
+    let name = format!("{}:latest", state.model.id);
+    let size_vram = if loaded.gpu_layers > 0 {
+        loaded.memory.total()
+    } else {
+        0
+    };
+    Json(json!({"models": [{
+        "name": name,
+        "model": name,
+        "size": loaded.memory.total(),
+        "digest": digest(&state),
+        "details": details(&state),
+        "expires_at": "2318-01-01T00:00:00Z",
+        "size_vram": size_vram,
+        "context_length": loaded.n_ctx,
+    }]}))
+}
+
+/// The embedding routes: this model writes text and has no embeddings.
+pub async fn embed() -> ApiError {
+    ApiError::unsupported_capability("embeddings").shaped(Shape::Ollama)
 }
 
 #[derive(Deserialize)]
@@ -100,8 +135,9 @@ pub async fn show(
     let info = &state.model.info;
     let s = &state.model.sampling;
     let arch = &info.architecture;
+    let n_ctx = state.served_context();
     let mut parameters = format!(
-        "temperature {}\ntop_k {}\ntop_p {}\nmin_p {}\nrepeat_penalty {}\nnum_predict {}",
+        "num_ctx {n_ctx}\ntemperature {}\ntop_k {}\ntop_p {}\nmin_p {}\nrepeat_penalty {}\nnum_predict {}",
         s.temperature, s.top_k, s.top_p, s.min_p, s.repeat_penalty, state.model.limits.answer
     );
     for stop in ["<|im_end|>", "<|endoftext|>"] {
@@ -118,7 +154,8 @@ pub async fn show(
             "general.architecture": arch,
             "general.parameter_count": info.n_params,
             "general.file_type": info.file_type,
-            format!("{arch}.context_length"): info.n_ctx_train,
+            // What this server serves (clients size prompts by it), not the trained length.
+            format!("{arch}.context_length"): n_ctx,
             format!("{arch}.block_count"): info.n_layer,
             format!("{arch}.embedding_length"): info.n_embd,
             format!("{arch}.attention.head_count"): info.n_head,
@@ -133,12 +170,14 @@ pub async fn show(
 #[derive(Deserialize)]
 pub struct ChatRequest {
     model: Option<String>,
+    #[serde(default)]
     messages: Vec<InMessage>,
     stream: Option<bool>,
     think: Option<Value>,
     format: Option<Value>,
     options: Option<Map<String, Value>>,
     tools: Option<Value>,
+    keep_alive: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -151,92 +190,108 @@ struct InMessage {
     tool_calls: Option<Value>,
 }
 
-impl ChatRequest {
-    /// The knobs, and whether the reply shows the reasoning.
-    fn knobs(&self) -> Result<(Knobs, bool), ApiError> {
-        let mut knobs = Knobs::default();
-        let show_thinking = match &self.think {
-            None | Some(Value::Null) | Some(Value::Bool(true)) => true,
-            Some(Value::Bool(false)) => false,
-            Some(Value::String(level)) => {
-                knobs.effort = Some(
-                    Effort::parse(level)
-                        .filter(|e| matches!(e, Effort::Low | Effort::Medium | Effort::High))
-                        .ok_or_else(|| {
-                            ApiError::invalid_value(
-                                "think",
-                                "must be true, false, low, medium or high",
-                            )
-                        })?,
-                );
-                true
-            }
-            Some(_) => {
-                return Err(ApiError::invalid_value(
-                    "think",
-                    "must be true, false, low, medium or high",
-                ))
-            }
-        };
-        let Some(options) = &self.options else {
-            return Ok((knobs, show_thinking));
-        };
-        let number = |key: &str| -> Result<Option<f64>, ApiError> {
-            match options.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(v) => v.as_f64().map(Some).ok_or_else(|| {
-                    ApiError::invalid_value(&format!("options.{key}"), "must be a number")
-                }),
-            }
-        };
-        knobs.temperature = number("temperature")?.map(|v| v as f32);
-        knobs.top_p = number("top_p")?.map(|v| v as f32);
-        knobs.min_p = number("min_p")?.map(|v| v as f32);
-        knobs.repeat_penalty = number("repeat_penalty")?.map(|v| v as f32);
-        knobs.top_k = number("top_k")?.map(|v| v.max(0.0) as u32);
-        knobs.seed = number("seed")?.map(|v| v as i64);
-        // -1 (no limit) and -2 (fill the context) leave the server's budget.
-        knobs.answer_tokens = number("num_predict")?.and_then(|v| (v >= 0.0).then_some(v as u64));
-        match options.get("stop") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(stops)) => {
-                for s in stops {
-                    let s = s.as_str().ok_or_else(|| {
-                        ApiError::invalid_value("options.stop", "must be a list of strings")
-                    })?;
-                    knobs.stops.push(s.to_string());
-                }
-            }
-            Some(Value::String(s)) => knobs.stops.push(s.clone()),
-            Some(_) => {
-                return Err(ApiError::invalid_value(
-                    "options.stop",
-                    "must be a list of strings",
-                ))
+/// The knobs of `think` and `options`, and whether the reply shows the
+/// reasoning.
+fn knobs(
+    think: &Option<Value>,
+    options: &Option<Map<String, Value>>,
+) -> Result<(Knobs, bool), ApiError> {
+    let mut knobs = Knobs::default();
+    let show_thinking = match think {
+        None | Some(Value::Null) | Some(Value::Bool(true)) => true,
+        Some(Value::Bool(false)) => false,
+        Some(Value::String(level)) => {
+            knobs.effort = Some(
+                Effort::parse(level)
+                    .filter(|e| matches!(e, Effort::Low | Effort::Medium | Effort::High))
+                    .ok_or_else(|| {
+                        ApiError::invalid_value("think", "must be true, false, low, medium or high")
+                    })?,
+            );
+            true
+        }
+        Some(_) => {
+            return Err(ApiError::invalid_value(
+                "think",
+                "must be true, false, low, medium or high",
+            ))
+        }
+    };
+    let Some(options) = options else {
+        return Ok((knobs, show_thinking));
+    };
+    let number = |key: &str| -> Result<Option<f64>, ApiError> {
+        match options.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+                ApiError::invalid_value(&format!("options.{key}"), "must be a number")
+            }),
+        }
+    };
+    knobs.temperature = number("temperature")?.map(|v| v as f32);
+    knobs.top_p = number("top_p")?.map(|v| v as f32);
+    knobs.min_p = number("min_p")?.map(|v| v as f32);
+    knobs.repeat_penalty = number("repeat_penalty")?.map(|v| v as f32);
+    knobs.top_k = number("top_k")?.map(|v| v.max(0.0) as u32);
+    knobs.seed = number("seed")?.map(|v| v as i64);
+    // -1 (no limit) and -2 (fill the context) leave the server's budget.
+    knobs.answer_tokens = number("num_predict")?.and_then(|v| (v >= 0.0).then_some(v as u64));
+    match options.get("stop") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(stops)) => {
+            for s in stops {
+                let s = s.as_str().ok_or_else(|| {
+                    ApiError::invalid_value("options.stop", "must be a list of strings")
+                })?;
+                knobs.stops.push(s.to_string());
             }
         }
-        // Other options (num_ctx, num_gpu, num_thread, …) are the server's,
-        // set when it starts.
-        Ok((knobs, show_thinking))
+        Some(Value::String(s)) => knobs.stops.push(s.clone()),
+        Some(_) => {
+            return Err(ApiError::invalid_value(
+                "options.stop",
+                "must be a list of strings",
+            ))
+        }
     }
+    // Other options (num_ctx, num_gpu, num_thread, …) are the server's,
+    // set when it starts.
+    Ok((knobs, show_thinking))
+}
 
-    fn refuse_unsupported(&self) -> Result<(), ApiError> {
-        let set = |v: &Option<Value>| match v {
-            None | Some(Value::Null) => false,
-            Some(Value::String(s)) => !s.is_empty(),
-            Some(Value::Array(a)) => !a.is_empty(),
-            Some(_) => true,
-        };
-        if set(&self.tools) {
-            return Err(ApiError::unsupported("tools", "o1 does not call tools"));
-        }
-        if set(&self.format) {
-            return Err(ApiError::unsupported(
-                "format",
-                "o1 does not constrain the answer to a format",
-            ));
-        }
-        Ok(())
+/// Whether a field is given: not absent, null, "" or [].
+fn given(v: &Option<Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(_) => true,
+    }
+}
+
+fn refuse_format(format: &Option<Value>) -> Result<(), ApiError> {
+    if given(format) {
+        return Err(ApiError::unsupported(
+            "format",
+            "o1 does not constrain the answer to a format",
+        ));
+    }
+    Ok(())
+}
+
+/// A request with nothing to generate loads the model, or with
+/// `keep_alive: 0` unloads it: ollama answers with an empty, done reply.
+/// o1 keeps its one model loaded while it serves.
+fn load_or_unload(keep_alive: &Option<Value>) -> &'static str {
+    let zero = match keep_alive {
+        Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+        Some(Value::String(s)) => s.trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0",
+        _ => false,
+    };
+    if zero {
+        "unload"
+    } else {
+        "load"
     }
 }
 
@@ -263,75 +318,223 @@ fn messages(input: Vec<InMessage>) -> Result<Vec<Message>, ApiError> {
 
 pub async fn chat(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    chat_inner(state, req)
+    chat_inner(state, caller, req)
         .await
         .map_err(|e| e.shaped(Shape::Ollama))
 }
 
-async fn chat_inner(state: AppState, req: ChatRequest) -> Result<Response, ApiError> {
-    let model = req
-        .model
+fn model_name(state: &AppState, model: &Option<String>) -> Result<String, ApiError> {
+    let model = model
         .clone()
         .ok_or_else(|| ApiError::invalid_value("model", "is required"))?;
     state.check_model(&model)?;
-    req.refuse_unsupported()?;
-    let (knobs, show_thinking) = req.knobs()?;
-    let stream = req.stream.unwrap_or(true);
-    let messages = messages(req.messages)?;
-    let (request, stops) = state.completion(messages, knobs)?;
-    let (out, updates) = mpsc::unbounded_channel();
-    state.queue.push(Job {
-        request,
-        stops,
-        out,
-    })?;
-    let model = format!("{}:latest", state.model.id);
-    if !stream {
-        let s = super::finished(updates).await?;
-        let mut message = json!({"role": "assistant", "content": s.answer});
-        if show_thinking {
-            message["thinking"] = json!(s.reasoning);
-        }
-        let mut reply = json!({"model": model, "created_at": now(), "message": message});
-        done_fields(&mut reply, &s);
+    Ok(format!("{}:latest", state.model.id))
+}
+
+async fn chat_inner(
+    state: AppState,
+    caller: Caller,
+    req: ChatRequest,
+) -> Result<Response, ApiError> {
+    let model = model_name(&state, &req.model)?;
+    if given(&req.tools) {
+        return Err(ApiError::unsupported("tools", "o1 does not call tools"));
+    }
+    refuse_format(&req.format)?;
+    let (knobs, show_thinking) = knobs(&req.think, &req.options)?;
+    if req.messages.is_empty() {
+        let mut reply = json!({"model": model, "created_at": now(),
+            "message": {"role": "assistant", "content": ""}});
+        reply["done"] = json!(true);
+        reply["done_reason"] = json!(load_or_unload(&req.keep_alive));
         return Ok(Json(reply).into_response());
     }
-    let lines = stream::unfold((updates, false), move |(mut updates, over)| {
-        let model = model.clone();
-        async move {
-            if over {
-                return None;
+    let messages = messages(req.messages)?;
+    let updates = state.start(messages, knobs, caller)?;
+    let reply = Reply {
+        model,
+        show_thinking,
+        kind: Kind::Chat,
+    };
+    Ok(reply.respond(updates, req.stream.unwrap_or(true)).await)
+}
+
+/// `/api/generate`: a prompt, and optionally a system message; `raw`
+/// prompts (already in the model's format) are refused, as o1 always
+/// renders the trained format.
+#[derive(Deserialize)]
+pub struct GenerateRequest {
+    model: Option<String>,
+    #[serde(default)]
+    prompt: String,
+    system: Option<String>,
+    stream: Option<bool>,
+    think: Option<Value>,
+    format: Option<Value>,
+    options: Option<Map<String, Value>>,
+    keep_alive: Option<Value>,
+    raw: Option<bool>,
+    suffix: Option<String>,
+    template: Option<String>,
+    context: Option<Value>,
+    images: Option<Value>,
+}
+
+pub async fn generate(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(req): JsonBody<GenerateRequest>,
+) -> Result<Response, ApiError> {
+    generate_inner(state, caller, req)
+        .await
+        .map_err(|e| e.shaped(Shape::Ollama))
+}
+
+async fn generate_inner(
+    state: AppState,
+    caller: Caller,
+    req: GenerateRequest,
+) -> Result<Response, ApiError> {
+    let model = model_name(&state, &req.model)?;
+    refuse_format(&req.format)?;
+    if given(&req.images) {
+        return Err(ApiError::unsupported(
+            "images",
+            "o1's model reads text only",
+        ));
+    }
+    if req.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::unsupported(
+            "suffix",
+            "o1's model does not fill in the middle",
+        ));
+    }
+    if req.raw == Some(true) {
+        return Err(ApiError::unsupported(
+            "raw",
+            "o1 always renders the model's two-phase format; send the text as `prompt` without `raw`",
+        ));
+    }
+    if req.template.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::unsupported(
+            "template",
+            "o1 renders the format the model was trained on",
+        ));
+    }
+    if given(&req.context) {
+        return Err(ApiError::unsupported(
+            "context",
+            "send the conversation's messages to /api/chat instead",
+        ));
+    }
+    let (knobs, show_thinking) = knobs(&req.think, &req.options)?;
+    if req.prompt.trim().is_empty() {
+        let mut reply = json!({"model": model, "created_at": now(), "response": ""});
+        reply["done"] = json!(true);
+        reply["done_reason"] = json!(load_or_unload(&req.keep_alive));
+        return Ok(Json(reply).into_response());
+    }
+    let mut messages = Vec::with_capacity(2);
+    if let Some(system) = req.system.filter(|s| !s.is_empty()) {
+        messages.push(Message::new(Role::System, system));
+    }
+    messages.push(Message::new(Role::User, req.prompt));
+    let updates = state.start(messages, knobs, caller)?;
+    let reply = Reply {
+        model,
+        show_thinking,
+        kind: Kind::Generate,
+    };
+    Ok(reply.respond(updates, req.stream.unwrap_or(true)).await)
+}
+
+/// Which route's shape a reply takes.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// `/api/chat`: the text in `message.content`, the reasoning in
+    /// `message.thinking`.
+    Chat,
+    /// `/api/generate`: the text in `response`, the reasoning in `thinking`.
+    Generate,
+}
+
+struct Reply {
+    model: String,
+    show_thinking: bool,
+    kind: Kind,
+}
+
+impl Reply {
+    /// A line with this text and reasoning (either may be empty).
+    fn line(&self, content: &str, thinking: &str) -> Value {
+        let mut line = json!({"model": self.model, "created_at": now()});
+        let shown = self.show_thinking && !thinking.is_empty();
+        match self.kind {
+            Kind::Chat => {
+                let mut message = json!({"role": "assistant", "content": content});
+                if shown {
+                    message["thinking"] = json!(thinking);
+                }
+                line["message"] = message;
             }
-            let line = |message: Value| json!({"model": model, "created_at": now(), "message": message, "done": false});
-            let (value, over) = match updates.recv().await? {
-                Update::Reasoning(_) if !show_thinking => (None, false),
-                Update::Reasoning(t) => (
-                    Some(line(json!({"role": "assistant", "content": "", "thinking": t}))),
-                    false,
-                ),
-                Update::Answer(t) => (Some(line(json!({"role": "assistant", "content": t}))), false),
-                Update::Done(s) if s.finish == Finish::Cancelled => {
-                    (Some(super::cancelled().shaped(Shape::Ollama).body()), true)
+            Kind::Generate => {
+                line["response"] = json!(content);
+                if shown {
+                    line["thinking"] = json!(thinking);
                 }
-                Update::Done(s) => {
-                    let mut last = line(json!({"role": "assistant", "content": ""}));
-                    done_fields(&mut last, &s);
-                    (Some(last), true)
-                }
-                Update::Failed(e) => (Some(e.shaped(Shape::Ollama).body()), true),
-            };
-            let bytes = value.map(|v| Bytes::from(format!("{v}\n")));
-            Some((bytes, (updates, over)))
+            }
         }
-    })
-    .filter_map(|b| async move { b.map(Ok::<_, Infallible>) });
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(lines),
-    )
-        .into_response())
+        line["done"] = json!(false);
+        line
+    }
+
+    fn last(&self, s: &Summary, content: &str, thinking: &str) -> Value {
+        let mut last = self.line(content, thinking);
+        done_fields(&mut last, s);
+        if let Kind::Generate = self.kind {
+            last["context"] = json!([]);
+        }
+        last
+    }
+
+    /// One JSON reply, or NDJSON lines as the text comes.
+    async fn respond(self, updates: mpsc::UnboundedReceiver<Update>, stream: bool) -> Response {
+        if !stream {
+            return match super::finished(updates).await {
+                Ok(s) => Json(self.last(&s, &s.answer, &s.reasoning)).into_response(),
+                Err(e) => e.shaped(Shape::Ollama).into_response(),
+            };
+        }
+        let lines = stream::unfold(
+            (updates, self, false),
+            |(mut updates, me, over)| async move {
+                if over {
+                    return None;
+                }
+                let (value, over) = match updates.recv().await? {
+                    Update::Reasoning(_) if !me.show_thinking => (None, false),
+                    Update::Reasoning(t) => (Some(me.line("", &t)), false),
+                    Update::Answer(t) => (Some(me.line(&t, "")), false),
+                    Update::Done(s) if s.finish == Finish::Cancelled => {
+                        (Some(super::cancelled().shaped(Shape::Ollama).body()), true)
+                    }
+                    Update::Done(s) => (Some(me.last(&s, "", "")), true),
+                    Update::Failed(e) => (Some(e.shaped(Shape::Ollama).body()), true),
+                };
+                let bytes = value.map(|v| Bytes::from(format!("{v}\n")));
+                Some((bytes, (updates, me, over)))
+            },
+        )
+        .filter_map(|b| async move { b.map(Ok::<_, Infallible>) });
+        (
+            [(header::CONTENT_TYPE, "application/x-ndjson")],
+            Body::from_stream(lines),
+        )
+            .into_response()
+    }
 }
 
 /// The last message's fields: why it ended and the figures, in nanoseconds.

@@ -8,14 +8,15 @@ use std::convert::Infallible;
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::guard::{ApiError, JsonBody};
-use super::queue::{Finish, Job, Summary, Update};
+use super::guard::{ApiError, Caller, JsonBody};
+use super::queue::{Finish, Summary, Update};
 use super::{AppState, Knobs, RoleNames};
 use crate::chat::Message;
 
@@ -43,6 +44,11 @@ pub async fn model(
         "created": state.model.created,
         "owned_by": "o1",
     })))
+}
+
+/// `/v1/embeddings`: this model writes text and has no embeddings.
+pub async fn embeddings() -> ApiError {
+    ApiError::unsupported_capability("embeddings")
 }
 
 /// A chat completion request. The fields o1 cannot honour are read only to
@@ -289,6 +295,7 @@ impl ChatRequest {
 
 pub async fn chat_completions(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let model = req
@@ -303,13 +310,7 @@ pub async fn chat_completions(
         req.stream_options.as_ref().is_some_and(|o| o.include_usage),
     );
     let messages = messages(req.messages)?;
-    let (request, stops) = state.completion(messages, knobs)?;
-    let (out, updates) = mpsc::unbounded_channel();
-    state.queue.push(Job {
-        request,
-        stops,
-        out,
-    })?;
+    let updates = state.start(messages, knobs, caller)?;
     let id = super::response_id("chatcmpl");
     let created = super::unix_now();
     if stream {
@@ -331,11 +332,7 @@ pub async fn chat_completions(
         "model": state.model.id,
         "choices": [{
             "index": 0,
-            "message": {
-                "role": "assistant",
-                "content": summary.answer,
-                "reasoning_content": summary.reasoning,
-            },
+            "message": assistant_message(&summary),
             "finish_reason": summary.finish.reason(),
             "logprobs": null,
         }],
@@ -343,6 +340,15 @@ pub async fn chat_completions(
         "timings": timings(&summary),
     }))
     .into_response())
+}
+
+/// The reply's message; `reasoning_content` only when the model reasoned.
+fn assistant_message(s: &Summary) -> Value {
+    let mut message = json!({"role": "assistant", "content": s.answer});
+    if !s.reasoning.is_empty() {
+        message["reasoning_content"] = json!(s.reasoning);
+    }
+    message
 }
 
 /// llama-server's `timings` (its web UI and some clients read them): the

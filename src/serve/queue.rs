@@ -1,24 +1,34 @@
 //! One model, one generation at a time: requests wait in a bounded queue,
 //! in order, and a dispatcher thread runs each on the engine, passing its
-//! text on as it comes. A request whose client has gone is cancelled at the
-//! next token; stop sequences end the answer where they appear.
+//! text on as it comes. A request whose client has gone leaves the queue at
+//! once, or is cancelled within a token or a prefill batch if it runs; stop
+//! sequences end the answer where they appear.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::sync::{mpsc as std_mpsc, Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::guard::ApiError;
-use crate::chat::{Message, Phase};
+use super::guard::{ApiError, Caller};
+use super::remember::{Remembered, Thread};
+use crate::chat::Phase;
 use crate::engine::{Completion, Engine, EngineError, Event, Stop};
+
+/// How often a running request checks that its client is still there
+/// while the engine is quiet (a long prefill batch).
+const CLIENT_CHECK: Duration = Duration::from_millis(200);
 
 /// What a handler asks of the dispatcher.
 pub struct Job {
     pub request: Completion,
     /// Answer text that ends the answer (not included in it).
     pub stops: Vec<String>,
+    pub caller: Caller,
+    /// The conversation the request continues: its reasoning is remembered
+    /// under it (`None`: not remembered).
+    pub thread: Option<Thread>,
     pub out: mpsc::UnboundedSender<Update>,
 }
 
@@ -56,6 +66,8 @@ impl Finish {
 /// A finished request: its texts and its figures.
 #[derive(Clone, Debug)]
 pub struct Summary {
+    /// The reasoning as shown: without the blank lines the format puts
+    /// around it (empty when the model went straight to the answer).
     pub reasoning: String,
     pub answer: String,
     pub finish: Finish,
@@ -69,38 +81,15 @@ pub struct Summary {
     pub total_seconds: f64,
 }
 
-/// The answers this server wrote and the reasoning behind each: a client
-/// that sends back only the answer gets its reasoning put back, so the
-/// prompt is the trained format and the KV cache still matches.
-#[derive(Default)]
-pub struct Remembered(Mutex<VecDeque<(String, String)>>);
-
-impl Remembered {
-    const KEEP: usize = 64;
-
-    pub fn reasoning_of(&self, answer: &str) -> Option<String> {
-        let kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        kept.iter()
-            .rev()
-            .find(|(a, _)| a == answer)
-            .map(|(_, r)| r.clone())
-    }
-
-    fn keep(&self, answer: &str, reasoning: &str) {
-        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if kept.len() == Self::KEEP {
-            kept.pop_front();
-        }
-        kept.push_back((answer.to_string(), reasoning.to_string()));
-    }
-}
-
 /// What the dispatcher shares with the handlers and the shutdown.
 #[derive(Default)]
 pub struct Shared {
     pub engine: OnceLock<Arc<Engine>>,
     pub shutting_down: AtomicBool,
     pub remembered: Remembered,
+    /// Whose request the KV cache holds: another caller's starts afresh,
+    /// so no caller learns from `cached_tokens` what another one sent.
+    last_caller: Mutex<Option<Caller>>,
 }
 
 impl Shared {
@@ -117,37 +106,93 @@ impl Shared {
     }
 }
 
-/// The handlers' end of the queue.
+/// The waiting requests, oldest first; shared by the handlers, which push,
+/// and the dispatcher, which takes.
 #[derive(Clone)]
-pub struct Queue {
-    tx: mpsc::Sender<Job>,
+pub struct Queue(Arc<QueueInner>);
+
+struct QueueInner {
+    state: Mutex<Waiting>,
+    changed: Condvar,
+    bound: usize,
+}
+
+#[derive(Default)]
+struct Waiting {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+impl Waiting {
+    /// Drops the requests whose clients have hung up.
+    fn forget_abandoned(&mut self) {
+        self.jobs.retain(|j| !j.out.is_closed());
+    }
 }
 
 impl Queue {
-    /// A queue holding at most `bound` waiting requests, and its receiving end.
-    pub fn new(bound: usize) -> (Queue, mpsc::Receiver<Job>) {
-        let (tx, rx) = mpsc::channel(bound.max(1));
-        (Queue { tx }, rx)
+    /// A queue holding at most `bound` waiting requests.
+    pub fn new(bound: usize) -> Queue {
+        Queue(Arc::new(QueueInner {
+            state: Mutex::new(Waiting::default()),
+            changed: Condvar::new(),
+            bound: bound.max(1),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues `job`, or says why not (a 503 that says when to retry).
+    /// Requests whose clients have gone do not count.
     pub fn push(&self, job: Job) -> Result<(), ApiError> {
-        self.tx.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ApiError::unavailable(
+        let mut w = self.lock();
+        if w.closed {
+            return Err(
+                ApiError::unavailable("the server is shutting down", 5).with_code("shutting_down")
+            );
+        }
+        w.forget_abandoned();
+        if w.jobs.len() >= self.0.bound {
+            return Err(ApiError::unavailable(
                 "the server is busy: too many requests are waiting; retry shortly",
                 2,
             )
-            .with_code("queue_full"),
-            mpsc::error::TrySendError::Closed(_) => {
-                ApiError::unavailable("the server is shutting down", 5).with_code("shutting_down")
+            .with_code("queue_full"));
+        }
+        w.jobs.push_back(job);
+        self.0.changed.notify_one();
+        Ok(())
+    }
+
+    /// The next request whose client is still there; `None` once the queue
+    /// is closed and empty.
+    fn take(&self) -> Option<Job> {
+        let mut w = self.lock();
+        loop {
+            w.forget_abandoned();
+            if let Some(job) = w.jobs.pop_front() {
+                return Some(job);
             }
-        })
+            if w.closed {
+                return None;
+            }
+            w = self.0.changed.wait(w).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Takes no more requests; those waiting are still handed out (and
+    /// refused, as the server is shutting down).
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.0.changed.notify_all();
     }
 }
 
-/// Runs the queue's jobs one after the other until every sender is gone.
-pub fn dispatch(shared: &Shared, engine: &Engine, mut jobs: mpsc::Receiver<Job>) {
-    while let Some(job) = jobs.blocking_recv() {
+/// Runs the queue's jobs one after the other until it is closed.
+pub fn dispatch(shared: &Shared, engine: &Engine, queue: &Queue) {
+    while let Some(job) = queue.take() {
         if shared.shutting_down.load(Ordering::SeqCst) {
             let _ = job.out.send(Update::Failed(
                 ApiError::unavailable("the server is shutting down", 5).with_code("shutting_down"),
@@ -158,8 +203,13 @@ pub fn dispatch(shared: &Shared, engine: &Engine, mut jobs: mpsc::Receiver<Job>)
     }
 }
 
-fn run(shared: &Shared, engine: &Engine, job: Job) {
+fn run(shared: &Shared, engine: &Engine, mut job: Job) {
     let started = Instant::now();
+    {
+        let mut last = shared.last_caller.lock().unwrap_or_else(|p| p.into_inner());
+        job.request.fresh = last.is_some_and(|c| c != job.caller);
+        *last = Some(job.caller);
+    }
     let (tx, events) = std_mpsc::channel();
     if let Err(e) = engine.complete(job.request, tx) {
         let _ = job.out.send(Update::Failed(engine_error(&e)));
@@ -181,18 +231,29 @@ fn run(shared: &Shared, engine: &Engine, job: Job) {
     let mut answer_stop = None;
     let mut cancelled = false;
     let mut finished = false;
-    for event in events {
+    let (mut raw_reasoning, mut shown_reasoning) = (String::new(), Trim::default());
+    loop {
+        let event = match events.recv_timeout(CLIENT_CHECK) {
+            Ok(event) => Some(event),
+            Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         if !cancelled && (job.out.is_closed() || shared.shutting_down.load(Ordering::SeqCst)) {
             engine.cancel();
             cancelled = true;
         }
+        let Some(event) = event else { continue };
         match event {
             Event::Text {
                 phase: Phase::Reasoning,
                 text,
             } => {
-                summary.reasoning.push_str(&text);
-                let _ = job.out.send(Update::Reasoning(text));
+                raw_reasoning.push_str(&text);
+                let shown = shown_reasoning.push(&text);
+                if !shown.is_empty() {
+                    summary.reasoning.push_str(&shown);
+                    let _ = job.out.send(Update::Reasoning(shown));
+                }
             }
             Event::Text {
                 phase: Phase::Answer,
@@ -263,8 +324,10 @@ fn run(shared: &Shared, engine: &Engine, job: Job) {
         }
     };
     summary.total_seconds = started.elapsed().as_secs_f64();
-    if summary.finish != Finish::Cancelled {
-        shared.remembered.keep(&summary.answer, &summary.reasoning);
+    if let (Some(thread), true) = (&job.thread, summary.finish != Finish::Cancelled) {
+        shared
+            .remembered
+            .keep(thread, &summary.answer, &raw_reasoning);
     }
     let _ = job.out.send(Update::Done(summary));
 }
@@ -334,28 +397,41 @@ impl StopScan {
     }
 }
 
-/// The messages a request is rendered with: the caller's, but where an
-/// assistant message has no reasoning before it and this server wrote that
-/// answer, its reasoning is put back.
-pub fn with_remembered_reasoning(messages: Vec<Message>, remembered: &Remembered) -> Vec<Message> {
-    use crate::chat::Role;
-    let mut out: Vec<Message> = Vec::with_capacity(messages.len() + 2);
-    for m in messages {
-        let has_reasoning = out.last().is_some_and(|p| p.role == Role::Reasoning);
-        if m.role == Role::Assistant && !has_reasoning {
-            if let Some(r) = remembered.reasoning_of(&m.content) {
-                out.push(Message::new(Role::Reasoning, r));
-            }
+/// Streamed text without the whitespace around it: leading whitespace is
+/// dropped, trailing whitespace held back until text follows it.
+#[derive(Default)]
+struct Trim {
+    started: bool,
+    held: String,
+}
+
+impl Trim {
+    /// Takes the next piece; returns what can be shown now.
+    fn push(&mut self, text: &str) -> String {
+        let text = if self.started {
+            text
+        } else {
+            text.trim_start()
+        };
+        if text.is_empty() {
+            return String::new();
         }
-        out.push(m);
+        self.started = true;
+        let body = text.trim_end();
+        if body.is_empty() {
+            self.held.push_str(text);
+            return String::new();
+        }
+        let mut shown = std::mem::take(&mut self.held);
+        shown.push_str(body);
+        self.held.push_str(&text[body.len()..]);
+        shown
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::Role;
 
     fn scan(stops: &[&str], pieces: &[&str]) -> (String, bool) {
         let mut s = StopScan::new(stops.iter().map(|s| s.to_string()).collect());
@@ -397,38 +473,16 @@ mod tests {
     }
 
     #[test]
-    fn a_known_answer_gets_its_reasoning_back() {
-        let remembered = Remembered::default();
-        remembered.keep("4", "2 + 2 is 4.");
-        let messages = vec![
-            Message::new(Role::System, "sys"),
-            Message::new(Role::User, "2+2?"),
-            Message::new(Role::Assistant, "4"),
-            Message::new(Role::User, "and 3+3?"),
-            Message::new(Role::Assistant, "unknown answer"),
-            Message::new(Role::User, "thanks"),
-        ];
-        let out = with_remembered_reasoning(messages, &remembered);
-        let roles: Vec<Role> = out.iter().map(|m| m.role).collect();
+    fn shown_reasoning_loses_the_blank_lines_around_it() {
+        let show = |pieces: &[&str]| {
+            let mut t = Trim::default();
+            pieces.iter().map(|p| t.push(p)).collect::<String>()
+        };
+        assert_eq!(show(&["\n", "\n"]), "");
         assert_eq!(
-            roles,
-            [
-                Role::System,
-                Role::User,
-                Role::Reasoning,
-                Role::Assistant,
-                Role::User,
-                Role::Assistant,
-                Role::User
-            ]
+            show(&["\n", "First", ", then", "\n\n", "next.", "\n"]),
+            "First, then\n\nnext."
         );
-        assert_eq!(out[2].content, "2 + 2 is 4.");
-        // Given reasoning is kept as it is.
-        let given = vec![
-            Message::new(Role::User, "2+2?"),
-            Message::new(Role::Reasoning, "mine"),
-            Message::new(Role::Assistant, "4"),
-        ];
-        assert_eq!(with_remembered_reasoning(given.clone(), &remembered), given);
+        assert_eq!(show(&[" a ", " b"]), "a  b");
     }
 }
