@@ -89,6 +89,27 @@ pub enum Segment {
     Text(String),
 }
 
+/// The special tokens a raw prompt may spell out.
+const SPECIALS: [&str; 4] = [IM_START, IM_END, REASONING, "<|endoftext|>"];
+
+/// A raw prompt (already in the model's format, or any text to continue):
+/// its special-token names become the tokens, the rest stays text.
+pub fn parse_raw(text: &str) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some((at, special)) = SPECIALS
+        .iter()
+        .filter_map(|s| rest.find(s).map(|at| (at, *s)))
+        .min()
+    {
+        push_text(&mut out, &rest[..at]);
+        out.push(Segment::Special(special));
+        rest = &rest[at + special.len()..];
+    }
+    push_text(&mut out, rest);
+    out
+}
+
 /// Renders `messages` followed by the opener of `phase`.
 pub fn render(messages: &[Message], phase: Phase) -> Vec<Segment> {
     let mut out = render_messages(messages);
@@ -145,6 +166,18 @@ pub fn to_text(segments: &[Segment]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_raw_prompt_spelling_the_format_renders_as_the_format_does() {
+        let m = vec![
+            Message::new(Role::System, "sys"),
+            Message::new(Role::User, "Hi <b>"),
+        ];
+        let rendered = render(&m, Phase::Reasoning);
+        assert_eq!(parse_raw(&to_text(&rendered)), rendered);
+        assert_eq!(parse_raw("plain"), vec![Segment::Text("plain".into())]);
+        assert_eq!(parse_raw(""), vec![]);
+    }
 
     fn history(turns: &[(&str, &str, &str)]) -> Vec<Message> {
         let mut m = vec![Message::new(Role::System, DEFAULT_SYSTEM)];

@@ -1112,7 +1112,7 @@ fn ollama_clients_get_generate_ps_load_unload_and_the_served_context() {
         .collect();
     assert_eq!(response, expected["answer"].as_str().unwrap());
     assert_eq!(lines.last().unwrap()["done"], true);
-    for (field, value) in [("raw", json!(true)), ("images", json!(["aGk="]))] {
+    for (field, value) in [("suffix", json!("end")), ("images", json!(["aGk="]))] {
         let mut body = json!({"model": "tiny", "prompt": "Hello"});
         body[field] = value;
         let (status, e) = post(&api("/api/generate"), &body, None);
@@ -1199,4 +1199,59 @@ fn shown_reasoning_has_no_whitespace_around_it() {
             Some(other) => panic!("{q}: reasoning_content is {other}"),
         }
     }
+}
+
+#[test]
+fn raw_prompts_are_continued_as_they_are() {
+    let server = Server::start(&[], &[]);
+    let expected = run_json("Hello");
+    // The reasoning phase's prompt, spelled out: its continuation is the
+    // reasoning `o1 run` wrote.
+    let prompt = "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n\
+                  <|im_start|>user\nHello<|im_end|>\n<|im_start|><|reasoning|>\n";
+    let body = json!({"model": MODEL, "prompt": prompt, "max_tokens": 6});
+    let (status, v) = post(&server.url("/v1/completions"), &body, None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["choices"][0]["text"], expected["reasoning"]);
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 6);
+    assert_eq!(
+        v["usage"]["prompt_tokens"],
+        expected["stats"]["reasoning"]["prompt_tokens"]
+    );
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let text = client()
+        .post(server.url("/v1/completions"))
+        .json(&streamed)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let data = sse_data(&text);
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let joined: String = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(String::from))
+        .collect();
+    assert_eq!(joined, expected["reasoning"].as_str().unwrap());
+
+    // ollama's raw generate: the same continuation, no thinking.
+    let body = json!({"model": "tiny", "prompt": prompt, "raw": true, "stream": false,
+                      "options": {"num_predict": 6}});
+    let (status, v) = post(&server.url("/api/generate"), &body, None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["response"], expected["reasoning"]);
+    assert!(v.get("thinking").is_none(), "{v}");
+
+    let (status, e) = post(
+        &server.url("/v1/completions"),
+        &json!({"model": MODEL, "prompt": ["a", "b"]}),
+        None,
+    );
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(e["error"]["param"], "prompt");
 }

@@ -137,6 +137,18 @@ pub struct Completion {
     pub fresh: bool,
 }
 
+/// A raw prompt continued as it is, with no template: OpenAI's
+/// `/v1/completions`, ollama's `raw` generate. One generation, reported as
+/// the answer phase.
+#[derive(Clone, Debug)]
+pub struct RawCompletion {
+    pub prompt: String,
+    pub sampling: Sampling,
+    pub limit: usize,
+    /// Start from an empty KV cache.
+    pub fresh: bool,
+}
+
 /// Everything needed to start an engine.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 
 #[cfg(feature = "testing")]
 use super::config::Sampling;
-use super::config::{Completion, EngineConfig, Lookup};
+use super::config::{Completion, EngineConfig, Lookup, RawCompletion};
 #[cfg(feature = "testing")]
 use super::event::Probe;
 use super::event::{BenchRuns, EngineError, Event};
@@ -36,6 +36,11 @@ enum Command {
     Complete {
         id: u64,
         request: Completion,
+        events: Sender<Event>,
+    },
+    CompleteRaw {
+        id: u64,
+        request: RawCompletion,
         events: Sender<Event>,
     },
     SetHistory(Vec<Message>),
@@ -156,6 +161,21 @@ impl Engine {
     pub fn complete(&self, request: Completion, events: Sender<Event>) -> Result<(), EngineError> {
         let id = self.next_id();
         self.send(Command::Complete {
+            id,
+            request,
+            events,
+        })
+    }
+
+    /// Continues a raw prompt (see [`RawCompletion`]); events go out as for
+    /// a turn's answer phase.
+    pub fn complete_raw(
+        &self,
+        request: RawCompletion,
+        events: Sender<Event>,
+    ) -> Result<(), EngineError> {
+        let id = self.next_id();
+        self.send(Command::CompleteRaw {
             id,
             request,
             events,
@@ -368,6 +388,15 @@ fn serve(mut w: Worker<'_>, commands: Receiver<Command>) {
                 events,
             } => {
                 if let Err(e) = w.complete(id, request, &events) {
+                    let _ = events.send(Event::Error(Arc::new(e)));
+                }
+            }
+            Command::CompleteRaw {
+                id,
+                request,
+                events,
+            } => {
+                if let Err(e) = w.complete_raw(id, request, &events) {
                     let _ = events.send(Event::Error(Arc::new(e)));
                 }
             }

@@ -26,7 +26,8 @@ mod text;
 mod turn;
 
 pub use config::{
-    Completion, EngineConfig, GpuLayers, Limits, Lookup, OnFull, Sampling, SamplingOverrides,
+    Completion, EngineConfig, GpuLayers, Limits, Lookup, OnFull, RawCompletion, Sampling,
+    SamplingOverrides,
 };
 #[cfg(feature = "testing")]
 pub use event::Probe;

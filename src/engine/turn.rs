@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use llama_cpp_2::token::LlamaToken;
 
-use super::config::{Completion, EngineConfig, Limits, Lookup, OnFull, Sampling};
+use super::config::{Completion, EngineConfig, Limits, Lookup, OnFull, RawCompletion, Sampling};
 #[cfg(feature = "testing")]
 use super::event::Probe;
 use super::event::{BenchRuns, ContextUsage, EngineError, Event, PhaseStats, Stop};
@@ -341,6 +341,40 @@ impl<'m> Worker<'m> {
         Ok(())
     }
 
+    /// Runs `request` as turn `id`: its prompt continued as it is, as one
+    /// answer phase; only the KV cache carries over.
+    pub(super) fn complete_raw(
+        &mut self,
+        id: u64,
+        request: RawCompletion,
+        events: &Sender<Event>,
+    ) -> Result<(), EngineError> {
+        if request.fresh {
+            self.runner.clear();
+        }
+        let prompt = self.runner.tokenize(&chat::parse_raw(&request.prompt))?;
+        if prompt.is_empty() {
+            return Err(EngineError::EmptyQuestion);
+        }
+        let n_ctx = self.runner.n_ctx();
+        if prompt.len() >= n_ctx {
+            return Err(EngineError::ContextTooSmall {
+                prompt: prompt.len(),
+                reserve: 1,
+                n_ctx,
+            });
+        }
+        let limit = request.limit.min(n_ctx - prompt.len());
+        let saved = std::mem::replace(&mut self.sampling, request.sampling);
+        let result = self.run_tokens(id, &prompt, Phase::Answer, limit, events);
+        self.sampling = saved;
+        result?;
+        let _ = events.send(Event::TurnFinished {
+            usage: self.usage(),
+        });
+        Ok(())
+    }
+
     /// Makes the new turn fit: room after the reasoning prompt for both
     /// phases' limits, or for half the context when the limits are larger
     /// than that (the phases then share the room there is). Old reasoning,
@@ -413,12 +447,24 @@ impl<'m> Worker<'m> {
         limit: usize,
         events: &Sender<Event>,
     ) -> Result<Outcome, EngineError> {
+        let prompt = self.prompt_tokens(messages, phase)?;
+        self.run_tokens(id, &prompt, phase, limit, events)
+    }
+
+    /// [`Self::run_phase`] on a prompt already tokenized.
+    fn run_tokens(
+        &mut self,
+        id: u64,
+        prompt: &[LlamaToken],
+        phase: Phase,
+        limit: usize,
+        events: &Sender<Event>,
+    ) -> Result<Outcome, EngineError> {
         self.know_lookup()?;
         let started = Instant::now();
-        let prompt = self.prompt_tokens(messages, phase)?;
         let flags = &self.flags;
         let prefill = match self.runner.prefill(
-            &prompt,
+            prompt,
             |done, total| {
                 let _ = events.send(Event::Prefilling { phase, done, total });
             },

@@ -35,10 +35,12 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use guard::MAX_BODY_BYTES;
 use guard::{ApiError, Caller};
-use queue::{Job, Queue, Shared, Summary, Update};
+use queue::{Job, Queue, Shared, Summary, Update, Work};
 
 use crate::chat::{Message, Role};
-use crate::engine::{Completion, Engine, EngineConfig, EngineError, Limits, Loaded, Sampling};
+use crate::engine::{
+    Completion, Engine, EngineConfig, EngineError, Limits, Loaded, RawCompletion, Sampling,
+};
 use crate::model::ModelInfo;
 
 /// The port `o1 serve` listens on unless told otherwise (one above ollama's).
@@ -266,7 +268,7 @@ impl AppState {
         let (request, stops, thread) = self.completion(messages, knobs, caller)?;
         let (out, updates) = mpsc::unbounded_channel();
         self.queue.push(Job {
-            request,
+            request: Work::Chat(request),
             stops,
             caller,
             thread,
@@ -309,7 +311,49 @@ impl AppState {
             all.extend(messages);
             None
         };
+        let (sampling, limits, stops) = self.checked(knobs)?;
+        Ok((
+            Completion {
+                messages: all,
+                sampling,
+                limits,
+                fresh: false,
+            },
+            stops,
+            thread,
+        ))
+    }
 
+    /// Queues the continuation of a raw `prompt` (no template, one
+    /// generation of up to the answer budget); returns its updates.
+    fn start_raw(
+        &self,
+        prompt: String,
+        knobs: Knobs,
+        caller: Caller,
+    ) -> Result<mpsc::UnboundedReceiver<Update>, ApiError> {
+        if prompt.is_empty() {
+            return Err(ApiError::invalid_value("prompt", "is empty"));
+        }
+        let (sampling, limits, stops) = self.checked(knobs)?;
+        let (out, updates) = mpsc::unbounded_channel();
+        self.queue.push(Job {
+            request: Work::Raw(RawCompletion {
+                prompt,
+                sampling,
+                limit: limits.answer,
+                fresh: false,
+            }),
+            stops,
+            caller,
+            thread: None,
+            out,
+        })?;
+        Ok(updates)
+    }
+
+    /// The sampling, budgets and stop sequences `knobs` ask for, checked.
+    fn checked(&self, knobs: Knobs) -> Result<(Sampling, Limits, Vec<String>), ApiError> {
         let mut s = self.model.sampling.clone();
         let within = |name: &str, v: f32, min: f32, max: f32| {
             if v >= min && v <= max {
@@ -366,16 +410,7 @@ impl AppState {
                 format!("has {} sequences: at most {MAX_STOPS}", knobs.stops.len()),
             ));
         }
-        Ok((
-            Completion {
-                messages: all,
-                sampling: s,
-                limits,
-                fresh: false,
-            },
-            knobs.stops,
-            thread,
-        ))
+        Ok((s, limits, knobs.stops))
     }
 }
 
@@ -454,6 +489,7 @@ fn router(state: AppState) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{id}", get(openai::model))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/api/chat", post(ollama::chat))
         .route("/api/generate", post(ollama::generate))

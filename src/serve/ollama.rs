@@ -362,9 +362,8 @@ async fn chat_inner(
     Ok(reply.respond(updates, req.stream.unwrap_or(true)).await)
 }
 
-/// `/api/generate`: a prompt, and optionally a system message; `raw`
-/// prompts (already in the model's format) are refused, as o1 always
-/// renders the trained format.
+/// `/api/generate`: a prompt, and optionally a system message, in the
+/// two-phase format; or with `raw`, the prompt continued as it is.
 #[derive(Deserialize)]
 pub struct GenerateRequest {
     model: Option<String>,
@@ -412,12 +411,6 @@ async fn generate_inner(
             "o1's model does not fill in the middle",
         ));
     }
-    if req.raw == Some(true) {
-        return Err(ApiError::unsupported(
-            "raw",
-            "o1 always renders the model's two-phase format; send the text as `prompt` without `raw`",
-        ));
-    }
     if req.template.as_ref().is_some_and(|t| !t.is_empty()) {
         return Err(ApiError::unsupported(
             "template",
@@ -437,6 +430,16 @@ async fn generate_inner(
         reply["done_reason"] = json!(load_or_unload(&req.keep_alive));
         return Ok(Json(reply).into_response());
     }
+    let stream = req.stream.unwrap_or(true);
+    if req.raw == Some(true) {
+        let updates = state.start_raw(req.prompt, knobs, caller)?;
+        let reply = Reply {
+            model,
+            show_thinking: false,
+            kind: Kind::Generate,
+        };
+        return Ok(reply.respond(updates, stream).await);
+    }
     let mut messages = Vec::with_capacity(2);
     if let Some(system) = req.system.filter(|s| !s.is_empty()) {
         messages.push(Message::new(Role::System, system));
@@ -448,7 +451,7 @@ async fn generate_inner(
         show_thinking,
         kind: Kind::Generate,
     };
-    Ok(reply.respond(updates, req.stream.unwrap_or(true)).await)
+    Ok(reply.respond(updates, stream).await)
 }
 
 /// Which route's shape a reply takes.

@@ -46,6 +46,139 @@ pub async fn model(
     })))
 }
 
+/// `/v1/completions`: a raw prompt continued as it is (no template, no
+/// reasoning phase). The prompt may spell the model's markers.
+#[derive(Deserialize)]
+pub struct CompletionRequest {
+    model: Option<String>,
+    prompt: Option<Value>,
+    #[serde(default)]
+    stream: bool,
+    stream_options: Option<StreamOptions>,
+    max_tokens: Option<u64>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<u32>,
+    min_p: Option<f32>,
+    repeat_penalty: Option<f32>,
+    seed: Option<i64>,
+    stop: Option<Stops>,
+    n: Option<u32>,
+    best_of: Option<u32>,
+    echo: Option<bool>,
+    logprobs: Option<Value>,
+    suffix: Option<String>,
+    logit_bias: Option<Value>,
+}
+
+pub async fn completions(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(req): JsonBody<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    let model = req
+        .model
+        .clone()
+        .ok_or_else(|| ApiError::invalid_value("model", "is required"))?;
+    state.check_model(&model)?;
+    let prompt = match req.prompt {
+        Some(Value::String(p)) => p,
+        Some(Value::Array(mut a)) if a.len() == 1 && a[0].is_string() => {
+            a.remove(0).as_str().unwrap_or_default().to_string()
+        }
+        Some(Value::Array(_)) => {
+            return Err(ApiError::unsupported(
+                "prompt",
+                "one prompt per request (a string, or a list of one string)",
+            ))
+        }
+        _ => return Err(ApiError::invalid_value("prompt", "must be a string")),
+    };
+    for (name, asked) in [
+        ("n", req.n.is_some_and(|n| n != 1)),
+        ("best_of", req.best_of.is_some_and(|n| n != 1)),
+        ("echo", req.echo == Some(true)),
+        (
+            "logprobs",
+            req.logprobs.as_ref().is_some_and(|v| !v.is_null()),
+        ),
+        ("suffix", req.suffix.as_ref().is_some_and(|s| !s.is_empty())),
+        (
+            "logit_bias",
+            req.logit_bias
+                .as_ref()
+                .is_some_and(|v| v.as_object().is_some_and(|o| !o.is_empty())),
+        ),
+    ] {
+        if asked {
+            return Err(ApiError::unsupported(
+                name,
+                "o1 writes one plain continuation",
+            ));
+        }
+    }
+    let knobs = Knobs {
+        answer_tokens: req.max_tokens,
+        temperature: req.temperature,
+        top_p: req.top_p,
+        top_k: req.top_k,
+        min_p: req.min_p,
+        repeat_penalty: req.repeat_penalty,
+        seed: req.seed,
+        stops: req.stop.map_or_else(Vec::new, Stops::into_vec),
+        ..Knobs::default()
+    };
+    let updates = state.start_raw(prompt, knobs, caller)?;
+    let id = super::response_id("cmpl");
+    let created = super::unix_now();
+    let model = state.model.id.clone();
+    let choice = move |text: &str, finish: Option<&str>| {
+        json!({
+            "id": id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}],
+        })
+    };
+    if !req.stream {
+        let s = super::finished(updates).await?;
+        let mut reply = choice(&s.answer, Some(s.finish.reason()));
+        reply["usage"] = usage(&s);
+        return Ok(Json(reply).into_response());
+    }
+    let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
+    let data = |v: &Value| SseEvent::default().data(v.to_string());
+    let events = stream::unfold((updates, false), move |(mut updates, over)| {
+        let choice = choice.clone();
+        async move {
+            if over {
+                return None;
+            }
+            let (events, over) = match updates.recv().await? {
+                Update::Reasoning(_) => (vec![], false),
+                Update::Answer(t) => (vec![data(&choice(&t, None))], false),
+                Update::Done(s) if s.finish == Finish::Cancelled => {
+                    (vec![error_event(&super::cancelled())], true)
+                }
+                Update::Done(s) => {
+                    let mut last = choice("", Some(s.finish.reason()));
+                    if include_usage {
+                        last["usage"] = usage(&s);
+                    }
+                    (vec![data(&last), SseEvent::default().data("[DONE]")], true)
+                }
+                Update::Failed(e) => (vec![error_event(&e)], true),
+            };
+            Some((events, (updates, over)))
+        }
+    })
+    .flat_map(|events| stream::iter(events.into_iter().map(Ok::<_, Infallible>)));
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
 /// `/v1/embeddings`: this model writes text and has no embeddings.
 pub async fn embeddings() -> ApiError {
     ApiError::unsupported_capability("embeddings")

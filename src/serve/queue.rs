@@ -14,15 +14,23 @@ use tokio::sync::mpsc;
 use super::guard::{ApiError, Caller};
 use super::remember::{Remembered, Thread};
 use crate::chat::Phase;
-use crate::engine::{Completion, Engine, EngineError, Event, Stop};
+use crate::engine::{Completion, Engine, EngineError, Event, RawCompletion, Stop};
 
 /// How often a running request checks that its client is still there
 /// while the engine is quiet (a long prefill batch).
 const CLIENT_CHECK: Duration = Duration::from_millis(200);
 
+/// A generation to run.
+pub enum Work {
+    /// Messages in the two-phase format: reasoning, then answer.
+    Chat(Completion),
+    /// A raw prompt continued as it is (its text comes as the answer's).
+    Raw(RawCompletion),
+}
+
 /// What a handler asks of the dispatcher.
 pub struct Job {
-    pub request: Completion,
+    pub request: Work,
     /// Answer text that ends the answer (not included in it).
     pub stops: Vec<String>,
     pub caller: Caller,
@@ -207,11 +215,19 @@ fn run(shared: &Shared, engine: &Engine, mut job: Job) {
     let started = Instant::now();
     {
         let mut last = shared.last_caller.lock().unwrap_or_else(|p| p.into_inner());
-        job.request.fresh = last.is_some_and(|c| c != job.caller);
+        let fresh = last.is_some_and(|c| c != job.caller);
+        match &mut job.request {
+            Work::Chat(c) => c.fresh = fresh,
+            Work::Raw(r) => r.fresh = fresh,
+        }
         *last = Some(job.caller);
     }
     let (tx, events) = std_mpsc::channel();
-    if let Err(e) = engine.complete(job.request, tx) {
+    let started_work = match job.request {
+        Work::Chat(c) => engine.complete(c, tx),
+        Work::Raw(r) => engine.complete_raw(r, tx),
+    };
+    if let Err(e) = started_work {
         let _ = job.out.send(Update::Failed(engine_error(&e)));
         return;
     }
@@ -287,6 +303,11 @@ fn run(shared: &Shared, engine: &Engine, mut job: Job) {
                         }
                     }
                     Phase::Answer => {
+                        if summary.prompt_tokens == 0 {
+                            // A raw prompt: the answer phase is the only one.
+                            summary.prompt_tokens = stats.prompt_tokens;
+                            summary.cached_tokens = stats.reused_tokens;
+                        }
                         summary.answer_tokens = stats.generated_tokens;
                         answer_stop = Some(stop);
                     }
