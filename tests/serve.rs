@@ -771,13 +771,13 @@ fn a_model_that_cannot_load_ends_the_server_with_its_error() {
 /// The official `openai` Python package against the server: streamed and
 /// not, the texts equal `o1 run --json`'s, later turns report cached tokens.
 #[test]
-#[ignore = "needs Python and the openai package from PyPI (`just test` runs it)"]
-fn the_openai_python_client_gets_the_reasoning_and_the_answer() {
+#[ignore = "needs Python and the openai and ollama packages from PyPI (`just test` runs it)"]
+fn the_official_openai_and_ollama_python_clients_get_the_reasoning_and_the_answer() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let venv = dirs_cache().join("openai-venv");
+    let venv = dirs_cache().join("clients-venv");
     let python = Command::new(format!("{root}/scripts/python-env"))
         .arg(&venv)
-        .arg(format!("{root}/tests/openai/requirements.txt"))
+        .arg(format!("{root}/tests/clients/requirements.txt"))
         .output()
         .unwrap();
     assert!(
@@ -788,23 +788,26 @@ fn the_openai_python_client_gets_the_reasoning_and_the_answer() {
     let python = String::from_utf8(python.stdout).unwrap().trim().to_string();
     let server = Server::start(&[], &[]);
     let expected = run_json("What is 2+2?");
-    let out = Command::new(python)
-        .arg(format!("{root}/tests/openai/client.py"))
-        .arg(format!("{}/v1", server.base))
-        .arg(MODEL)
-        .arg(expected.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for (script, base) in [
+        ("openai_client.py", format!("{}/v1", server.base)),
+        ("ollama_client.py", server.base.clone()),
+    ] {
+        let out = Command::new(&python)
+            .arg(format!("{root}/tests/clients/{script}"))
+            .arg(base)
+            .arg(MODEL)
+            .arg(expected.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
-/// o1's cache folder (`$O1_CACHE_DIR`, else ~/.cache/o1), where the
-/// tests' Python environments are kept between runs.
 fn dirs_cache() -> PathBuf {
     std::env::var_os("O1_CACHE_DIR")
         .map(PathBuf::from)
@@ -1254,4 +1257,81 @@ fn raw_prompts_are_continued_as_they_are() {
     );
     assert_eq!(status, 400, "{e}");
     assert_eq!(e["error"]["param"], "prompt");
+}
+
+#[test]
+fn the_responses_api_gives_the_reasoning_as_an_item_streamed_or_not() {
+    let server = Server::start(&[], &[]);
+    let expected = run_json("What is 2+2?");
+    let url = server.url("/v1/responses");
+    let body = json!({"model": MODEL, "input": "What is 2+2?"});
+    let (status, v) = post(&url, &body, None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"], "response");
+    let output = v["output"].as_array().unwrap();
+    let message = output.last().unwrap();
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["content"][0]["text"], expected["answer"]);
+    let reasoning = shown(&expected["reasoning"]);
+    if !reasoning.is_empty() {
+        assert_eq!(output[0]["type"], "reasoning");
+        assert_eq!(output[0]["content"][0]["text"], reasoning);
+    }
+    // The answer ran out of tokens: incomplete, as the API says it.
+    assert_eq!(v["status"], "incomplete");
+    assert_eq!(v["incomplete_details"]["reason"], "max_output_tokens");
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let text = client()
+        .post(&url)
+        .json(&streamed)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let events: Vec<Value> = sse_data(&text)
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds[..2], ["response.created", "response.in_progress"]);
+    assert_eq!(*kinds.last().unwrap(), "response.incomplete");
+    let numbers: Vec<u64> = events
+        .iter()
+        .map(|e| e["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, (0..events.len() as u64).collect::<Vec<_>>());
+    let deltas = |kind: &str| -> String {
+        events
+            .iter()
+            .filter(|e| e["type"] == kind)
+            .map(|e| e["delta"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(deltas("response.reasoning_text.delta"), reasoning);
+    assert_eq!(
+        deltas("response.output_text.delta"),
+        expected["answer"].as_str().unwrap()
+    );
+
+    // A conversation sent back as items, reasoning item included.
+    let (status, v) = post(
+        &url,
+        &json!({"model": MODEL, "input": [
+            {"role": "user", "content": "What is 2+2?"},
+            {"type": "reasoning", "summary": [], "content": [{"type": "reasoning_text", "text": "Add them."}]},
+            {"role": "assistant", "content": [{"type": "output_text", "text": "4"}]},
+            {"role": "user", "content": [{"type": "input_text", "text": "And 3+3?"}]},
+        ]}),
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, e) = post(
+        &url,
+        &json!({"model": MODEL, "input": "hi", "previous_response_id": "resp_1"}),
+        None,
+    );
+    assert_eq!(status, 400);
+    assert_eq!(e["error"]["param"], "previous_response_id");
 }

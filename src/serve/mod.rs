@@ -4,8 +4,12 @@
 //!
 //! - `guard`: errors, the access log, the origin check, the API key, bodies;
 //! - `queue`: one generation at a time, in order, on the engine thread;
-//! - `openai`: `/v1/models`, `/v1/chat/completions`;
-//! - `ollama`: `/api/chat`, `/api/tags`, `/api/show`, `/api/version`.
+//! - `listen`: connections, their timeouts and their cap;
+//! - `remember`: the reasoning behind this server's answers, per conversation;
+//! - `openai`: `/v1/models`, `/v1/chat/completions`, `/v1/completions`;
+//! - `responses`: `/v1/responses`, OpenAI's newer API;
+//! - `ollama`: `/api/chat`, `/api/generate`, `/api/tags`, `/api/ps`,
+//!   `/api/show`, `/api/version`.
 //!
 //! The HTTP side runs on a small tokio runtime; the engine keeps its own
 //! thread, and a dispatcher thread passes each request's events from one to
@@ -18,6 +22,7 @@ mod ollama;
 mod openai;
 mod queue;
 mod remember;
+mod responses;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -490,6 +495,7 @@ fn router(state: AppState) -> Router {
         .route("/v1/models/{id}", get(openai::model))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/responses", post(responses::create))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/api/chat", post(ollama::chat))
         .route("/api/generate", post(ollama::generate))
