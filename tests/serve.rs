@@ -475,6 +475,10 @@ fn bad_requests_get_json_errors_that_name_the_problem() {
             json!({"messages": [{"role": "user", "content": "hi"}]}),
             "model",
         ),
+        (
+            json!({"model": MODEL, "stop": ["x".repeat(2000)], "messages": [{"role": "user", "content": "hi"}]}),
+            "stop",
+        ),
     ] {
         let (status, e) = server.chat(&body);
         assert_eq!(status, 400, "{body}: {e}");

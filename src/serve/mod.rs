@@ -238,8 +238,10 @@ pub fn push_message(
     out.push(Message::new(role, content));
 }
 
-/// The most stop sequences a request may give.
+/// The most stop sequences a request may give, and the longest one (each
+/// is looked for in every piece of the answer).
 const MAX_STOPS: usize = 16;
+const MAX_STOP_BYTES: usize = 1024;
 
 impl AppState {
     /// The context this server serves: the loaded one, or before the load
@@ -413,6 +415,15 @@ impl AppState {
             return Err(ApiError::invalid_value(
                 "stop",
                 format!("has {} sequences: at most {MAX_STOPS}", knobs.stops.len()),
+            ));
+        }
+        if let Some(long) = knobs.stops.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+            return Err(ApiError::invalid_value(
+                "stop",
+                format!(
+                    "has a sequence of {} bytes: at most {MAX_STOP_BYTES}",
+                    long.len()
+                ),
             ));
         }
         Ok((s, limits, knobs.stops))
