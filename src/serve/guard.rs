@@ -9,6 +9,7 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -184,7 +185,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        if let Some(n) = declared.filter(|&n| n > MAX_BODY_BYTES as u64) {
+            // A client reads the answer only once it has sent its body: a
+            // body of a few times the limit is read and dropped first, so
+            // the client learns why; a larger one is refused unread.
+            if n <= 4 * MAX_BODY_BYTES as u64 {
+                let mut body = req.into_body();
+                let _ = tokio::time::timeout(BODY_TIMEOUT, async {
+                    while let Some(Ok(_)) = body.frame().await {}
+                })
+                .await;
+            }
             return Err(too_large());
         }
         let read = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES);
