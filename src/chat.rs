@@ -9,11 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-pub const IM_START: &str = "<|im_start|>";
-pub const IM_END: &str = "<|im_end|>";
-pub use o1_gguf::keys::REASONING_TOKEN as REASONING;
-/// The system message of the model card's reference loop.
-pub const DEFAULT_SYSTEM: &str = "You are a helpful assistant";
+use o1_gguf::prompt::{ASSISTANT_ROLE, SYSTEM_ROLE, USER_ROLE};
+pub use o1_gguf::prompt::{DEFAULT_SYSTEM, END_OF_TEXT, IM_END, IM_START, REASONING};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -29,10 +26,10 @@ impl Role {
     /// The role as it appears after `<|im_start|>`, and whether it is a special token.
     fn marker(self) -> (&'static str, bool) {
         match self {
-            Role::System => ("system", false),
-            Role::User => ("user", false),
+            Role::System => (SYSTEM_ROLE, false),
+            Role::User => (USER_ROLE, false),
             Role::Reasoning => (REASONING, true),
-            Role::Assistant => ("assistant", false),
+            Role::Assistant => (ASSISTANT_ROLE, false),
         }
     }
 }
@@ -90,7 +87,7 @@ pub enum Segment {
 }
 
 /// The special tokens a raw prompt may spell out.
-const SPECIALS: [&str; 4] = [IM_START, IM_END, REASONING, "<|endoftext|>"];
+const SPECIALS: [&str; 4] = [IM_START, IM_END, REASONING, END_OF_TEXT];
 
 /// A raw prompt (already in the model's format, or any text to continue):
 /// its special-token names become the tokens, the rest stays text.
@@ -166,6 +163,58 @@ pub fn to_text(segments: &[Segment]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The GGUF's chat template, rendered by a Jinja engine as other
+    /// runners do.
+    fn jinja(messages: &[Message], add_generation_prompt: bool) -> String {
+        let template = o1_gguf::prompt::chat_template();
+        let mut env = minijinja::Environment::new();
+        env.add_template("chat", &template).unwrap();
+        let messages: Vec<_> = messages
+            .iter()
+            .map(|m| {
+                let role = match m.role {
+                    Role::Reasoning => REASONING,
+                    other => other.marker().0,
+                };
+                minijinja::context! { role => role, content => m.content.clone() }
+            })
+            .collect();
+        env.get_template("chat")
+            .unwrap()
+            .render(minijinja::context! { messages => messages, add_generation_prompt => add_generation_prompt })
+            .unwrap()
+    }
+
+    #[test]
+    fn the_gguf_template_renders_exactly_what_o1_sends() {
+        let turns = [("Hi", "Greet back.", "Hello!"), ("2+2?", "Add: 4.", "4")];
+        for n in 0..=turns.len() {
+            let mut m = history(&turns[..n]);
+            m.push(Message::new(Role::User, "And now?"));
+            // The reasoning phase's prompt.
+            assert_eq!(
+                jinja(&m, true),
+                to_text(&render(&m, Phase::Reasoning)),
+                "{n} turns"
+            );
+            // The answer phase's, after the reasoning.
+            m.push(Message::new(Role::Reasoning, "Think it over."));
+            assert_eq!(
+                jinja(&m, true),
+                to_text(&render(&m, Phase::Answer)),
+                "{n} turns"
+            );
+            // A whole conversation, and one without reasoning messages.
+            m.push(Message::new(Role::Assistant, "Done."));
+            assert_eq!(jinja(&m, false), to_text(&render_messages(&m)));
+            m.retain(|x| x.role != Role::Reasoning);
+            assert_eq!(jinja(&m, false), to_text(&render_messages(&m)));
+            // No system message: the template puts the default one first.
+            let without: Vec<Message> = m[1..].to_vec();
+            assert_eq!(jinja(&without, false), to_text(&render_messages(&m)));
+        }
+    }
 
     #[test]
     fn a_raw_prompt_spelling_the_format_renders_as_the_format_does() {

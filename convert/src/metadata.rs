@@ -11,26 +11,6 @@ use o1_gguf::keys::{
 use crate::config::{GenerationConfig, ModelConfig};
 use crate::vocab::Vocab;
 
-/// A Jinja chat template that renders the two-phase turn: after a user
-/// message the generation prompt opens the reasoning phase, after a
-/// reasoning message it opens the answer. The system message defaults to
-/// the one the model was trained with.
-pub const CHAT_TEMPLATE: &str = concat!(
-    "{%- if not messages or messages[0]['role'] != 'system' %}",
-    "{{- '<|im_start|>system\\nYou are a helpful assistant<|im_end|>\\n' }}",
-    "{%- endif %}",
-    "{%- for message in messages %}",
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}",
-    "{%- endfor %}",
-    "{%- if add_generation_prompt %}",
-    "{%- if messages and messages[-1]['role'] == '<|reasoning|>' %}",
-    "{{- '<|im_start|>assistant\\n' }}",
-    "{%- else %}",
-    "{{- '<|im_start|><|reasoning|>\\n' }}",
-    "{%- endif %}",
-    "{%- endif %}",
-);
-
 /// Everything the metadata is built from.
 pub struct ModelMeta<'a> {
     pub name: &'a str,
@@ -101,7 +81,7 @@ pub fn build(m: &ModelMeta) -> Vec<(String, Value)> {
     put("tokenizer.ggml.add_bos_token", Value::Bool(v.add_bos));
     put(
         "tokenizer.chat_template",
-        Value::String(CHAT_TEMPLATE.into()),
+        Value::String(o1_gguf::prompt::chat_template()),
     );
 
     put(KEY_FORMAT, Value::U32(O1_FORMAT_VERSION));

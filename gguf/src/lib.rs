@@ -2,6 +2,7 @@
 //!
 //! - [`format`]: GGUF v3, a streaming writer and a bounds-checked reader;
 //! - [`keys`]: o1's own metadata keys and its reasoning token;
+//! - [`prompt`]: the chat format's markers, default system message and template;
 //! - [`ggml`]: ggml's tensor types and llama.cpp's file types;
 //! - [`llama`]: the process-wide llama.cpp backend and its captured log;
 //! - [`cpu`]: which of llama.cpp's CPU paths runs, proven on this machine;
@@ -16,6 +17,7 @@ pub mod format;
 pub mod ggml;
 pub mod keys;
 pub mod llama;
+pub mod prompt;
 pub mod scoring;
 
 /// Measurements worth keeping between runs (`~/.cache/o1` on Linux):

@@ -140,15 +140,14 @@ pub async fn show(
         "num_ctx {n_ctx}\ntemperature {}\ntop_k {}\ntop_p {}\nmin_p {}\nrepeat_penalty {}\nnum_predict {}",
         s.temperature, s.top_k, s.top_p, s.min_p, s.repeat_penalty, state.model.limits.answer
     );
-    for stop in ["<|im_end|>", "<|endoftext|>"] {
+    for stop in o1_gguf::prompt::STOPS {
         parameters.push_str(&format!("\nstop \"{stop}\""));
     }
     Ok(Json(json!({
         "license": "",
         "modelfile": format!("# o1 serves {}\nFROM {}", state.model.id, info.path.display()),
         "parameters": parameters,
-        "template": "{{ range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}\
-                     <|im_start|><|reasoning|>\n … <|im_end|>\n<|im_start|>assistant\n",
+        "template": go_template(),
         "details": details(&state),
         "model_info": {
             "general.architecture": arch,
@@ -165,6 +164,16 @@ pub async fn show(
         "capabilities": ["completion", "thinking"],
         "modified_at": modified_at(&state),
     })))
+}
+
+/// The format in the Go template syntax ollama shows (its two phases: the
+/// reasoning opener is the generation prompt; the answer's follows the
+/// reasoning message).
+fn go_template() -> String {
+    use crate::chat::{IM_END, IM_START, REASONING};
+    format!(
+        "{{{{ range .Messages }}}}{IM_START}{{{{ .Role }}}}\n{{{{ .Content }}}}{IM_END}\n{{{{ end }}}}{IM_START}{REASONING}\n"
+    )
 }
 
 #[derive(Deserialize)]
