@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use clap::ValueEnum;
 use o1_gguf::ggml::OutputType;
 
-use crate::engine::{EngineConfig, GpuLayers, Limits, Lookup, OnFull, SamplingOverrides};
+use crate::engine::{bounds, EngineConfig, GpuLayers, Limits, Lookup, OnFull, SamplingOverrides};
 use crate::memory::Size;
 use crate::model::KvType;
 
@@ -40,31 +40,22 @@ pub struct Setting<T> {
 }
 
 /// The table. One line per setting: name, type, key, environment variable,
-/// built-in default, help, and for numbers the bounds of a sane value.
+/// built-in default, help, and for numbers the range of a sane value.
 macro_rules! settings {
     ($($name:ident: $ty:ty = $key:literal, $env:literal, $builtin:expr, $help:literal
-        $(, $min:literal ..= $max:literal)?;)*) => {
+        $(, $range:expr)?;)*) => {
         $(pub const $name: Setting<$ty> = Setting {
             key: $key,
             env: $env,
             builtin: $builtin,
             help: $help,
-            check: settings!(@check $ty $(, $min, $max)?),
+            check: settings!(@check $ty $(, $range)?),
         };)*
         /// Every setting, in the order `o1 config` lists them.
         pub const ALL: &[&dyn AnySetting] = &[$(&$name),*];
     };
     (@check $ty:ty) => { |_| Ok(()) };
-    (@check $ty:ty, $min:literal, $max:literal) => { |v: &$ty| within(*v, $min, $max) };
-}
-
-/// `Ok` for a value from `min` to `max` (never for NaN).
-fn within<T: PartialOrd + std::fmt::Display>(v: T, min: T, max: T) -> Result<(), String> {
-    if v >= min && v <= max {
-        Ok(())
-    } else {
-        Err(format!("is {v}: must be from {min} to {max}"))
-    }
+    (@check $ty:ty, $range:expr) => { |v: &$ty| bounds::check(*v, &$range) };
 }
 
 use Builtin::{Derived, Value};
@@ -93,23 +84,23 @@ settings! {
     SYSTEM: String = "system", "O1_SYSTEM", Value(|| crate::chat::DEFAULT_SYSTEM.to_string()),
         "The system message (\"\" for none)";
     MAX_REASONING: usize = "max_reasoning", "O1_MAX_REASONING", Value(|| Limits::default().reasoning),
-        "Token budget of the reasoning phase", 0..=1_048_576;
+        "Token budget of the reasoning phase", bounds::TOKENS;
     MAX_ANSWER: usize = "max_answer", "O1_MAX_ANSWER", Value(|| Limits::default().answer),
-        "Token budget of the answer phase", 0..=1_048_576;
+        "Token budget of the answer phase", bounds::TOKENS;
     ON_FULL: OnFull = "on_full", "O1_ON_FULL", Value(OnFull::default),
         "When a turn does not fit: drop old reasoning, then old turns; or stop";
     LOOKUP: Lookup = "lookup", "O1_LOOKUP", Value(Lookup::default),
         "Lookup decoding in greedy phases: guess the next tokens from the context and check them in one decode, where that gives the same output and pays (measured)";
     TEMPERATURE: f32 = "temperature", "O1_TEMPERATURE", Derived("the model's: greedy for O1"),
-        "Sampling temperature (0: greedy)", 0.0..=100.0;
+        "Sampling temperature (0: greedy)", bounds::TEMPERATURE;
     TOP_K: u32 = "top_k", "O1_TOP_K", Derived("the model's"),
         "Top-k sampling (0: off)";
     TOP_P: f32 = "top_p", "O1_TOP_P", Derived("the model's"),
-        "Top-p (nucleus) sampling (1: off)", 0.0..=1.0;
+        "Top-p (nucleus) sampling (1: off)", bounds::TOP_P;
     MIN_P: f32 = "min_p", "O1_MIN_P", Derived("the model's"),
-        "Min-p sampling (0: off)", 0.0..=1.0;
+        "Min-p sampling (0: off)", bounds::MIN_P;
     REPEAT_PENALTY: f32 = "repeat_penalty", "O1_REPEAT_PENALTY", Derived("the model's"),
-        "Repetition penalty over the last 64 tokens (1: off)", 0.01..=100.0;
+        "Repetition penalty over the last 64 tokens (1: off)", bounds::REPEAT_PENALTY;
     SEED: u32 = "seed", "O1_SEED", Derived("fixed"),
         "Random seed for sampling";
     REASONING: ReasoningView = "reasoning", "O1_REASONING", Value(ReasoningView::default),

@@ -87,6 +87,37 @@ pub struct Sampling {
     pub logit_bias: Vec<(u32, f32)>,
 }
 
+/// The sane values of each sampling knob and budget: the one check that
+/// the settings (flags, environment, config file) and the server's request
+/// fields both apply.
+pub mod bounds {
+    use std::ops::RangeInclusive;
+
+    pub const TEMPERATURE: RangeInclusive<f32> = 0.0..=100.0;
+    pub const TOP_P: RangeInclusive<f32> = 0.0..=1.0;
+    pub const MIN_P: RangeInclusive<f32> = 0.0..=1.0;
+    pub const REPEAT_PENALTY: RangeInclusive<f32> = 0.01..=100.0;
+    /// A phase's token budget.
+    pub const TOKENS: RangeInclusive<usize> = 0..=1 << 20;
+
+    /// `Ok` for a value within `range` (never for NaN); `Err` completes the
+    /// sentence "`name` …".
+    pub fn check<T: PartialOrd + std::fmt::Display>(
+        v: T,
+        range: &RangeInclusive<T>,
+    ) -> Result<(), String> {
+        if range.contains(&v) {
+            Ok(())
+        } else {
+            Err(format!(
+                "is {v}: must be from {} to {}",
+                range.start(),
+                range.end()
+            ))
+        }
+    }
+}
+
 impl Sampling {
     /// The checkpoint's defaults (greedy unless it samples) under the user's overrides.
     pub fn resolve(model: &model::GenerationDefaults, o: &SamplingOverrides) -> Self {

@@ -26,7 +26,7 @@ mod text;
 mod turn;
 
 pub use config::{
-    Completion, EngineConfig, GpuLayers, Limits, Lookup, OnFull, RawCompletion, Sampling,
+    bounds, Completion, EngineConfig, GpuLayers, Limits, Lookup, OnFull, RawCompletion, Sampling,
     SamplingOverrides,
 };
 #[cfg(feature = "testing")]

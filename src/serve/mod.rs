@@ -2,7 +2,9 @@
 //! OpenAI's chat completions and ollama's chat, with the reasoning kept
 //! apart from the answer.
 //!
-//! - `guard`: errors, the access log, the origin check, the API key, bodies;
+//! - `guard`: errors, the access log, the host and origin checks, the API
+//!   key, bodies;
+//! - `request`: a request's fields checked and translated for the engine;
 //! - `queue`: one generation at a time, in order, on the engine thread;
 //! - `listen`: connections, their timeouts and their cap;
 //! - `remember`: the reasoning behind this server's answers, per conversation;
@@ -22,6 +24,7 @@ mod ollama;
 mod openai;
 mod queue;
 mod remember;
+mod request;
 mod responses;
 
 use std::net::SocketAddr;
@@ -38,14 +41,11 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use guard::ApiError;
 pub use guard::MAX_BODY_BYTES;
-use guard::{ApiError, Caller};
-use queue::{Job, Queue, Shared, Summary, Update, Work};
+use queue::{Queue, Shared, Summary, Update};
 
-use crate::chat::{Message, Role};
-use crate::engine::{
-    Completion, Engine, EngineConfig, EngineError, Limits, Loaded, RawCompletion, Sampling,
-};
+use crate::engine::{Engine, EngineConfig, EngineError, Limits, Loaded, Sampling};
 use crate::model::ModelInfo;
 
 /// The port `o1 serve` listens on unless told otherwise (one above ollama's).
@@ -134,300 +134,6 @@ pub struct AppState {
     model: Arc<ServedModel>,
     shared: Arc<Shared>,
     queue: Queue,
-}
-
-/// How much a request lets the model reason, by name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Effort {
-    None,
-    Minimal,
-    Low,
-    Medium,
-    High,
-}
-
-impl Effort {
-    pub fn parse(s: &str) -> Option<Effort> {
-        Some(match s {
-            "none" => Effort::None,
-            "minimal" => Effort::Minimal,
-            "low" => Effort::Low,
-            "medium" => Effort::Medium,
-            "high" => Effort::High,
-            _ => return None,
-        })
-    }
-
-    /// The reasoning budget, as a share of the server's own (`high` is all
-    /// of it, as is a request that names no effort).
-    pub fn budget(self, full: usize) -> usize {
-        match self {
-            Effort::None => 0,
-            Effort::Minimal => full / 16,
-            Effort::Low => full / 4,
-            Effort::Medium => full / 2,
-            Effort::High => full,
-        }
-    }
-}
-
-/// What a request sets, in either API's words, before it is checked.
-#[derive(Debug, Default)]
-pub struct Knobs {
-    pub answer_tokens: Option<u64>,
-    pub reasoning_tokens: Option<u64>,
-    pub effort: Option<Effort>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub top_k: Option<u32>,
-    pub min_p: Option<f32>,
-    pub repeat_penalty: Option<f32>,
-    pub seed: Option<i64>,
-    pub stops: Vec<String>,
-}
-
-/// The role names an API gives messages, besides `user` and `assistant`.
-pub struct RoleNames {
-    pub system: &'static [&'static str],
-    /// Tool results, which o1 cannot have.
-    pub tool: &'static [&'static str],
-    /// Every accepted name, for the error.
-    pub listed: &'static str,
-}
-
-/// Message `i`'s role in the model's terms; tool calls and tool results
-/// are refused by name.
-pub fn message_role(
-    i: usize,
-    role: &str,
-    calls_tools: bool,
-    names: &RoleNames,
-) -> Result<Role, ApiError> {
-    if calls_tools {
-        return Err(ApiError::unsupported(
-            &format!("messages[{i}].tool_calls"),
-            "o1 does not call tools",
-        ));
-    }
-    match role {
-        "user" => Ok(Role::User),
-        "assistant" => Ok(Role::Assistant),
-        r if names.system.contains(&r) => Ok(Role::System),
-        r if names.tool.contains(&r) => Err(ApiError::unsupported(
-            &format!("messages[{i}].role"),
-            "o1 does not call tools, so there are no tool results",
-        )),
-        other => Err(ApiError::invalid_value(
-            &format!("messages[{i}].role"),
-            format!("is `{other}`: must be {}", names.listed),
-        )),
-    }
-}
-
-/// Appends a message; an assistant message's reasoning goes before it as
-/// that turn's `<|reasoning|>` message.
-pub fn push_message(
-    out: &mut Vec<Message>,
-    role: Role,
-    content: String,
-    reasoning: Option<String>,
-) {
-    if let Some(reasoning) = reasoning.filter(|_| role == Role::Assistant) {
-        out.push(Message::new(Role::Reasoning, reasoning));
-    }
-    out.push(Message::new(role, content));
-}
-
-/// The most stop sequences a request may give, and the longest one (each
-/// is looked for in every piece of the answer).
-const MAX_STOPS: usize = 16;
-const MAX_STOP_BYTES: usize = 1024;
-
-impl AppState {
-    /// The context this server serves: the loaded one, or before the load
-    /// the one asked for (else the trained length).
-    fn served_context(&self) -> usize {
-        match self.shared.engine.get() {
-            Some(engine) => engine.loaded().n_ctx,
-            None => self
-                .model
-                .n_ctx
-                .map_or(self.model.info.n_ctx_train as usize, |n| n as usize),
-        }
-    }
-
-    fn check_model(&self, name: &str) -> Result<(), ApiError> {
-        if self.model.answers_to(name) {
-            Ok(())
-        } else {
-            Err(ApiError::unknown_model(name, &self.model.id))
-        }
-    }
-
-    /// Queues the generation for `messages` under `knobs` (see
-    /// [`Self::completion`]); returns its updates.
-    fn start(
-        &self,
-        messages: Vec<Message>,
-        knobs: Knobs,
-        caller: Caller,
-    ) -> Result<mpsc::UnboundedReceiver<Update>, ApiError> {
-        let (request, stops, thread) = self.completion(messages, knobs, caller)?;
-        let (out, updates) = mpsc::unbounded_channel();
-        self.queue.push(Job {
-            request: Work::Chat(request),
-            stops,
-            caller,
-            thread,
-            out,
-        })?;
-        Ok(updates)
-    }
-
-    /// The engine request for `messages` under `knobs`: the server's system
-    /// message when the request has none, remembered reasoning put back (in
-    /// this caller's conversation only), sampling and budgets checked.
-    /// Returns it with the stop sequences and the conversation's thread.
-    fn completion(
-        &self,
-        messages: Vec<Message>,
-        knobs: Knobs,
-        caller: Caller,
-    ) -> Result<(Completion, Vec<String>, Option<remember::Thread>), ApiError> {
-        if messages.is_empty() {
-            return Err(ApiError::invalid_value("messages", "is empty"));
-        }
-        match messages.last() {
-            Some(m) if m.role == Role::User && !m.content.trim().is_empty() => {}
-            _ => {
-                return Err(ApiError::invalid_value(
-                    "messages",
-                    "must end with a user message that has some text",
-                ))
-            }
-        }
-        let mut all = Vec::with_capacity(messages.len() + 1);
-        if !messages.iter().any(|m| m.role == Role::System) && !self.model.system.is_empty() {
-            all.push(Message::new(Role::System, self.model.system.clone()));
-        }
-        let thread = if self.options.remember_reasoning {
-            let (messages, thread) = self.shared.remembered.restore(messages, caller);
-            all.extend(messages);
-            Some(thread)
-        } else {
-            all.extend(messages);
-            None
-        };
-        let (sampling, limits, stops) = self.checked(knobs)?;
-        Ok((
-            Completion {
-                messages: all,
-                sampling,
-                limits,
-                fresh: false,
-            },
-            stops,
-            thread,
-        ))
-    }
-
-    /// Queues the continuation of a raw `prompt` (no template, one
-    /// generation of up to the answer budget); returns its updates.
-    fn start_raw(
-        &self,
-        prompt: String,
-        knobs: Knobs,
-        caller: Caller,
-    ) -> Result<mpsc::UnboundedReceiver<Update>, ApiError> {
-        if prompt.is_empty() {
-            return Err(ApiError::invalid_value("prompt", "is empty"));
-        }
-        let (sampling, limits, stops) = self.checked(knobs)?;
-        let (out, updates) = mpsc::unbounded_channel();
-        self.queue.push(Job {
-            request: Work::Raw(RawCompletion {
-                prompt,
-                sampling,
-                limit: limits.answer,
-                fresh: false,
-            }),
-            stops,
-            caller,
-            thread: None,
-            out,
-        })?;
-        Ok(updates)
-    }
-
-    /// The sampling, budgets and stop sequences `knobs` ask for, checked.
-    fn checked(&self, knobs: Knobs) -> Result<(Sampling, Limits, Vec<String>), ApiError> {
-        let mut s = self.model.sampling.clone();
-        let within = |name: &str, v: f32, min: f32, max: f32| {
-            if v >= min && v <= max {
-                Ok(v)
-            } else {
-                Err(ApiError::invalid_value(
-                    name,
-                    format!("is {v}: must be from {min} to {max}"),
-                ))
-            }
-        };
-        if let Some(t) = knobs.temperature {
-            s.temperature = within("temperature", t, 0.0, 100.0)?;
-        }
-        if let Some(p) = knobs.top_p {
-            s.top_p = within("top_p", p, 0.0, 1.0)?;
-        }
-        if let Some(p) = knobs.min_p {
-            s.min_p = within("min_p", p, 0.0, 1.0)?;
-        }
-        if let Some(p) = knobs.repeat_penalty {
-            s.repeat_penalty = within("repeat_penalty", p, 0.01, 100.0)?;
-        }
-        if let Some(k) = knobs.top_k {
-            s.top_k = k;
-        }
-        if let Some(seed) = knobs.seed {
-            // Any 64-bit seed; llama.cpp's sampler takes 32 bits.
-            s.seed = (seed as u64 ^ (seed as u64 >> 32)) as u32;
-        }
-
-        let budget = |name: &str, v: u64| {
-            usize::try_from(v)
-                .ok()
-                .filter(|&n| n <= 1 << 20)
-                .ok_or_else(|| ApiError::invalid_value(name, format!("is {v}: too large")))
-        };
-        let mut limits = self.model.limits;
-        if let Some(n) = knobs.answer_tokens {
-            if n == 0 {
-                return Err(ApiError::invalid_value("max_tokens", "must be at least 1"));
-            }
-            limits.answer = budget("max_tokens", n)?;
-        }
-        if let Some(effort) = knobs.effort {
-            limits.reasoning = effort.budget(self.model.limits.reasoning);
-        }
-        if let Some(n) = knobs.reasoning_tokens {
-            limits.reasoning = budget("max_reasoning_tokens", n)?;
-        }
-        if knobs.stops.len() > MAX_STOPS {
-            return Err(ApiError::invalid_value(
-                "stop",
-                format!("has {} sequences: at most {MAX_STOPS}", knobs.stops.len()),
-            ));
-        }
-        if let Some(long) = knobs.stops.iter().find(|s| s.len() > MAX_STOP_BYTES) {
-            return Err(ApiError::invalid_value(
-                "stop",
-                format!(
-                    "has a sequence of {} bytes: at most {MAX_STOP_BYTES}",
-                    long.len()
-                ),
-            ));
-        }
-        Ok((s, limits, knobs.stops))
-    }
 }
 
 /// Waits for a request's end: its summary, or the error it failed with.
@@ -686,18 +392,4 @@ async fn signalled() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn efforts_share_the_reasoning_budget() {
-        assert_eq!(Effort::parse("high").unwrap().budget(3000), 3000);
-        assert_eq!(Effort::parse("medium").unwrap().budget(3000), 1500);
-        assert_eq!(Effort::parse("low").unwrap().budget(3000), 750);
-        assert_eq!(Effort::parse("none").unwrap().budget(3000), 0);
-        assert!(Effort::parse("max").is_none());
-    }
 }

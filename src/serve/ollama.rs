@@ -23,7 +23,8 @@ use tokio::sync::mpsc;
 
 use super::guard::{ApiError, Caller, JsonBody, Shape};
 use super::queue::{Finish, Summary, Update};
-use super::{AppState, Effort, Knobs, RoleNames};
+use super::request::{self, Effort, Knobs, RoleNames};
+use super::AppState;
 use crate::chat::{Message, Role};
 
 pub async fn version() -> Json<Value> {
@@ -319,8 +320,8 @@ fn messages(input: Vec<InMessage>) -> Result<Vec<Message>, ApiError> {
             ));
         }
         let calls_tools = m.tool_calls.as_ref().is_some_and(|t| !t.is_null());
-        let role = super::message_role(i, &m.role, calls_tools, &NAMES)?;
-        super::push_message(&mut out, role, m.content, m.thinking);
+        let role = request::message_role(i, &m.role, calls_tools, &NAMES)?;
+        request::push_message(&mut out, role, m.content, m.thinking);
     }
     Ok(out)
 }

@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 
 use super::guard::{ApiError, Caller, JsonBody};
 use super::queue::{Finish, Summary, Update};
-use super::{AppState, Knobs, RoleNames};
+use super::request::{self, Knobs, RoleNames};
+use super::AppState;
 use crate::chat::Message;
 
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
@@ -294,8 +295,8 @@ fn messages(input: Vec<InMessage>) -> Result<Vec<Message>, ApiError> {
     let mut out = Vec::with_capacity(input.len() + 1);
     for (i, m) in input.into_iter().enumerate() {
         let calls_tools = m.tool_calls.as_ref().is_some_and(|t| !t.is_null());
-        let role = super::message_role(i, &m.role, calls_tools, &NAMES)?;
-        super::push_message(
+        let role = request::message_role(i, &m.role, calls_tools, &NAMES)?;
+        request::push_message(
             &mut out,
             role,
             content_text(m.content, i)?,
@@ -404,7 +405,7 @@ impl ChatRequest {
         let answer = self.max_completion_tokens.or(self.max_tokens);
         let effort = match self.reasoning_effort.as_deref() {
             None => None,
-            Some(e) => Some(super::Effort::parse(e).ok_or_else(|| {
+            Some(e) => Some(request::Effort::parse(e).ok_or_else(|| {
                 ApiError::invalid_value(
                     "reasoning_effort",
                     format!("is `{e}`: must be none, minimal, low, medium or high"),

@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 
 use super::guard::{ApiError, Caller, JsonBody};
 use super::queue::{Finish, Summary, Update};
-use super::{AppState, Effort, Knobs, RoleNames};
+use super::request::{self, Effort, Knobs, RoleNames};
+use super::AppState;
 use crate::chat::{Message, Role};
 
 #[derive(Deserialize)]
@@ -120,7 +121,7 @@ fn messages(input: Value, instructions: Option<String>) -> Result<Vec<Message>, 
         {
             "message" => {
                 let role = item.get("role").and_then(Value::as_str).unwrap_or("");
-                let role = super::message_role(i, role, false, &NAMES).map_err(|e| ApiError {
+                let role = request::message_role(i, role, false, &NAMES).map_err(|e| ApiError {
                     param: Some(format!("{at}.role")),
                     ..e
                 })?;
@@ -128,7 +129,7 @@ fn messages(input: Value, instructions: Option<String>) -> Result<Vec<Message>, 
                     item.get("content").unwrap_or(&Value::Null),
                     &format!("{at}.content"),
                 )?;
-                super::push_message(&mut out, role, text, None);
+                request::push_message(&mut out, role, text, None);
             }
             "reasoning" => {
                 let content = item.get("content").filter(|c| !c.is_null());
