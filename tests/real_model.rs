@@ -481,3 +481,34 @@ fn the_memory_plan_fits_its_budget_and_predicts_the_peak() {
     let error = (peak as f64 - predicted as f64).abs() / peak as f64;
     assert!(error < 0.10, "predicted {predicted}, measured {peak}");
 }
+
+#[test]
+#[ignore = "needs the real 0.5B checkpoint: run through `just test`"]
+fn info_plans_the_cache_the_engine_would_choose() {
+    // With lookup on and no KV type given, the engine takes a q8_0 cache
+    // (the 0.5B's heads are whole q8_0 blocks); `o1 info` says the same.
+    let model = converted("q8_0");
+    let dir = tempfile::tempdir().unwrap();
+    let info = |lookup: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_o1"))
+            .args(["info", "--ctx", "4096"])
+            .arg(&model)
+            .env("O1_CONFIG", dir.path().join("config.toml"))
+            .env("O1_LOOKUP", lookup)
+            .env_remove("O1_KV_TYPE")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        info("on").contains("at 4096 tokens, q8_0 KV cache"),
+        "{}",
+        info("on")
+    );
+    assert!(
+        info("off").contains("at 4096 tokens, f16 KV cache"),
+        "{}",
+        info("off")
+    );
+}

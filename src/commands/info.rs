@@ -4,8 +4,8 @@ use std::io::Write;
 
 use anyhow::Result;
 use o1::memory;
-use o1::model::{self, KvType, ModelInfo};
-use o1::settings::{self, Settings};
+use o1::model::{KvType, ModelInfo};
+use o1::settings::{ChatFlags, EngineFlags, Settings};
 use o1::terminal_text::for_terminal_line;
 
 use crate::cli::InfoArgs;
@@ -16,23 +16,20 @@ fn mib(bytes: u64) -> String {
 
 pub fn run(args: InfoArgs) -> Result<()> {
     let settings = Settings::load()?;
-    let i = ModelInfo::read(&super::resolve_model(Some(&args.model), &settings)?)?;
-    // The engine's own choice for these settings (see `o1::memory`).
-    let max_memory = settings
-        .get(&settings::MAX_MEMORY, args.max_memory)?
-        .map_or_else(
-            || memory::default_max_memory(model::total_memory()),
-            |s| s.0,
-        );
-    let plan = memory::plan(
-        &i,
-        memory::Wanted {
-            n_ctx: settings.get(&settings::CTX, args.ctx)?,
-            kv_type: settings.get(&settings::KV_TYPE, args.kv_type)?,
-            n_batch: args.batch,
-            max_memory,
-        },
-    );
+    let path = super::resolve_model(Some(&args.model), &settings)?;
+    let i = ModelInfo::read(&path)?;
+    // The plan the engine itself would make with these settings: built from
+    // the same engine configuration (lookup's q8_0 cache included).
+    let flags = EngineFlags {
+        ctx: args.ctx,
+        kv_type: args.kv_type,
+        max_memory: args.max_memory,
+        batch: args.batch,
+        ..EngineFlags::default()
+    };
+    let config = settings.engine_config(path, &flags, Some(&ChatFlags::default()))?;
+    let plan = memory::plan(&i, config.wanted_memory(&i));
+    let max_memory = config.max_memory;
     let types: Vec<String> = i
         .tensor_types
         .iter()
