@@ -393,3 +393,37 @@ fn with_setting_help(mut cmd: clap::Command) -> clap::Command {
     }
     cmd
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every long flag of every subcommand, by name.
+    fn flags(cmd: &clap::Command, out: &mut Vec<String>) {
+        out.extend(
+            cmd.get_arguments()
+                .filter_map(|a| a.get_long().map(String::from)),
+        );
+        for sub in cmd.get_subcommands() {
+            flags(sub, out);
+        }
+    }
+
+    #[test]
+    fn every_setting_but_the_positional_ones_has_a_flag_somewhere() {
+        use clap::CommandFactory;
+        let mut all = Vec::new();
+        flags(&Cli::command(), &mut all);
+        // Given as a command's positional argument instead of a flag.
+        const CONFIG_ONLY: [&str; 2] = ["model", "repo"];
+        let wrong: Vec<&str> = o1::settings::ALL
+            .iter()
+            .map(|s| s.key())
+            .filter(|k| all.contains(&k.replace('_', "-")) == CONFIG_ONLY.contains(k))
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "settings whose flag is not as listed: {wrong:?}"
+        );
+    }
+}

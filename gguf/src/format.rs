@@ -281,11 +281,6 @@ impl<W: Write> GgufWriter<W> {
         self.header_len
     }
 
-    /// The tensor whose bytes are expected next, if any.
-    pub fn next_tensor(&self) -> Option<&TensorInfo> {
-        self.tensors.get(self.current)
-    }
-
     /// Appends bytes to the current tensor; a tensor is complete once it has
     /// received exactly its planned size, and the writer moves to the next.
     pub fn write_tensor_data(&mut self, mut data: &[u8]) -> io::Result<()> {

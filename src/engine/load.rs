@@ -123,9 +123,16 @@ impl Weights {
         // A turn reads one row of logits per decode, or one per token of a
         // lookup draft: llama.cpp would otherwise reserve a row per batch
         // token (300 MiB at a batch of 512 over a 151,666-token vocabulary).
-        if let Some(raw) = raw_context_params(&mut params) {
-            raw.n_outputs_max = memory::LOGIT_ROWS;
-        }
+        // Without this bound the logits buffer takes a row per batch token
+        // (about 300 MiB at 512) and the memory plan would be wrong: a
+        // binding whose layout changed is an error, not a silent fallback.
+        raw_context_params(&mut params)
+            .ok_or_else(|| EngineError::Context {
+                n_ctx,
+                detail: "llama-cpp-2's context parameters no longer wrap llama.cpp's struct as o1 expects (its layout changed in an upgrade): o1 cannot bound the logits buffer"
+                    .into(),
+            })?
+            .n_outputs_max = memory::LOGIT_ROWS;
         // Flash attention: no attention matrix in the compute buffer (the
         // memory plan counts on it), and a quantized V cache needs it.
         params = params.with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED);
@@ -229,7 +236,7 @@ fn choose_gpu_layers(
 /// The raw `llama_context_params` behind the binding's wrapper, for the
 /// fields the binding has no setter for. The wrapper holds nothing else;
 /// the view is checked (size, and a field written through the binding read
-/// back through it) and `None` when it does not hold.
+/// back through it) and `None` when it does not hold (a test fails then).
 fn raw_context_params(
     params: &mut LlamaContextParams,
 ) -> Option<&mut llama_cpp_sys_2::llama_context_params> {
@@ -363,4 +370,19 @@ fn settle_mapping(_model: &std::path::Path, _read_every_token: &[std::ops::Range
 /// The CPU path in use, in a line (`icelake (proven on this CPU)`).
 pub fn cpu_path_summary() -> String {
     o1_gguf::cpu::chosen().map_or_else(|| "not chosen yet".into(), |p| p.summary())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bindings_context_parameters_are_llama_cpps_struct() {
+        let mut params = LlamaContextParams::default().with_n_ctx(NonZeroU32::new(4096));
+        let raw = raw_context_params(&mut params)
+            .expect("llama-cpp-2's LlamaContextParams no longer wraps llama_context_params alone");
+        raw.n_outputs_max = 7;
+        assert_eq!(raw.n_ctx, 4096);
+        assert_eq!(params.n_ctx(), NonZeroU32::new(4096));
+    }
 }
