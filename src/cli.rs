@@ -170,12 +170,10 @@ fn parse_type_choice(s: &str) -> Result<TypeChoice, String> {
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  \
+#[command(after_help = format!("Examples:\n  \
     o1 run o1-q4_k_m.gguf \"What is 17 * 23?\"\n  \
     echo \"Explain recursion\" | o1 run o1-q4_k_m.gguf --hide-reasoning\n  \
-    o1 run o1-q4_k_m.gguf \"2+2?\" --json\n\n\
-    Exit codes: 0 ok, 1 error, 2 bad usage, 3 model not found, 4 model not loadable,\n\
-    5 context too small or full, 130 interrupted.")]
+    o1 run o1-q4_k_m.gguf \"2+2?\" --json\n\n{}", crate::commands::exit::help()))]
 pub struct RunArgs {
     /// The model (a .gguf file), then the question (read from stdin when absent or `-`).
     #[arg(value_name = "MODEL] [QUESTION", num_args = 0..=2)]
@@ -406,6 +404,22 @@ mod tests {
         );
         for sub in cmd.get_subcommands() {
             flags(sub, out);
+        }
+    }
+
+    #[test]
+    fn run_help_lists_every_exit_code() {
+        use clap::CommandFactory;
+        let help = Cli::command()
+            .find_subcommand_mut("run")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for (code, meaning) in crate::commands::exit::CODES {
+            assert!(
+                help.contains(&format!("{code} {meaning}")),
+                "{code}: {help}"
+            );
         }
     }
 

@@ -140,10 +140,15 @@ pub const EXIT_CODES: [(u8, &str); 14] = [
 /// The exit codes as help text: `Exit codes: 10 not found, 11 …`, in lines
 /// of at most 90 characters.
 pub fn exit_code_help() -> String {
+    exit_codes_text(&EXIT_CODES)
+}
+
+/// A table of exit codes as help text, in lines of at most 90 characters.
+pub fn exit_codes_text(codes: &[(u8, &str)]) -> String {
     let mut text = String::from("Exit codes:");
     let mut line_start = 0;
-    for (i, (code, meaning)) in EXIT_CODES.iter().enumerate() {
-        let sep = if i + 1 == EXIT_CODES.len() { "." } else { "," };
+    for (i, (code, meaning)) in codes.iter().enumerate() {
+        let sep = if i + 1 == codes.len() { "." } else { "," };
         let item = format!("{code} {meaning}{sep}");
         if text.len() - line_start + 1 + item.len() > 90 {
             text.push('\n');

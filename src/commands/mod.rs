@@ -22,14 +22,34 @@ use o1::model::ModelError;
 use o1::settings::{self, Settings};
 use o1::store::Store;
 
-/// Exit codes beyond 0 (success) and 2 (usage, from clap).
+/// The exit codes of the commands that run the model (`o1 pull` has the
+/// hub's, 10 and up).
 pub mod exit {
     pub const FAILURE: u8 = 1;
+    /// Bad usage, from clap.
+    pub const USAGE: u8 = 2;
     pub const MODEL_NOT_FOUND: u8 = 3;
     pub const MODEL_UNUSABLE: u8 = 4;
     pub const CONTEXT: u8 = 5;
     pub const MEMORY: u8 = 6;
     pub const INTERRUPTED: u8 = 130;
+
+    /// What each means, as the help says it.
+    pub const CODES: [(u8, &str); 8] = [
+        (0, "ok"),
+        (FAILURE, "error"),
+        (USAGE, "bad usage"),
+        (MODEL_NOT_FOUND, "model not found"),
+        (MODEL_UNUSABLE, "model not usable"),
+        (CONTEXT, "context too small or full"),
+        (MEMORY, "the model does not fit --max-memory"),
+        (INTERRUPTED, "interrupted"),
+    ];
+
+    /// The table as help text.
+    pub fn help() -> String {
+        o1_hub::exit_codes_text(&CODES)
+    }
 }
 
 /// Tells llama.cpp's loader how to choose the CPU path: `--cpu-path`, else
