@@ -86,6 +86,11 @@ pub enum Segment {
     Text(String),
 }
 
+/// About how many tokens the template adds around a message's text:
+/// `<|im_start|>`, the role, a newline, `<|im_end|>` and a newline (the
+/// newlines may merge with the text's own tokens).
+pub const TOKENS_PER_MESSAGE: usize = 5;
+
 /// The special tokens a raw prompt may spell out.
 const SPECIALS: [&str; 4] = [IM_START, IM_END, REASONING, END_OF_TEXT];
 

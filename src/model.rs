@@ -365,10 +365,15 @@ pub enum KvType {
 
 impl KvType {
     /// Bytes of `n` elements (`n` a multiple of 32).
+    /// Bytes of `n` cache elements, as ggml lays them out.
     pub fn bytes_for(self, n: u64) -> u64 {
+        self.ggml_type().row_bytes(n)
+    }
+
+    pub fn ggml_type(self) -> o1_gguf::ggml::GgmlType {
         match self {
-            KvType::F16 => 2 * n,
-            KvType::Q8_0 => n / 32 * 34,
+            KvType::F16 => o1_gguf::ggml::GgmlType::F16,
+            KvType::Q8_0 => o1_gguf::ggml::GgmlType::Q8_0,
         }
     }
 

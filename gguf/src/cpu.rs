@@ -367,9 +367,7 @@ fn write_cache(file: &Path, cache: &Cache) -> std::io::Result<()> {
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(cache)?)?;
-    std::fs::rename(&tmp, file)
+    crate::files::replace_privately(file, &serde_json::to_vec_pretty(cache)?)
 }
 
 /// What a proven path depends on: the CPU (model and flags as the kernel

@@ -494,7 +494,13 @@ impl Http {
 
 /// Whether the URL names this machine.
 fn is_loopback(url: &Url) -> bool {
-    let host = url.host_str().unwrap_or_default();
+    is_loopback_host(url.host_str().unwrap_or_default())
+}
+
+/// Whether a host (a name or an IP address, IPv6 in brackets or not)
+/// names this machine: `localhost` or a loopback address. The one list of
+/// them, for the hub's endpoint and the server's origins and address.
+pub fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host

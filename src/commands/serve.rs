@@ -14,7 +14,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let model = super::first_run::model_or_first_run(args.model.as_deref(), &settings, args.yes)?;
     let config = settings.engine_config(model, &args.engine, Some(&args.chat))?;
     let options = settings.serve_options(&args.serve)?;
-    let open_to_the_network = !matches!(options.host.as_str(), "127.0.0.1" | "localhost" | "::1");
+    let open_to_the_network = !o1_hub::is_loopback_host(&options.host);
     if open_to_the_network && options.api_keys.is_empty() {
         eprintln!(
             "o1: warning: listening on {} without an API key: anyone who can reach this machine can use the model (set --api-key)",

@@ -206,15 +206,9 @@ pub fn save_probe(key: &str, probe: &BatchProbe) {
     let Ok(json) = serde_json::to_vec_pretty(&file) else {
         return;
     };
-    // Written whole under a name of this process's, then renamed: a reader
-    // never sees half a file.
-    let tmp = dir.join(format!(".lookup-probes.{}.tmp", std::process::id()));
-    if std::fs::write(&tmp, &json)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .is_err()
-    {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    // Whole or not at all, never through a planted link (a cache: failing
+    // to keep it only costs a measurement next time).
+    let _ = o1_gguf::files::replace_privately(&path, &json);
 }
 
 /// How often the token that followed a match is the model's next one,

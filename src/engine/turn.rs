@@ -229,7 +229,9 @@ impl<'m> Worker<'m> {
             .conversation
             .iter()
             .filter(|m| m.role == Role::Reasoning)
-            .map(|m| vocab.tokenize(m.content.as_bytes(), false, false).len() + 4)
+            .map(|m| {
+                vocab.tokenize(m.content.as_bytes(), false, false).len() + chat::TOKENS_PER_MESSAGE
+            })
             .sum();
         ContextUsage {
             used: self.runner.cached().len(),

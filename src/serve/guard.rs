@@ -314,7 +314,7 @@ pub fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
     } else {
         rest.split(':').next().unwrap_or("")
     };
-    matches!(host, "localhost" | "127.0.0.1" | "::1")
+    o1_hub::is_loopback_host(host)
 }
 
 /// The outermost layer: refuses requests for other host names and pages

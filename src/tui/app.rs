@@ -598,8 +598,7 @@ impl App {
 /// runs at about that) and the chat template's markers around each message.
 /// Returns (all, reasoning).
 fn estimate_tokens(history: &[Message]) -> (usize, usize) {
-    const MARKERS: usize = 5;
-    let tokens = |m: &Message| m.content.len().div_ceil(4) + MARKERS;
+    let tokens = |m: &Message| m.content.len().div_ceil(4) + crate::chat::TOKENS_PER_MESSAGE;
     let all = history.iter().map(tokens).sum();
     let reasoning = history
         .iter()
