@@ -259,10 +259,7 @@ pub struct BenchArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(
-    after_help = "Keys: Enter sends, Esc stops, Ctrl+X answers now, Ctrl+R collapses the reasoning,\n\
-    Ctrl+N new chat, Ctrl+S saves the transcript, ? shows every key, Ctrl+Q quits."
-)]
+#[command(after_help = o1::tui::keys::help_text())]
 pub struct TuiArgs {
     /// The model: a .gguf file or a stored model's name [default: $O1_MODEL, the config's, the store's].
     pub model: Option<String>,

@@ -1,6 +1,7 @@
 //! Keys → actions, as a pure function of the key and the UI's mode, so the
-//! whole key map is testable without a terminal. The help overlay lists
-//! [`BINDINGS`], which is the same table the tests check.
+//! whole key map is testable without a terminal. One table, [`BINDINGS`],
+//! drives the action, the help overlay, `o1 tui --help` and (checked by a
+//! test) the README's key table.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
@@ -54,89 +55,237 @@ pub enum Action {
     Nothing,
 }
 
-/// Every key the UI knows, as the help overlay shows it.
-pub const BINDINGS: &[(&str, &str)] = &[
-    ("Enter", "send the question"),
-    ("Alt+Enter, Shift+Enter, Ctrl+J", "new line in the question"),
-    (
-        "Up / Down",
-        "move between lines; at the edge, recall earlier questions",
-    ),
-    ("Esc", "stop generating (keeps the text, marked as cut)"),
-    ("Ctrl+X", "cut the reasoning short and answer now"),
-    (
-        "Tab / Shift+Tab",
-        "move focus: question, reasoning pane, answer pane",
-    ),
-    (
-        "PgUp / PgDn, mouse wheel",
-        "scroll the focused (or pointed) pane",
-    ),
-    (
-        "Home / End",
-        "top / bottom of the focused pane (Ctrl+Home/End from the question)",
-    ),
-    ("Ctrl+R", "collapse or expand the reasoning pane"),
-    ("Ctrl+N", "new conversation"),
-    ("Ctrl+S", "save the transcript as Markdown"),
-    ("? or F1", "this help (Esc closes it)"),
-    ("Ctrl+C, Ctrl+Q", "quit"),
+/// When a key does what its rule says.
+#[derive(Clone, Copy, Debug)]
+enum When {
+    /// Always, even over the help overlay.
+    Always,
+    /// With the help overlay open (and only then).
+    InHelp,
+    Generating,
+    Idle,
+    /// The question box is empty (so `?` is not typed into it).
+    InputEmpty,
+    /// The question box has the focus.
+    OnInput,
+    /// A pane has the focus.
+    OnPane,
+    /// Anything but the help overlay.
+    Else,
+}
+
+impl When {
+    fn holds(self, m: Mode) -> bool {
+        match self {
+            When::Always => true,
+            When::InHelp => m.help,
+            _ if m.help => false,
+            When::Generating => m.generating,
+            When::Idle => !m.generating,
+            When::InputEmpty => m.input_empty,
+            When::OnInput => m.focus == Focus::Input,
+            When::OnPane => m.focus != Focus::Input,
+            When::Else => true,
+        }
+    }
+}
+
+/// The modifiers a rule asks for.
+#[derive(Clone, Copy, Debug)]
+enum Mods {
+    /// Neither Ctrl nor Alt (Shift is part of the character).
+    Plain,
+    Ctrl,
+    AltOrShift,
+    NeitherAltNorShift,
+    Any,
+}
+
+impl Mods {
+    fn hold(self, m: KeyModifiers) -> bool {
+        let (ctrl, alt) = (
+            m.contains(KeyModifiers::CONTROL),
+            m.contains(KeyModifiers::ALT),
+        );
+        match self {
+            Mods::Plain => !ctrl && !alt,
+            Mods::Ctrl => ctrl,
+            Mods::AltOrShift => alt || m.contains(KeyModifiers::SHIFT),
+            Mods::NeitherAltNorShift => !alt && !m.contains(KeyModifiers::SHIFT),
+            Mods::Any => true,
+        }
+    }
+}
+
+/// A key, under a condition, does an action.
+struct Rule(KeyCode, Mods, When, Action);
+
+/// A line of the key help: the keys as shown, what they do, and the rules
+/// behind them.
+pub struct Binding {
+    pub keys: &'static str,
+    pub help: &'static str,
+    rules: &'static [Rule],
+}
+
+use Action as A;
+use KeyCode as K;
+
+/// Every key the UI knows: the one table that [`action`] follows (the
+/// first rule that matches, in this order; no two rules of different
+/// bindings match the same key in the same mode), that the help overlay and
+/// `o1 tui --help` list, and that the README's key table is checked against.
+pub const BINDINGS: &[Binding] = &[
+    Binding {
+        keys: "Enter",
+        help: "send the question",
+        rules: &[Rule(
+            K::Enter,
+            Mods::NeitherAltNorShift,
+            When::Else,
+            A::Send,
+        )],
+    },
+    Binding {
+        keys: "Alt+Enter, Shift+Enter, Ctrl+J",
+        help: "new line in the question",
+        rules: &[
+            Rule(K::Char('j'), Mods::Ctrl, When::Else, A::Newline),
+            Rule(K::Enter, Mods::AltOrShift, When::Else, A::Newline),
+        ],
+    },
+    Binding {
+        keys: "Up / Down",
+        help: "move in the question or recall earlier ones; scroll a pane",
+        rules: &[
+            Rule(K::Up, Mods::Any, When::OnInput, A::Up),
+            Rule(K::Down, Mods::Any, When::OnInput, A::Down),
+            Rule(K::Up, Mods::Any, When::OnPane, A::ScrollUp(1)),
+            Rule(K::Down, Mods::Any, When::OnPane, A::ScrollDown(1)),
+        ],
+    },
+    Binding {
+        keys: "Left / Right, Backspace / Delete",
+        help: "edit the question",
+        rules: &[
+            Rule(K::Left, Mods::Any, When::Else, A::Left),
+            Rule(K::Right, Mods::Any, When::Else, A::Right),
+            Rule(K::Backspace, Mods::Any, When::Else, A::Backspace),
+            Rule(K::Delete, Mods::Any, When::Else, A::Delete),
+        ],
+    },
+    Binding {
+        keys: "Esc",
+        help: "stop generating (keeps the text, marked as cut)",
+        rules: &[Rule(K::Esc, Mods::Any, When::Generating, A::Stop)],
+    },
+    Binding {
+        keys: "Ctrl+X",
+        help: "cut the reasoning short and answer now",
+        rules: &[
+            Rule(K::Char('x'), Mods::Ctrl, When::Generating, A::AnswerNow),
+            Rule(K::Char('x'), Mods::Ctrl, When::Idle, A::Nothing),
+        ],
+    },
+    Binding {
+        keys: "Tab / Shift+Tab",
+        help: "move focus: question, reasoning pane, answer pane",
+        rules: &[
+            Rule(K::Tab, Mods::Any, When::Else, A::FocusNext),
+            Rule(K::BackTab, Mods::Any, When::Else, A::FocusPrev),
+        ],
+    },
+    Binding {
+        keys: "PgUp / PgDn, mouse wheel",
+        help: "scroll the focused (or pointed) pane",
+        rules: &[
+            Rule(K::PageUp, Mods::Any, When::Else, A::PageUp),
+            Rule(K::PageDown, Mods::Any, When::Else, A::PageDown),
+        ],
+    },
+    Binding {
+        keys: "Home / End",
+        help: "top / bottom of the focused pane (Ctrl+Home/End from the question)",
+        rules: &[
+            Rule(K::Home, Mods::Ctrl, When::Else, A::ScrollTop),
+            Rule(K::End, Mods::Ctrl, When::Else, A::ScrollBottom),
+            Rule(K::Home, Mods::Any, When::OnPane, A::ScrollTop),
+            Rule(K::End, Mods::Any, When::OnPane, A::ScrollBottom),
+            Rule(K::Home, Mods::Any, When::OnInput, A::LineStart),
+            Rule(K::End, Mods::Any, When::OnInput, A::LineEnd),
+        ],
+    },
+    Binding {
+        keys: "Ctrl+R",
+        help: "collapse or expand the reasoning pane",
+        rules: &[Rule(
+            K::Char('r'),
+            Mods::Ctrl,
+            When::Else,
+            A::ToggleReasoning,
+        )],
+    },
+    Binding {
+        keys: "Ctrl+N",
+        help: "new conversation",
+        rules: &[Rule(K::Char('n'), Mods::Ctrl, When::Else, A::NewChat)],
+    },
+    Binding {
+        keys: "Ctrl+S",
+        help: "save the transcript as Markdown",
+        rules: &[Rule(K::Char('s'), Mods::Ctrl, When::Else, A::Save)],
+    },
+    Binding {
+        keys: "? or F1",
+        help: "this help (Esc closes it)",
+        rules: &[
+            Rule(K::Esc, Mods::Any, When::InHelp, A::ToggleHelp),
+            Rule(K::F(1), Mods::Any, When::InHelp, A::ToggleHelp),
+            Rule(K::Char('?'), Mods::Any, When::InHelp, A::ToggleHelp),
+            Rule(K::Char('q'), Mods::Plain, When::InHelp, A::ToggleHelp),
+            Rule(K::F(1), Mods::Any, When::Else, A::ToggleHelp),
+            Rule(K::Char('?'), Mods::Plain, When::InputEmpty, A::ToggleHelp),
+        ],
+    },
+    Binding {
+        keys: "Ctrl+C, Ctrl+Q",
+        help: "quit",
+        rules: &[
+            Rule(K::Char('c'), Mods::Ctrl, When::Always, A::Quit),
+            Rule(K::Char('q'), Mods::Ctrl, When::Always, A::Quit),
+        ],
+    },
 ];
 
+/// What `key` does in `mode`: the first rule of [`BINDINGS`] that matches,
+/// else a character typed into the question.
 pub fn action(key: KeyEvent, mode: Mode) -> Action {
-    use Action::*;
     if key.kind == KeyEventKind::Release {
-        return Nothing;
+        return Action::Nothing;
     }
-    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-    let alt = key.modifiers.contains(KeyModifiers::ALT);
-    let shift = key.modifiers.contains(KeyModifiers::SHIFT);
-    if ctrl && matches!(key.code, KeyCode::Char('c') | KeyCode::Char('q')) {
-        return Quit;
-    }
-    if mode.help {
-        return match key.code {
-            KeyCode::Esc | KeyCode::F(1) | KeyCode::Char('?') | KeyCode::Char('q') => ToggleHelp,
-            _ => Nothing,
-        };
-    }
-    let on_input = mode.focus == Focus::Input;
-    match key.code {
-        KeyCode::F(1) => ToggleHelp,
-        KeyCode::Char('?') if mode.input_empty && !ctrl && !alt => ToggleHelp,
-        KeyCode::Esc if mode.generating => Stop,
-        KeyCode::Char('x') if ctrl => {
-            if mode.generating {
-                AnswerNow
-            } else {
-                Nothing
-            }
+    let rule = BINDINGS
+        .iter()
+        .flat_map(|b| b.rules)
+        .find(|Rule(code, mods, when, _)| {
+            *code == key.code && mods.hold(key.modifiers) && when.holds(mode)
+        });
+    match (rule, key.code) {
+        (Some(Rule(.., action)), _) => *action,
+        (None, KeyCode::Char(c)) if !mode.help && Mods::Plain.hold(key.modifiers) => {
+            Action::Insert(c)
         }
-        KeyCode::Char('n') if ctrl => NewChat,
-        KeyCode::Char('s') if ctrl => Save,
-        KeyCode::Char('r') if ctrl => ToggleReasoning,
-        KeyCode::Char('j') if ctrl => Newline,
-        KeyCode::Enter if alt || shift => Newline,
-        KeyCode::Enter => Send,
-        KeyCode::Tab => FocusNext,
-        KeyCode::BackTab => FocusPrev,
-        KeyCode::PageUp => PageUp,
-        KeyCode::PageDown => PageDown,
-        KeyCode::Home if ctrl || !on_input => ScrollTop,
-        KeyCode::End if ctrl || !on_input => ScrollBottom,
-        KeyCode::Home => LineStart,
-        KeyCode::End => LineEnd,
-        KeyCode::Up if on_input => Up,
-        KeyCode::Down if on_input => Down,
-        KeyCode::Up => ScrollUp(1),
-        KeyCode::Down => ScrollDown(1),
-        KeyCode::Left => Left,
-        KeyCode::Right => Right,
-        KeyCode::Backspace => Backspace,
-        KeyCode::Delete => Delete,
-        KeyCode::Char(c) if !ctrl && !alt => Insert(c),
-        _ => Nothing,
+        _ => Action::Nothing,
     }
+}
+
+/// The keys in one line each, for `o1 tui --help`.
+pub fn help_text() -> String {
+    let width = BINDINGS.iter().map(|b| b.keys.len()).max().unwrap_or(0);
+    let mut text = String::from("Keys:");
+    for b in BINDINGS {
+        text.push_str(&format!("\n  {:width$}  {}", b.keys, b.help));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -231,6 +380,23 @@ mod tests {
         ];
         for (k, mode, want) in cases {
             assert_eq!(action(k, mode), want, "{k:?} in {mode:?}");
+        }
+    }
+
+    #[test]
+    fn the_readme_lists_every_binding() {
+        let readme = include_str!("../../README.md");
+        for b in BINDINGS {
+            let row = format!("| {} | {} |", b.keys.replace('|', "\\|"), b.help);
+            assert!(readme.contains(&row), "README lacks the row {row}");
+        }
+    }
+
+    #[test]
+    fn every_binding_does_something_and_the_help_lists_it() {
+        let help = help_text();
+        for b in BINDINGS {
+            assert!(!b.rules.is_empty() && help.contains(b.keys) && help.contains(b.help));
         }
     }
 

@@ -56,7 +56,7 @@ pub fn draw(f: &mut Frame, app: &App) {
     if app.help {
         let mut lines: Vec<String> = BINDINGS
             .iter()
-            .map(|(k, what)| format!("{k:<32} {what}"))
+            .map(|b| format!("{:<32} {}", b.keys, b.help))
             .collect();
         if !app.model.chosen.is_empty() {
             lines.push(String::new());
