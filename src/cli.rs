@@ -106,7 +106,7 @@ pub struct ConvertArgs {
 
     /// With `-t auto`: the memory a chat may take [default: the `max_memory` setting, or half of RAM].
     #[arg(long, value_name = "SIZE")]
-    pub max_memory: Option<o1::memory::Size>,
+    pub max_memory: Option<o1::settings::Size>,
 
     /// With `-t auto`: the context the chat should hold [default: the `ctx` setting, or 8192].
     #[arg(long, value_name = "TOKENS")]
@@ -340,7 +340,7 @@ pub struct InfoArgs {
 
     /// The estimate's memory budget.
     #[arg(long, value_name = "SIZE")]
-    pub max_memory: Option<o1::memory::Size>,
+    pub max_memory: Option<o1::settings::Size>,
 
     /// The estimate's prompt batch (tokens per decode) [default: 512, or less when max_memory needs it].
     #[arg(long, value_name = "TOKENS")]

@@ -1,7 +1,36 @@
-//! The compute devices llama.cpp sees, and how a run uses them: what `o1
-//! info`, `o1 run --json`, `o1 bench` and `o1 serve` say about where the
-//! model runs. A CUDA build started without a GPU or driver sees only the
-//! CPU, and says so.
+//! The machine: its memory, this process's peak, and the compute devices
+//! llama.cpp sees, and how a run uses them: what `o1 info`, `o1 run --json`,
+//! `o1 bench` and `o1 serve` say about where the model runs. A CUDA build
+//! started without a GPU or driver sees only the CPU, and says so.
+
+/// Total physical memory, from /proc/meminfo (8 GiB where unknown).
+pub fn total_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(8 << 30, |kb| kb * 1024)
+}
+
+/// This process's peak resident memory (`VmHWM`), in bytes; Linux only.
+/// Unlike `getrusage`'s maximum, it does not inherit the peak of the
+/// process that spawned this one.
+pub fn peak_resident() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
 
 /// Whether this build has a GPU backend (CUDA).
 pub const GPU_BACKEND_BUILT: bool = cfg!(feature = "cuda");

@@ -324,82 +324,10 @@ fn too_small(info: &ModelInfo, shape: Shape, max_memory: u64, hint: &'static str
     }
 }
 
-/// This process's peak resident memory (`VmHWM`), in bytes; Linux only.
-/// Unlike `getrusage`'s maximum, it does not inherit the peak of the
-/// process that spawned this one.
-pub fn peak_resident() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line
-        .trim_start_matches("VmHWM:")
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
-}
-
 /// The default budget: half the machine's memory, which leaves the other half
 /// to the rest of a laptop's work.
 pub fn default_max_memory(total_memory: u64) -> u64 {
     total_memory / 2
-}
-
-/// A memory size in bytes, as a user writes it (`1.5G`, `1200M`, `2GB`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Size(pub u64);
-
-impl std::str::FromStr for Size {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        parse_size(s).map(Size)
-    }
-}
-
-impl fmt::Display for Size {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_multiple_of(MIB) {
-            write!(f, "{}M", self.0 / MIB)
-        } else {
-            write!(f, "{}", self.0)
-        }
-    }
-}
-
-/// Parses a size: a number with an optional unit. `K`, `M`, `G`, `T` (and
-/// `KiB`, `MiB`, …) are powers of 1024; `KB`, `MB`, `GB`, `TB` powers of 1000;
-/// no unit is bytes. `1.5G`, `1200MiB`, `1.2GB`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 1.5G, 1200M, 2GB)"))?;
-    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kib" => 1024.0,
-        "m" | "mib" => 1024.0 * 1024.0,
-        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tib" => 1024.0f64.powi(4),
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        "tb" => 1e12,
-        other => {
-            return Err(format!(
-                "{s:?}: unknown unit {other:?} (use K, M, G, KB, MB, GB)"
-            ))
-        }
-    };
-    let bytes = value * scale;
-    if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
-        return Err(format!("{s:?} is not a usable size"));
-    }
-    Ok(bytes as u64)
 }
 
 #[cfg(test)]
@@ -619,17 +547,5 @@ mod tests {
             },
         );
         assert!(q8.layers > f.layers, "{q8:?} vs {f:?}");
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1.5G").unwrap(), 1536 * MIB);
-        assert_eq!(parse_size("1200MiB").unwrap(), 1200 * MIB);
-        assert_eq!(parse_size("1.2GB").unwrap(), 1_200_000_000);
-        assert_eq!(parse_size(" 4096 ").unwrap(), 4096);
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("1.2X").is_err());
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("1e30G").is_err());
     }
 }

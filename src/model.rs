@@ -385,19 +385,6 @@ impl KvType {
     }
 }
 
-/// Total physical memory, from /proc/meminfo (8 GiB where unknown).
-pub fn total_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(8 << 30, |kb| kb * 1024)
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -312,7 +312,7 @@ fn choose_type(input: &Input, args: &ConvertArgs, settings: &Settings) -> Result
     let max_memory = settings
         .get(&settings::MAX_MEMORY, args.max_memory)?
         .map_or_else(
-            || memory::default_max_memory(o1::model::total_memory()),
+            || memory::default_max_memory(o1::device::total_memory()),
             |s| s.0,
         );
     let n_ctx = settings.get(&settings::CTX, args.ctx)?.unwrap_or(AUTO_CTX);

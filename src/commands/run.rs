@@ -214,7 +214,7 @@ fn print_turn<O: Write, E: Write>(
             Event::TurnFinished { usage } => {
                 report.stats.context_used = usage.used;
                 report.stats.context_size = usage.n_ctx;
-                report.stats.peak_memory = o1::memory::peak_resident();
+                report.stats.peak_memory = o1::device::peak_resident();
                 finished = true;
                 break;
             }

@@ -211,7 +211,7 @@ impl EngineConfig {
             n_ctx: None,
             n_batch: None,
             kv_type: None,
-            max_memory: crate::memory::default_max_memory(crate::model::total_memory()),
+            max_memory: crate::memory::default_max_memory(crate::device::total_memory()),
             threads: None,
             gpu_layers: GpuLayers::Auto,
             mmap: true,

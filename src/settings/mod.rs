@@ -13,7 +13,6 @@ use clap::ValueEnum;
 use o1_gguf::ggml::OutputType;
 
 use crate::engine::{bounds, EngineConfig, GpuLayers, Limits, Lookup, OnFull, SamplingOverrides};
-use crate::memory::Size;
 use crate::model::KvType;
 
 pub use o1_hub::{DEFAULT_REPO, DEFAULT_REVISION};
@@ -24,7 +23,7 @@ mod value;
 
 pub use flags::{ChatFlags, EngineFlags, ServeFlags};
 pub use resolve::Settings;
-pub use value::{for_flag, AnySetting, SettingValue};
+pub use value::{for_flag, parse_size, AnySetting, SettingValue, Size};
 
 /// A setting's value when nothing sets it.
 pub enum Builtin<T> {
