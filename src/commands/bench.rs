@@ -10,7 +10,7 @@ use std::sync::mpsc;
 
 use anyhow::{bail, Result};
 use o1::chat::{Phase, Role};
-use o1::engine::{Engine, Event, Limits, Lookup};
+use o1::engine::{follow_turn, Engine, Event, Limits, Lookup};
 use serde::Serialize;
 
 use crate::cli::BenchArgs;
@@ -166,17 +166,17 @@ fn chat_bench(engine: &Engine) -> Result<ChatResult> {
     for q in QUESTIONS {
         let (tx, rx) = mpsc::channel();
         engine.turn(q, tx)?;
-        for event in rx {
-            match event {
-                Event::PhaseFinished {
-                    phase: Phase::Answer,
-                    stats,
-                    ..
-                } => last = Some(stats),
-                Event::Error(e) => bail!("{e}"),
-                _ => {}
+        follow_turn(rx, |event| {
+            if let Event::PhaseFinished {
+                phase: Phase::Answer,
+                stats,
+                ..
+            } = event
+            {
+                last = Some(stats);
             }
-        }
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let Some(stats) = last else {
         bail!("the chat produced no answer")

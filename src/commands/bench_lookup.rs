@@ -9,9 +9,9 @@
 use std::io::Write;
 use std::sync::mpsc;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use o1::chat::{self, Message, Phase};
-use o1::engine::{Engine, Event, Lookup, LookupStatus, PhaseStats};
+use o1::engine::{follow_turn, Engine, Event, Lookup, LookupStatus, PhaseStats};
 use serde::Serialize;
 
 /// (name, kind, prompt). Kind: "restates" (the answer restates the
@@ -130,15 +130,15 @@ fn turn(engine: &Engine, lookup: Lookup, prompt: &str) -> Result<(Vec<PhaseRun>,
     let (tx, rx) = mpsc::channel();
     engine.turn(prompt, tx)?;
     let mut phases = Vec::new();
-    for event in rx {
-        match event {
-            Event::PhaseFinished {
-                phase, text, stats, ..
-            } => phases.push((phase, text, stats)),
-            Event::Error(e) => bail!("{e}"),
-            _ => {}
+    follow_turn(rx, |event| {
+        if let Event::PhaseFinished {
+            phase, text, stats, ..
+        } = event
+        {
+            phases.push((phase, text, stats));
         }
-    }
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((phases, engine.history()?))
 }
 

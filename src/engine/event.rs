@@ -149,6 +149,23 @@ pub enum Event {
     Error(Arc<EngineError>),
 }
 
+/// Follows a turn's events to its end: `each` sees every one; returns the
+/// context's use once the turn has finished, its error if it failed, and
+/// [`EngineError::Stopped`] if the engine went away in the middle of it.
+pub fn follow_turn(
+    events: std::sync::mpsc::Receiver<Event>,
+    mut each: impl FnMut(Event),
+) -> Result<ContextUsage, Arc<EngineError>> {
+    for event in events {
+        match event {
+            Event::TurnFinished { usage } => return Ok(usage),
+            Event::Error(e) => return Err(e),
+            other => each(other),
+        }
+    }
+    Err(Arc::new(EngineError::Stopped))
+}
+
 /// `o1 bench` figures: seconds per repetition.
 #[derive(Clone, Debug, Default)]
 pub struct BenchRuns {
@@ -166,4 +183,42 @@ pub struct Probe {
     pub tokens: Vec<u32>,
     pub prefill: Prefill,
     pub logits: Vec<f32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_turn_is_followed_to_its_end_its_error_or_a_dead_engine() {
+        let usage = ContextUsage {
+            used: 10,
+            n_ctx: 64,
+            reasoning: 3,
+        };
+        let run = |events: Vec<Event>| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            for e in events {
+                tx.send(e).unwrap();
+            }
+            drop(tx);
+            let mut seen = 0;
+            (follow_turn(rx, |_| seen += 1), seen)
+        };
+        let text = || Event::Text {
+            phase: Phase::Answer,
+            text: "a".into(),
+        };
+        let (done, seen) = run(vec![text(), Event::TurnFinished { usage }, text()]);
+        assert_eq!((done.unwrap(), seen), (usage, 1));
+        let (failed, _) = run(vec![
+            text(),
+            Event::Error(Arc::new(EngineError::EmptyQuestion)),
+        ]);
+        assert!(matches!(*failed.unwrap_err(), EngineError::EmptyQuestion));
+        // The engine died mid-turn: the channel closed with no end.
+        let (died, seen) = run(vec![text(), text()]);
+        assert!(matches!(*died.unwrap_err(), EngineError::Stopped));
+        assert_eq!(seen, 2);
+    }
 }

@@ -31,7 +31,7 @@ pub use config::{
 };
 #[cfg(feature = "testing")]
 pub use event::Probe;
-pub use event::{BenchRuns, ContextUsage, EngineError, Event, PhaseStats, Stop};
+pub use event::{follow_turn, BenchRuns, ContextUsage, EngineError, Event, PhaseStats, Stop};
 pub use handle::Engine;
 pub use load::{cpu_path_summary, Loaded};
 pub use lookup::{BatchProbe, LookupStatus};
