@@ -26,6 +26,7 @@ mod queue;
 mod remember;
 mod request;
 mod responses;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

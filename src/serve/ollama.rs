@@ -24,15 +24,11 @@ use tokio::sync::mpsc;
 use super::guard::{ApiError, Caller, JsonBody, Shape};
 use super::queue::{Finish, Summary, Update};
 use super::request::{self, Effort, Knobs, RoleNames};
-use super::AppState;
+use super::{wire, AppState};
 use crate::chat::{Message, Role};
 
 pub async fn version() -> Json<Value> {
     Json(json!({"version": *super::VERSION}))
-}
-
-fn now() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 /// "1.5B", "494M": the parameter count as ollama shows it.
@@ -356,10 +352,8 @@ async fn chat_inner(
     refuse_format(&req.format)?;
     let (knobs, show_thinking) = knobs(&req.think, &req.options)?;
     if req.messages.is_empty() {
-        let mut reply = json!({"model": model, "created_at": now(),
-            "message": {"role": "assistant", "content": ""}});
-        reply["done"] = json!(true);
-        reply["done_reason"] = json!(load_or_unload(&req.keep_alive));
+        let reply = wire::OllamaResponse::line(&model, true, String::new(), None)
+            .done(load_or_unload(&req.keep_alive), None);
         return Ok(Json(reply).into_response());
     }
     let messages = messages(req.messages)?;
@@ -435,9 +429,9 @@ async fn generate_inner(
     }
     let (knobs, show_thinking) = knobs(&req.think, &req.options)?;
     if req.prompt.trim().is_empty() {
-        let mut reply = json!({"model": model, "created_at": now(), "response": ""});
-        reply["done"] = json!(true);
-        reply["done_reason"] = json!(load_or_unload(&req.keep_alive));
+        let mut reply = wire::OllamaResponse::line(&model, false, String::new(), None)
+            .done(load_or_unload(&req.keep_alive), None);
+        reply.context = None;
         return Ok(Json(reply).into_response());
     }
     let stream = req.stream.unwrap_or(true);
@@ -482,35 +476,15 @@ struct Reply {
 
 impl Reply {
     /// A line with this text and reasoning (either may be empty).
-    fn line(&self, content: &str, thinking: &str) -> Value {
-        let mut line = json!({"model": self.model, "created_at": now()});
-        let shown = self.show_thinking && !thinking.is_empty();
-        match self.kind {
-            Kind::Chat => {
-                let mut message = json!({"role": "assistant", "content": content});
-                if shown {
-                    message["thinking"] = json!(thinking);
-                }
-                line["message"] = message;
-            }
-            Kind::Generate => {
-                line["response"] = json!(content);
-                if shown {
-                    line["thinking"] = json!(thinking);
-                }
-            }
-        }
-        line["done"] = json!(false);
-        line
+    fn line(&self, content: &str, thinking: &str) -> wire::OllamaResponse<'_> {
+        let shown = (self.show_thinking && !thinking.is_empty()).then(|| thinking.to_string());
+        let chat = matches!(self.kind, Kind::Chat);
+        wire::OllamaResponse::line(&self.model, chat, content.to_string(), shown)
     }
 
-    fn last(&self, s: &Summary, content: &str, thinking: &str) -> Value {
-        let mut last = self.line(content, thinking);
-        done_fields(&mut last, s);
-        if let Kind::Generate = self.kind {
-            last["context"] = json!([]);
-        }
-        last
+    fn last(&self, s: &Summary, content: &str, thinking: &str) -> wire::OllamaResponse<'_> {
+        self.line(content, thinking)
+            .done(s.finish.reason(), Some(s))
     }
 
     /// One JSON reply, or NDJSON lines as the text comes.
@@ -529,15 +503,16 @@ impl Reply {
                 }
                 let (value, over) = match updates.recv().await? {
                     Update::Reasoning(_) if !me.show_thinking => (None, false),
-                    Update::Reasoning(t) => (Some(me.line("", &t)), false),
-                    Update::Answer(t) => (Some(me.line(&t, "")), false),
-                    Update::Done(s) if s.finish == Finish::Cancelled => {
-                        (Some(super::cancelled().shaped(Shape::Ollama).body()), true)
-                    }
-                    Update::Done(s) => (Some(me.last(&s, "", "")), true),
-                    Update::Failed(e) => (Some(e.shaped(Shape::Ollama).body()), true),
+                    Update::Reasoning(t) => (Some(ndjson(&me.line("", &t))), false),
+                    Update::Answer(t) => (Some(ndjson(&me.line(&t, ""))), false),
+                    Update::Done(s) if s.finish == Finish::Cancelled => (
+                        Some(ndjson(&super::cancelled().shaped(Shape::Ollama).body())),
+                        true,
+                    ),
+                    Update::Done(s) => (Some(ndjson(&me.last(&s, "", ""))), true),
+                    Update::Failed(e) => (Some(ndjson(&e.shaped(Shape::Ollama).body())), true),
                 };
-                let bytes = value.map(|v| Bytes::from(format!("{v}\n")));
+                let bytes = value.map(Bytes::from);
                 Some((bytes, (updates, me, over)))
             },
         )
@@ -550,17 +525,11 @@ impl Reply {
     }
 }
 
-/// The last message's fields: why it ended and the figures, in nanoseconds.
-fn done_fields(reply: &mut Value, s: &Summary) {
-    let ns = |seconds: f64| (seconds * 1e9) as u64;
-    reply["done"] = json!(true);
-    reply["done_reason"] = json!(s.finish.reason());
-    reply["total_duration"] = json!(ns(s.total_seconds));
-    reply["load_duration"] = json!(0);
-    reply["prompt_eval_count"] = json!(s.prompt_tokens - s.cached_tokens);
-    reply["prompt_eval_duration"] = json!(ns(s.prompt_seconds));
-    reply["eval_count"] = json!(s.reasoning_tokens + s.answer_tokens);
-    reply["eval_duration"] = json!(ns(s.generation_seconds));
+/// A reply or an error body as a line of NDJSON.
+fn ndjson(value: &impl serde::Serialize) -> String {
+    let mut line = serde_json::to_string(value).unwrap_or_default();
+    line.push('\n');
+    line
 }
 
 #[cfg(test)]

@@ -16,35 +16,26 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::guard::{ApiError, Caller, JsonBody};
-use super::queue::{Finish, Summary, Update};
+use super::queue::{Finish, Update};
 use super::request::{self, Knobs, RoleNames};
-use super::AppState;
+use super::{wire, AppState};
 use crate::chat::Message;
 
-pub async fn models(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "object": "list",
-        "data": [{
-            "id": state.model.id,
-            "object": "model",
-            "created": state.model.created,
-            "owned_by": "o1",
-        }],
-    }))
+pub async fn models(State(state): State<AppState>) -> Response {
+    Json(wire::ModelList {
+        object: "list",
+        data: vec![wire::Model::new(&state.model.id, state.model.created)],
+    })
+    .into_response()
 }
 
 /// `GET /v1/models/{id}`: the model, if it is this server's.
 pub async fn model(
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     state.check_model(&id)?;
-    Ok(Json(json!({
-        "id": state.model.id,
-        "object": "model",
-        "created": state.model.created,
-        "owned_by": "o1",
-    })))
+    Ok(Json(wire::Model::new(&state.model.id, state.model.created)).into_response())
 }
 
 /// `/v1/completions`: a raw prompt continued as it is (no template, no
@@ -145,7 +136,7 @@ pub async fn completions(
     if !req.stream {
         let s = super::finished(updates).await?;
         let mut reply = choice(&s.answer, Some(s.finish.reason()));
-        reply["usage"] = usage(&s);
+        reply["usage"] = json!(wire::Usage::of(&s));
         return Ok(Json(reply).into_response());
     }
     let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
@@ -165,7 +156,7 @@ pub async fn completions(
                 Update::Done(s) => {
                     let mut last = choice("", Some(s.finish.reason()));
                     if include_usage {
-                        last["usage"] = usage(&s);
+                        last["usage"] = json!(wire::Usage::of(&s));
                     }
                     (vec![data(&last), SseEvent::default().data("[DONE]")], true)
                 }
@@ -445,13 +436,14 @@ pub async fn chat_completions(
     );
     let messages = messages(req.messages)?;
     let updates = state.start(messages, knobs, caller)?;
-    let id = super::response_id("chatcmpl");
-    let created = super::unix_now();
+    let header = wire::Header {
+        id: super::response_id("chatcmpl"),
+        created: super::unix_now(),
+        model: state.model.id.clone(),
+    };
     if stream {
         let chunks = Chunks {
-            id,
-            created,
-            model: state.model.id.clone(),
+            header,
             include_usage,
         };
         return Ok(Sse::new(chunks.stream(updates))
@@ -459,91 +451,22 @@ pub async fn chat_completions(
             .into_response());
     }
     let summary = super::finished(updates).await?;
-    Ok(Json(json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": state.model.id,
-        "choices": [{
-            "index": 0,
-            "message": assistant_message(&summary),
-            "finish_reason": summary.finish.reason(),
-            "logprobs": null,
-        }],
-        "usage": usage(&summary),
-        "timings": timings(&summary),
-    }))
-    .into_response())
-}
-
-/// The reply's message; `reasoning_content` only when the model reasoned.
-fn assistant_message(s: &Summary) -> Value {
-    let mut message = json!({"role": "assistant", "content": s.answer});
-    if !s.reasoning.is_empty() {
-        message["reasoning_content"] = json!(s.reasoning);
-    }
-    message
-}
-
-/// llama-server's `timings` (its web UI and some clients read them): the
-/// prompt's and the generation's tokens and milliseconds, both phases together.
-fn timings(s: &Summary) -> Value {
-    let prompt_n = s.prompt_tokens - s.cached_tokens;
-    let predicted_n = s.reasoning_tokens + s.answer_tokens;
-    let per_second = |n: usize, seconds: f64| {
-        if seconds > 0.0 {
-            n as f64 / seconds
-        } else {
-            0.0
-        }
-    };
-    json!({
-        "cache_n": s.cached_tokens,
-        "prompt_n": prompt_n,
-        "prompt_ms": s.prompt_seconds * 1e3,
-        "prompt_per_second": per_second(prompt_n, s.prompt_seconds),
-        "predicted_n": predicted_n,
-        "predicted_ms": s.generation_seconds * 1e3,
-        "predicted_per_second": per_second(predicted_n, s.generation_seconds),
-    })
-}
-
-fn usage(s: &Summary) -> Value {
-    let completion = s.reasoning_tokens + s.answer_tokens;
-    json!({
-        "prompt_tokens": s.prompt_tokens,
-        "completion_tokens": completion,
-        "total_tokens": s.prompt_tokens + completion,
-        "prompt_tokens_details": {"cached_tokens": s.cached_tokens},
-        "completion_tokens_details": {"reasoning_tokens": s.reasoning_tokens},
-    })
+    Ok(Json(header.reply(&summary)).into_response())
 }
 
 /// The chunks of a streamed completion.
 struct Chunks {
-    id: String,
-    created: u64,
-    model: String,
+    header: wire::Header,
     include_usage: bool,
 }
 
 impl Chunks {
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> SseEvent {
-        SseEvent::default().data(self.chunk_value(delta, finish).to_string())
+    fn event(value: &impl serde::Serialize) -> SseEvent {
+        SseEvent::default().data(serde_json::to_string(value).unwrap_or_default())
     }
 
-    fn chunk_value(&self, delta: Value, finish: Option<&str>) -> Value {
-        let mut chunk = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
-        });
-        if self.include_usage {
-            chunk["usage"] = Value::Null;
-        }
-        chunk
+    fn chunk(&self, delta: wire::Delta, finish: Option<&'static str>) -> SseEvent {
+        Self::event(&self.header.chunk(delta, finish, self.include_usage))
     }
 
     /// The role first, then a delta per piece of text (the reasoning's as
@@ -554,7 +477,14 @@ impl Chunks {
         self,
         updates: mpsc::UnboundedReceiver<Update>,
     ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-        let first = self.chunk(json!({"role": "assistant", "content": ""}), None);
+        let first = self.chunk(
+            wire::Delta {
+                role: Some("assistant"),
+                content: Some(String::new()),
+                ..Default::default()
+            },
+            None,
+        );
         let start = stream::iter([Ok(first)]);
         let rest = stream::unfold(
             (self, updates, false),
@@ -563,27 +493,33 @@ impl Chunks {
                     return None;
                 }
                 let events = match updates.recv().await {
-                    Some(Update::Reasoning(t)) => {
-                        vec![me.chunk(json!({"reasoning_content": t}), None)]
-                    }
-                    Some(Update::Answer(t)) => vec![me.chunk(json!({"content": t}), None)],
+                    Some(Update::Reasoning(t)) => vec![me.chunk(
+                        wire::Delta {
+                            reasoning_content: Some(t),
+                            ..Default::default()
+                        },
+                        None,
+                    )],
+                    Some(Update::Answer(t)) => vec![me.chunk(
+                        wire::Delta {
+                            content: Some(t),
+                            ..Default::default()
+                        },
+                        None,
+                    )],
                     Some(Update::Done(s)) if s.finish == Finish::Cancelled => {
                         return Some((vec![error_event(&super::cancelled())], (me, updates, true)))
                     }
                     Some(Update::Done(s)) => {
-                        let mut last = me.chunk_value(json!({}), Some(s.finish.reason()));
-                        last["timings"] = timings(&s);
-                        let mut events = vec![SseEvent::default().data(last.to_string())];
+                        let mut last = me.header.chunk(
+                            wire::Delta::default(),
+                            Some(s.finish.reason()),
+                            me.include_usage,
+                        );
+                        last.timings = Some(wire::Timings::of(&s));
+                        let mut events = vec![Self::event(&last)];
                         if me.include_usage {
-                            let chunk = json!({
-                                "id": me.id,
-                                "object": "chat.completion.chunk",
-                                "created": me.created,
-                                "model": me.model,
-                                "choices": [],
-                                "usage": usage(&s),
-                            });
-                            events.push(SseEvent::default().data(chunk.to_string()));
+                            events.push(Self::event(&me.header.usage_chunk(&s)));
                         }
                         events.push(SseEvent::default().data("[DONE]"));
                         return Some((events, (me, updates, true)));
