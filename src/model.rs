@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 
 use o1_gguf::format::{GgufFile, Value};
 use o1_gguf::ggml::OutputType;
-use o1_gguf::keys::{GENERATION_PREFIX, KEY_REASONING_TOKEN_ID, KEY_SOURCE, REASONING_TOKEN};
+use o1_gguf::keys::{
+    GENERATION_PREFIX, KEY_REASONING_TOKEN_ID, KEY_SOURCE, OUTPUT_TENSOR, REASONING_TOKEN,
+    TOKEN_EMBD_TENSOR,
+};
 
 /// Why a model file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +114,7 @@ pub struct WeightBytes {
 /// groups, but the embedding, which is looked up by row).
 fn is_repacked(t: &o1_gguf::format::TensorInfo) -> bool {
     use o1_gguf::ggml::GgmlType;
-    t.name != "token_embd.weight"
+    t.name != TOKEN_EMBD_TENSOR
         && [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::IQ4_NL].contains(&t.ty)
         && t.dims.len() == 2
         && t.dims[1].is_multiple_of(8)
@@ -120,15 +123,15 @@ fn is_repacked(t: &o1_gguf::format::TensorInfo) -> bool {
 impl WeightBytes {
     fn of<'t>(tensors: impl Iterator<Item = &'t o1_gguf::format::TensorInfo> + Clone) -> Self {
         let mut w = WeightBytes {
-            tied_embeddings: !tensors.clone().any(|t| t.name == "output.weight"),
+            tied_embeddings: !tensors.clone().any(|t| t.name == OUTPUT_TENSOR),
             ..Default::default()
         };
         for t in tensors {
             let bytes = t.n_bytes();
             w.total += bytes;
-            if t.name == "token_embd.weight" {
+            if t.name == TOKEN_EMBD_TENSOR {
                 w.embedding = bytes;
-            } else if t.name == "output.weight" {
+            } else if t.name == OUTPUT_TENSOR {
                 w.output = bytes;
             }
             if is_repacked(t) {
@@ -150,7 +153,7 @@ fn read_every_token<'t>(
     tied_embeddings: bool,
 ) -> Vec<Range<u64>> {
     let mut ranges: Vec<Range<u64>> = tensors
-        .filter(|(t, _)| !is_repacked(t) && (t.name != "token_embd.weight" || tied_embeddings))
+        .filter(|(t, _)| !is_repacked(t) && (t.name != TOKEN_EMBD_TENSOR || tied_embeddings))
         .map(|(_, r)| r)
         .collect();
     ranges.sort_by_key(|r| r.start);
@@ -340,7 +343,7 @@ impl ModelInfo {
             weights: WeightBytes::of(g.tensors.iter()),
             read_every_token: read_every_token(
                 g.tensor_ranges(),
-                !g.tensors.iter().any(|t| t.name == "output.weight"),
+                !g.tensors.iter().any(|t| t.name == OUTPUT_TENSOR),
             ),
         })
     }

@@ -14,6 +14,7 @@ use std::path::Path;
 
 use o1_gguf::format::TensorInfo;
 use o1_gguf::ggml::{GgmlType, OutputType};
+use o1_gguf::keys::{OUTPUT_TENSOR as OUTPUT, TOKEN_EMBD_TENSOR as TOKEN_EMBD};
 
 use crate::config::ModelConfig;
 use crate::error::{ConvertError, Result};
@@ -54,8 +55,6 @@ const fn tensor(hf: &'static str, gguf: &'static str, shape: &'static [Dim]) -> 
 }
 
 /// The GGUF names of the token embedding and the output head.
-const TOKEN_EMBD: &str = "token_embd.weight";
-const OUTPUT: &str = "output.weight";
 
 /// The tensors outside the layers; the output head is absent from tied
 /// checkpoints.

@@ -5,6 +5,12 @@
 /// The special token that opens the reasoning phase (also its message role).
 pub const REASONING_TOKEN: &str = "<|reasoning|>";
 
+/// The GGUF names of the token embedding and the output head, which the
+/// converter writes and the runtime's memory plan looks for (the head is
+/// absent when tied to the embedding).
+pub const TOKEN_EMBD_TENSOR: &str = "token_embd.weight";
+pub const OUTPUT_TENSOR: &str = "output.weight";
+
 /// Version of the `o1.*` keys; bump when their meaning changes.
 pub const O1_FORMAT_VERSION: u32 = 1;
 
