@@ -434,6 +434,12 @@ fn index_shards(path: &Path) -> Result<Vec<String>> {
     Ok(shards)
 }
 
+/// Whether `text` reads as a hub repository id, `org/name` (a folder of
+/// that name is the caller's to prefer).
+pub fn is_repo_id(text: &str) -> bool {
+    text.split('/').count() == 2 && !text.starts_with('.') && check_repo_id(text).is_ok()
+}
+
 /// Accepts `name` or `org/name` made of letters, digits, `-`, `_`, `.`.
 fn check_repo_id(repo: &str) -> Result<()> {
     let invalid = |reason| HubError::InvalidInput {

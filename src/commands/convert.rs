@@ -50,8 +50,7 @@ pub fn resolve_input(
     settings: &Settings,
 ) -> Result<Input> {
     let path = Path::new(checkpoint);
-    let looks_like_repo =
-        checkpoint.split('/').count() == 2 && !checkpoint.starts_with('.') && !path.exists();
+    let looks_like_repo = o1_hub::is_repo_id(checkpoint) && !path.exists();
     if !looks_like_repo {
         // A folder (the converter reports a missing one clearly).
         let name = path
