@@ -54,8 +54,6 @@ const fn tensor(hf: &'static str, gguf: &'static str, shape: &'static [Dim]) -> 
     Qwen2Tensor { hf, gguf, shape }
 }
 
-/// The GGUF names of the token embedding and the output head.
-
 /// The tensors outside the layers; the output head is absent from tied
 /// checkpoints.
 #[rustfmt::skip]
