@@ -31,11 +31,16 @@ const fn m(ty: OutputType, gigabytes: f64, mean_kld: f64, same_top: f64) -> Meas
 }
 
 /// Only types measured so far take part (`auto` never guesses a figure).
-pub const MEASURED: [Measured; 4] = [
-    m(OutputType::Q8_0, 1.89, 0.00043, 0.9852),
-    m(OutputType::Q4KM, 1.12, 0.00310, 0.9704),
-    m(OutputType::Iq4Xs, 1.02, 0.01965, 0.9336),
-    m(OutputType::Q3KM, 0.92, 0.04517, 0.9065),
+pub const MEASURED: [Measured; 9] = [
+    m(OutputType::Q8_0, 1.89, 0.00048, 0.9852),
+    m(OutputType::Q6K, 1.46, 0.00273, 0.9736),
+    m(OutputType::Q5KM, 1.29, 0.00285, 0.9741),
+    m(OutputType::Q4KM, 1.12, 0.00346, 0.9704),
+    m(OutputType::Q4KS, 1.07, 0.00449, 0.9697),
+    m(OutputType::Iq4Xs, 1.02, 0.02169, 0.9336),
+    m(OutputType::Q3KL, 0.98, 0.04821, 0.9063),
+    m(OutputType::Q3KM, 0.92, 0.04967, 0.9065),
+    m(OutputType::Iq3M, 0.88, 0.07049, 0.8900),
 ];
 
 /// The types `auto` considers, least drift first.
