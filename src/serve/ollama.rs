@@ -333,10 +333,7 @@ pub async fn chat(
 }
 
 fn model_name(state: &AppState, model: &Option<String>) -> Result<String, ApiError> {
-    let model = model
-        .clone()
-        .ok_or_else(|| ApiError::invalid_value("model", "is required"))?;
-    state.check_model(&model)?;
+    state.require_model(model)?;
     Ok(format!("{}:latest", state.model.id))
 }
 

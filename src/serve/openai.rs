@@ -68,11 +68,7 @@ pub async fn completions(
     Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let model = req
-        .model
-        .clone()
-        .ok_or_else(|| ApiError::invalid_value("model", "is required"))?;
-    state.check_model(&model)?;
+    state.require_model(&req.model)?;
     let prompt = match req.prompt {
         Some(Value::String(p)) => p,
         Some(Value::Array(mut a)) if a.len() == 1 && a[0].is_string() => {
@@ -423,11 +419,7 @@ pub async fn chat_completions(
     Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    let model = req
-        .model
-        .clone()
-        .ok_or_else(|| ApiError::invalid_value("model", "is required"))?;
-    state.check_model(&model)?;
+    state.require_model(&req.model)?;
     req.refuse_unsupported()?;
     let knobs = req.knobs()?;
     let (stream, include_usage) = (

@@ -131,6 +131,14 @@ impl AppState {
         }
     }
 
+    /// A request's `model`: required, and this server's.
+    pub(super) fn require_model(&self, model: &Option<String>) -> Result<(), ApiError> {
+        let model = model
+            .as_deref()
+            .ok_or_else(|| ApiError::invalid_value("model", "is required"))?;
+        self.check_model(model)
+    }
+
     pub(super) fn check_model(&self, name: &str) -> Result<(), ApiError> {
         if self.model.answers_to(name) {
             Ok(())

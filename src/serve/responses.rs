@@ -297,11 +297,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<ResponsesRequest>,
 ) -> Result<Response, ApiError> {
-    let model = req
-        .model
-        .clone()
-        .ok_or_else(|| ApiError::invalid_value("model", "is required"))?;
-    state.check_model(&model)?;
+    state.require_model(&req.model)?;
     req.refuse_unsupported()?;
     let effort_name = req.reasoning.as_ref().and_then(|r| r.effort.clone());
     let effort = match effort_name.as_deref() {
