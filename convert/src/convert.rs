@@ -88,7 +88,7 @@ impl ConvertOptions {
             output: output.into(),
             out_type,
             force: false,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: o1_gguf::default_threads(),
             pipeline: Pipeline::SinglePass,
             verify: true,
             name: None,

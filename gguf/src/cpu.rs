@@ -317,7 +317,7 @@ fn choose<'a>(
             model.0.display()
         ));
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::default_threads();
     let mut rejected = Vec::new();
     let mut found = None;
     for v in supported {

@@ -4,6 +4,18 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 
+/// What tells a changed file from the one a cache was made for: its size
+/// and its modification time in nanoseconds since 1970 (0 where the
+/// platform has none).
+pub fn stamp(meta: &fs::Metadata) -> (u64, u128) {
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    (meta.len(), modified)
+}
+
 /// Replaces `path` with `bytes`: a new 0600 file created exclusively next to
 /// it (never through a link planted at its name), synced, renamed over
 /// `path` (which replaces a link there rather than following it), and the

@@ -20,6 +20,12 @@ pub mod llama;
 pub mod prompt;
 pub mod scoring;
 
+/// The threads o1 uses unless told otherwise: every core this process may
+/// run on (the converter, the engine, `o1 eval` and the CPU probe alike).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Measurements worth keeping between runs (`~/.cache/o1` on Linux):
 /// `$O1_CACHE_DIR` overrides it.
 pub fn cache_dir() -> std::path::PathBuf {

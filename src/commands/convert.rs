@@ -212,11 +212,9 @@ fn checkpoint_key(input: &Input) -> Result<String> {
     for e in files {
         let meta = std::fs::metadata(e.path())?;
         h.update(e.file_name().to_string_lossy().as_bytes());
-        h.update(meta.len().to_le_bytes());
-        if let Ok(t) = meta.modified() {
-            let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            h.update(since.as_nanos().to_le_bytes());
-        }
+        let (len, modified) = o1_gguf::files::stamp(&meta);
+        h.update(len.to_le_bytes());
+        h.update(modified.to_le_bytes());
     }
     Ok(format!("{:x}", h.finalize())[..24].to_string())
 }

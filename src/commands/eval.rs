@@ -54,7 +54,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let threads = settings
         .get(&settings::THREADS, args.threads)?
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        .unwrap_or_else(o1_gguf::default_threads);
     if !args.json {
         eprintln!(
             "o1: measuring {} against {}",

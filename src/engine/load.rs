@@ -103,9 +103,7 @@ impl Weights {
         plan: memory::Plan,
     ) -> Result<(Runner<'_>, Loaded), EngineError> {
         let n_ctx = plan.shape.n_ctx.max(64) as usize;
-        let threads = config
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let threads = config.threads.unwrap_or_else(o1_gguf::default_threads);
         let n_batch = (plan.shape.n_batch as usize).clamp(1, n_ctx);
         let kv_type = plan.shape.kv_type;
         let kv = match kv_type {

@@ -317,11 +317,9 @@ fn cache_key(opts: &EvalOptions, text_name: &str, tokens: &[Token]) -> Result<St
         .canonicalize()
         .unwrap_or(opts.reference.clone());
     h.update(path.to_string_lossy().as_bytes());
-    h.update(meta.len().to_le_bytes());
-    if let Ok(t) = meta.modified() {
-        let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        h.update(since.as_nanos().to_le_bytes());
-    }
+    let (len, modified) = o1_gguf::files::stamp(&meta);
+    h.update(len.to_le_bytes());
+    h.update(modified.to_le_bytes());
     h.update(text_name.as_bytes());
     h.update((opts.n_ctx as u64).to_le_bytes());
     for t in tokens {
@@ -638,14 +636,8 @@ pub struct Remembered {
 const REMEMBERED_FILE: &str = "results.json";
 
 fn identity(path: &Path) -> Option<(PathBuf, u64, u128)> {
-    let meta = std::fs::metadata(path).ok()?;
-    let modified = meta
-        .modified()
-        .ok()?
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_nanos();
-    Some((path.canonicalize().ok()?, meta.len(), modified))
+    let (len, modified) = o1_gguf::files::stamp(&std::fs::metadata(path).ok()?);
+    Some((path.canonicalize().ok()?, len, modified))
 }
 
 /// Keeps `report`'s figures for `o1 info`, keyed by the file (a changed
