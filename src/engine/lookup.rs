@@ -14,6 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::runner::{RunError, Runner};
 use crate::model::KvType;
 
 /// The longest draft checked in one decode: the logits rows the context
@@ -264,6 +265,69 @@ impl Acceptance {
     /// A step with nothing to match: the next match starts afresh.
     pub fn no_match(&mut self) {
         self.after_right = false;
+    }
+}
+
+/// What lookup decoding works with on this model and setting, once probed
+/// (or read back from the probes kept).
+pub(super) struct LookupState {
+    pub probe: Option<BatchProbe>,
+    /// The longest exact draft: 0 when lookup stays off.
+    pub max_draft: usize,
+    pub costs: CostCurve,
+}
+
+impl LookupState {
+    /// Lookup off: nothing drafted.
+    fn off() -> Self {
+        LookupState {
+            probe: None,
+            max_draft: 0,
+            costs: CostCurve {
+                seconds: Vec::new(),
+            },
+        }
+    }
+
+    /// Probes (or reads back) whether batched decodes are exact with this
+    /// KV cache and what they cost; before a prefill, as it overwrites the
+    /// logits. No room for the probe's tokens turns lookup off: it is a
+    /// speed-up, the turn goes on without it.
+    pub(super) fn know(
+        runner: &mut Runner<'_>,
+        probe_key: &str,
+        kv_type: KvType,
+    ) -> Result<Self, RunError> {
+        if !cache_allows_drafts(kv_type) {
+            tracing::info!(
+                kv_type = kv_type.name(),
+                "lookup decoding stays off with this KV cache"
+            );
+            return Ok(Self::off());
+        }
+        let probe = match cached_probe(probe_key) {
+            Some(probe) => probe,
+            None => match runner.probe_batches(MAX_DRAFT + 1) {
+                Ok(probe) => {
+                    save_probe(probe_key, &probe);
+                    probe
+                }
+                Err(RunError::ContextFull(_)) => {
+                    tracing::info!("lookup decoding stays off: no room to probe");
+                    return Ok(Self::off());
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let max_draft = usable_draft(&probe, kv_type);
+        tracing::info!(key = %probe_key, ?probe, max_draft, "lookup decoding probed");
+        Ok(LookupState {
+            costs: CostCurve {
+                seconds: probe.seconds.clone(),
+            },
+            probe: Some(probe),
+            max_draft,
+        })
     }
 }
 

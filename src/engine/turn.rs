@@ -14,7 +14,7 @@ use super::config::{Completion, EngineConfig, Limits, Lookup, OnFull, RawComplet
 use super::event::Probe;
 use super::event::{BenchRuns, ContextUsage, EngineError, Event, PhaseStats, Stop};
 use super::generate::{generate, is_greedy, Decoding};
-use super::lookup::{self, CostCurve, LookupStatus, MAX_DRAFT};
+use super::lookup::{self, LookupState, LookupStatus, MAX_DRAFT};
 use super::runner::{Prefill, RunError, Runner};
 use crate::chat::{self, Message, Phase, Role};
 use crate::model::KvType;
@@ -93,14 +93,6 @@ pub(super) struct Worker<'m> {
     lookup: Option<LookupState>,
 }
 
-/// What lookup decoding works with, once probed.
-struct LookupState {
-    probe: Option<lookup::BatchProbe>,
-    /// The longest exact draft: 0 when lookup stays off.
-    max_draft: usize,
-    costs: CostCurve,
-}
-
 /// The result of one phase.
 pub(super) struct Outcome {
     text: String,
@@ -151,47 +143,11 @@ impl<'m> Worker<'m> {
         {
             return Ok(());
         }
-        let off = LookupState {
-            probe: None,
-            max_draft: 0,
-            costs: CostCurve {
-                seconds: Vec::new(),
-            },
-        };
-        if !lookup::cache_allows_drafts(self.kv_type) {
-            tracing::info!(
-                kv_type = self.kv_type.name(),
-                "lookup decoding stays off with this KV cache"
-            );
-            self.lookup = Some(off);
-            return Ok(());
-        }
-        let probe = match lookup::cached_probe(&self.probe_key) {
-            Some(probe) => probe,
-            None => match self.runner.probe_batches(MAX_DRAFT + 1) {
-                Ok(probe) => {
-                    lookup::save_probe(&self.probe_key, &probe);
-                    probe
-                }
-                // No room for the probe's tokens: lookup is a speed-up, the
-                // turn goes on without it.
-                Err(RunError::ContextFull(_)) => {
-                    tracing::info!("lookup decoding stays off: no room to probe");
-                    self.lookup = Some(off);
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
-            },
-        };
-        let max_draft = lookup::usable_draft(&probe, self.kv_type);
-        tracing::info!(key = %self.probe_key, ?probe, max_draft, "lookup decoding probed");
-        self.lookup = Some(LookupState {
-            costs: CostCurve {
-                seconds: probe.seconds.clone(),
-            },
-            probe: Some(probe),
-            max_draft,
-        });
+        self.lookup = Some(LookupState::know(
+            &mut self.runner,
+            &self.probe_key,
+            self.kv_type,
+        )?);
         Ok(())
     }
 
