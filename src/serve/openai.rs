@@ -242,35 +242,6 @@ struct InMessage {
     tool_calls: Option<Value>,
 }
 
-/// A message's text: a string, or text parts (other parts are refused).
-fn content_text(content: Value, i: usize) -> Result<String, ApiError> {
-    let param = format!("messages[{i}].content");
-    match content {
-        Value::Null => Ok(String::new()),
-        Value::String(s) => Ok(s),
-        Value::Array(parts) => {
-            let mut text = String::new();
-            for part in parts {
-                match (part.get("type").and_then(Value::as_str), part.get("text")) {
-                    (Some("text"), Some(Value::String(t))) => text.push_str(t),
-                    (Some(kind), _) => {
-                        return Err(ApiError::unsupported(
-                            &param,
-                            &format!("content parts of type `{kind}` (o1's model reads text only)"),
-                        ))
-                    }
-                    _ => return Err(ApiError::invalid_value(&param, "has a part without a type")),
-                }
-            }
-            Ok(text)
-        }
-        _ => Err(ApiError::invalid_value(
-            &param,
-            "must be a string or an array of parts",
-        )),
-    }
-}
-
 /// The request's messages in the model's terms; a message's
 /// `reasoning_content` becomes the `<|reasoning|>` message before it.
 fn messages(input: Vec<InMessage>) -> Result<Vec<Message>, ApiError> {
@@ -286,7 +257,7 @@ fn messages(input: Vec<InMessage>) -> Result<Vec<Message>, ApiError> {
         request::push_message(
             &mut out,
             role,
-            content_text(m.content, i)?,
+            request::text_of(&m.content, &format!("messages[{i}].content"), &["text"])?,
             m.reasoning_content,
         );
     }

@@ -3,6 +3,7 @@
 //! its sampling and budgets checked against the bounds the settings use
 //! too, and queued.
 
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::guard::{ApiError, Caller};
@@ -99,6 +100,37 @@ pub fn message_role(
     }
 }
 
+/// A message's text: a string, or its parts, each of a type in `kinds`
+/// (a part of another type, an image say, is refused by name).
+pub fn text_of(content: &Value, param: &str, kinds: &[&str]) -> Result<String, ApiError> {
+    match content {
+        Value::Null => Ok(String::new()),
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(parts) => {
+            let mut text = String::new();
+            for part in parts {
+                match (part.get("type").and_then(Value::as_str), part.get("text")) {
+                    (Some(kind), Some(Value::String(t))) if kinds.contains(&kind) => {
+                        text.push_str(t)
+                    }
+                    (Some(kind), _) => {
+                        return Err(ApiError::unsupported(
+                            param,
+                            &format!("content parts of type `{kind}` (o1's model reads text only)"),
+                        ))
+                    }
+                    _ => return Err(ApiError::invalid_value(param, "has a part without a type")),
+                }
+            }
+            Ok(text)
+        }
+        _ => Err(ApiError::invalid_value(
+            param,
+            "must be a string or an array of parts",
+        )),
+    }
+}
+
 /// Appends a message; an assistant message's reasoning goes before it as
 /// that turn's `<|reasoning|>` message.
 pub fn push_message(
@@ -156,9 +188,20 @@ impl AppState {
         caller: Caller,
     ) -> Result<mpsc::UnboundedReceiver<Update>, ApiError> {
         let (request, stops, thread) = self.completion(messages, knobs, caller)?;
+        self.enqueue(Work::Chat(request), stops, caller, thread)
+    }
+
+    /// Puts `work` in the queue; returns its updates.
+    fn enqueue(
+        &self,
+        request: Work,
+        stops: Vec<String>,
+        caller: Caller,
+        thread: Option<remember::Thread>,
+    ) -> Result<mpsc::UnboundedReceiver<Update>, ApiError> {
         let (out, updates) = mpsc::unbounded_channel();
         self.queue.push(Job {
-            request: Work::Chat(request),
+            request,
             stops,
             caller,
             thread,
@@ -226,20 +269,13 @@ impl AppState {
             return Err(ApiError::invalid_value("prompt", "is empty"));
         }
         let (sampling, limits, stops) = self.checked(knobs)?;
-        let (out, updates) = mpsc::unbounded_channel();
-        self.queue.push(Job {
-            request: Work::Raw(RawCompletion {
-                prompt,
-                sampling,
-                limit: limits.answer,
-                fresh: false,
-            }),
-            stops,
-            caller,
-            thread: None,
-            out,
-        })?;
-        Ok(updates)
+        let raw = RawCompletion {
+            prompt,
+            sampling,
+            limit: limits.answer,
+            fresh: false,
+        };
+        self.enqueue(Work::Raw(raw), stops, caller, None)
     }
 
     /// The sampling, budgets and stop sequences `knobs` ask for, checked.

@@ -53,38 +53,18 @@ struct ReasoningOptions {
     effort: Option<String>,
 }
 
+/// The text part types an input item may hold.
+const TEXT_PARTS: [&str; 5] = [
+    "input_text",
+    "output_text",
+    "text",
+    "reasoning_text",
+    "summary_text",
+];
+
 /// An item's text: a string, or its text parts.
 fn item_text(content: &Value, at: &str) -> Result<String, ApiError> {
-    match content {
-        Value::Null => Ok(String::new()),
-        Value::String(s) => Ok(s.clone()),
-        Value::Array(parts) => {
-            let mut text = String::new();
-            for part in parts {
-                match (part.get("type").and_then(Value::as_str), part.get("text")) {
-                    (
-                        Some(
-                            "input_text" | "output_text" | "text" | "reasoning_text"
-                            | "summary_text",
-                        ),
-                        Some(Value::String(t)),
-                    ) => text.push_str(t),
-                    (Some(kind), _) => {
-                        return Err(ApiError::unsupported(
-                            at,
-                            &format!("content parts of type `{kind}` (o1's model reads text only)"),
-                        ))
-                    }
-                    _ => return Err(ApiError::invalid_value(at, "has a part without a type")),
-                }
-            }
-            Ok(text)
-        }
-        _ => Err(ApiError::invalid_value(
-            at,
-            "must be a string or an array of parts",
-        )),
-    }
+    request::text_of(content, at, &TEXT_PARTS)
 }
 
 /// The conversation in the model's terms: `instructions` as the system
