@@ -47,8 +47,7 @@ impl Store {
     /// The store name for a conversion of `source` (a repo id or a folder) to `ty`.
     pub fn name_for(source: &str, ty: &str) -> String {
         let source = source.trim_end_matches('/');
-        let is_repo = source.matches('/').count() == 1 && !source.starts_with(['/', '.']);
-        let base = if is_repo {
+        let base = if o1_hub::is_repo_id(source) {
             source.replace('/', "--")
         } else {
             Path::new(source)

@@ -180,6 +180,12 @@ fn text_tokens(model: &impl Tokenizer, opts: &EvalOptions) -> Result<(String, Ve
     Ok((name, tokens))
 }
 
+/// The positions of a chunk whose next token is scored: its second half,
+/// but for the last (whose next token is not in the chunk).
+fn scored_positions(n_ctx: usize) -> std::ops::Range<usize> {
+    n_ctx / 2..n_ctx - 1
+}
+
 /// Runs every chunk; `each(logits, next_token)` at every scored position.
 fn score_chunks(
     model: &mut ScoringModel,
@@ -187,15 +193,17 @@ fn score_chunks(
     n_ctx: usize,
     mut each: impl FnMut(&[f32], Token),
 ) -> Result<()> {
-    let first = n_ctx / 2;
+    let scored = scored_positions(n_ctx);
     for chunk in tokens.chunks_exact(n_ctx) {
         let mut chunk = chunk.to_vec();
         if let Some(bos) = model.bos() {
             chunk[0] = bos;
         }
         model.clear();
-        model.decode(&chunk, 0, first).map_err(anyhow::Error::msg)?;
-        for j in first..n_ctx - 1 {
+        model
+            .decode(&chunk, 0, scored.start)
+            .map_err(anyhow::Error::msg)?;
+        for j in scored.clone() {
             each(model.logits(j), chunk[j + 1]);
         }
     }
@@ -403,7 +411,7 @@ fn decode(bytes: &[u8], tokens: &[Token], n_ctx: usize) -> Option<Reference> {
     if r.version != CACHE_VERSION || r.tokens != tokens || r.n_ctx != n_ctx {
         return None;
     }
-    let scored = (tokens.len() / n_ctx) * (n_ctx - 1 - n_ctx / 2);
+    let scored = (tokens.len() / n_ctx) * scored_positions(n_ctx).len();
     r.positions = read_positions(rest, scored)?;
     Some(r)
 }
