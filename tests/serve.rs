@@ -145,6 +145,15 @@ fn question(q: &str) -> Value {
     json!({"model": MODEL, "messages": [{"role": "user", "content": q}]})
 }
 
+/// The lines of an NDJSON body, parsed.
+fn ndjson(r: reqwest::blocking::Response) -> Vec<Value> {
+    r.text()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// The data lines of a server-sent event stream, without `data: `.
 fn sse_data(body: &str) -> Vec<String> {
     body.lines()
@@ -349,12 +358,7 @@ fn ollama_chat_streams_thinking_then_content_as_ndjson() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/x-ndjson");
-    let lines: Vec<Value> = r
-        .text()
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = ndjson(r);
     let thinking: String = lines
         .iter()
         .filter_map(|l| l["message"]["thinking"].as_str())
@@ -1107,12 +1111,7 @@ fn ollama_clients_get_generate_ps_load_unload_and_the_served_context() {
         .json(&json!({"model": "tiny", "prompt": "Hello"}))
         .send()
         .unwrap();
-    let lines: Vec<Value> = r
-        .text()
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = ndjson(r);
     let response: String = lines
         .iter()
         .filter_map(|l| l["response"].as_str())
