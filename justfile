@@ -36,8 +36,11 @@ check-cpus dist=(home_directory() / ".cache/o1/dist/o1-0.1.0-linux-x86_64") *cpu
     @test -f /tmp/o1-check-cpus/tiny-q8_0.gguf || cargo run --release -q -- convert --quiet /tmp/o1-check-cpus/ckpt -t q8_0 -o /tmp/o1-check-cpus/tiny-q8_0.gguf
     scripts/check-cpus {{dist}} /tmp/o1-check-cpus/tiny-q8_0.gguf {{cpus}}
 
-# Every test, with the real 0.5B model (against transformers' golden output in tests/data and llama.cpp's own path).
+# Every test, with the real 0.5B model (against transformers' golden output in tests/data and llama.cpp's own path);
+# o1's chat client also against llama-server when `just llama-tools` has built it.
 test: (fixture "0.5b")
+    server="${O1_LLAMA_TOOLS:-$HOME/.cache/o1/llama.cpp}/build/bin/llama-server"; \
+    O1_LLAMA_SERVER="${O1_LLAMA_SERVER:-$([ -x "$server" ] && echo "$server")}" \
     O1_FIXTURE_0_5B={{fixture_dir}}/o1-0.5b cargo test --release --workspace -- --include-ignored --nocapture
 
 # Tests that need no download (synthetic models only).
@@ -77,7 +80,7 @@ build-cuda archs="80;86;89;90":
     scripts/build-cuda "{{archs}}"
 
 # Benchmarks: print the figures.
-bench: bench-convert bench-runtime bench-tui bench-memory bench-serve bench-quality
+bench: bench-convert bench-runtime bench-tui bench-memory bench-serve bench-contention bench-quality
 
 # Quality per byte on the 1.5B: every type, uncalibrated and calibrated, against its bf16
 # conversion (mean and p99 KL divergence, same top token, greedy agreement per phase), with
@@ -106,6 +109,13 @@ llama-tools:
 bench-runtime: build (fixture "1.5b")
     @test -f {{fixture_dir}}/o1-1.5b-q4_k_m.gguf || $CARGO_TARGET_DIR/release/o1 convert --quiet {{fixture_dir}}/o1-1.5b -o {{fixture_dir}}/o1-1.5b-q4_k_m.gguf
     scripts/bench-runtime {{fixture_dir}}/o1-1.5b-q4_k_m.gguf "$(scripts/build-llama-tools)/build/bin/llama-bench"
+
+# o1 and llama-bench on the 0.5B q4_k_m while another program keeps the CPU busy: alone, beside a
+# neighbour of 1 and of `threads` threads, and after it left; then o1's speed second by second as it
+# comes and goes (o1 uses fewer threads while others keep cores busy: --share-cpu).
+bench-contention threads=num_cpus(): build (fixture "0.5b")
+    @test -f {{fixture_dir}}/o1-0.5b-q4_k_m.gguf || $CARGO_TARGET_DIR/release/o1 convert --quiet {{fixture_dir}}/o1-0.5b -o {{fixture_dir}}/o1-0.5b-q4_k_m.gguf
+    scripts/bench-contention $CARGO_TARGET_DIR/release/o1 "$(scripts/build-llama-tools)/build/bin/llama-bench" {{fixture_dir}}/o1-0.5b-q4_k_m.gguf {{threads}}
 
 # o1 serve beside llama.cpp's llama-server on the 1.5B q4_k_m (same file, threads, context):
 # streamed decode tokens/s, the 5th turn's time to first token, requests per minute with 4 clients.

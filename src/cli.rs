@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use o1::model::KvType;
-use o1::settings::{for_flag, AnySetting, ChatFlags, EngineFlags, ReasoningView, ServeFlags};
+use o1::settings::{
+    for_flag, AnySetting, ChatFlags, EngineFlags, ReasoningView, ServeFlags, WhereFlags,
+};
 use o1_gguf::ggml::OutputType;
 
 #[derive(Parser, Debug)]
@@ -192,6 +194,9 @@ pub struct RunArgs {
     pub yes: bool,
 
     #[command(flatten)]
+    pub at: WhereFlags,
+
+    #[command(flatten)]
     pub chat: ChatFlags,
 
     #[command(flatten)]
@@ -250,6 +255,11 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with = "chat")]
     pub lookup_set: bool,
 
+    /// Instead, generate for SECONDS and print each second's tokens/s and threads: the speed
+    /// over time while other programs come and go (see --share-cpu).
+    #[arg(long, value_name = "SECONDS", conflicts_with_all = ["chat", "lookup_set"])]
+    pub timeline: Option<u64>,
+
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -274,6 +284,9 @@ pub struct TuiArgs {
 
     #[arg(long, value_enum)]
     pub reasoning: Option<ReasoningView>,
+
+    #[command(flatten)]
+    pub at: WhereFlags,
 
     #[command(flatten)]
     pub chat: ChatFlags,

@@ -69,7 +69,7 @@ fn model() -> ModelSummary {
             "context 4096 tokens · f16 KV cache · batches of 512 · 2 threads".into(),
             "memory ≈ 1241 MiB of 11980 MiB allowed (--max-memory)".into(),
         ],
-        notes: vec![],
+        ..Default::default()
     }
 }
 

@@ -84,6 +84,7 @@ const QUESTIONS: [&str; 5] = [
 
 pub fn run(args: BenchArgs) -> Result<()> {
     if !args.lookup_set
+        && args.timeline.is_none()
         && (args.reps == 0 || (args.prompt == 0 && args.generate == 0 && !args.chat))
     {
         bail!("nothing to measure: give -p or -n, and -r of at least 1");
@@ -108,6 +109,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
             writeln!(out)?;
         } else {
             super::bench_lookup::print(&mut out, &report)?;
+        }
+        return Ok(());
+    }
+    if let Some(seconds) = args.timeline {
+        config.n_ctx = config.n_ctx.or(Some(256));
+        let engine = super::start_engine(config, args.json)?;
+        let timeline = engine.bench_timeline(seconds)?;
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            serde_json::to_writer_pretty(&mut out, &timeline)?;
+            writeln!(out)?;
+        } else {
+            writeln!(out, "{:>6} {:>9} {:>8}", "second", "tokens/s", "threads")?;
+            for s in &timeline {
+                writeln!(out, "{:>6} {:>9} {:>8}", s.second, s.tokens, s.threads)?;
+            }
         }
         return Ok(());
     }

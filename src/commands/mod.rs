@@ -1,5 +1,6 @@
 //! The commands, and what they share: exit codes, Ctrl+C, loading a model.
 
+mod attach;
 pub mod bench;
 mod bench_lookup;
 pub mod convert;
@@ -202,14 +203,26 @@ pub fn start_engine(config: EngineConfig, quiet: bool) -> Result<Engine, EngineE
     Ok(engine)
 }
 
-/// `o1 tui`: the chat UI on a model.
+/// `o1 tui`: the chat UI on a model, here or on a server.
 pub fn tui(args: crate::cli::TuiArgs) -> anyhow::Result<()> {
     let settings = Settings::load()?;
-    let model = first_run::model_or_first_run(args.model.as_deref(), &settings, args.yes)?;
-    let config = settings.engine_config(model, &args.engine, Some(&args.chat))?;
     let view = settings.value(&settings::REASONING, args.reasoning)?;
+    let chat = attach::choose(
+        &settings,
+        &args.at,
+        args.model.as_deref(),
+        args.yes,
+        &args.engine,
+        &args.chat,
+    )?;
+    let backend = match chat {
+        attach::Chat::Local { config, note } => {
+            o1::tui::Backend::Load(config, note.into_iter().collect())
+        }
+        attach::Chat::Server { engine, notes } => o1::tui::Backend::Server(engine, notes),
+    };
     o1::tui::run(
-        config,
+        backend,
         args.resume,
         view == settings::ReasoningView::Collapsed,
     )

@@ -13,8 +13,10 @@ use o1::engine::{Event, PhaseStats, Stop};
 use o1::settings::Settings;
 use o1::store::Store;
 use o1::terminal_text::for_terminal;
+use o1::tui::chat_engine::ChatEngine;
 use serde::Serialize;
 
+use super::attach::Chat;
 use crate::cli::RunArgs;
 
 #[derive(Serialize, Default)]
@@ -64,7 +66,14 @@ fn model_and_question(args: &[String]) -> (Option<String>, Option<String>) {
 pub fn run(args: RunArgs) -> Result<()> {
     let (model, question) = model_and_question(&args.args);
     let settings = Settings::load()?;
-    let model = super::first_run::model_or_first_run(model.as_deref(), &settings, args.yes)?;
+    let chat = super::attach::choose(
+        &settings,
+        &args.at,
+        model.as_deref(),
+        args.yes,
+        &args.engine,
+        &args.chat,
+    )?;
     let question = match question.as_deref() {
         Some("-") | None => {
             if std::io::stdin().is_terminal() {
@@ -82,8 +91,31 @@ pub fn run(args: RunArgs) -> Result<()> {
         bail!(o1::engine::EngineError::EmptyQuestion);
     }
 
-    let config = settings.engine_config(model, &args.engine, Some(&args.chat))?;
-    let engine = super::start_engine(config, args.json)?;
+    let (engine, device, cpu_path): (Box<dyn ChatEngine>, String, String) = match chat {
+        Chat::Local { config, note } => {
+            let engine = super::start_engine(config, args.json)?;
+            if let (Some(note), false) = (note, args.json) {
+                eprintln!(
+                    "o1: {note} ({} MiB more)",
+                    engine.loaded().memory.total() >> 20
+                );
+            }
+            let (device, cpu_path) = (
+                engine.loaded().device.clone(),
+                engine.loaded().cpu_path.clone(),
+            );
+            (Box::new(engine), device, cpu_path)
+        }
+        Chat::Server { engine, notes } => {
+            if !args.json {
+                for note in notes {
+                    eprintln!("o1: {note}");
+                }
+            }
+            let device = engine.info().describe();
+            (Box::new(engine), device, String::new())
+        }
+    };
     let interrupted = super::interrupt_flag();
     let (tx, rx) = mpsc::channel();
     engine.turn(question, tx)?;
@@ -91,8 +123,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     let stderr_is_terminal = std::io::stderr().is_terminal();
     let mut printer = Printer {
         json: args.json,
-        device: engine.loaded().device.clone(),
-        cpu_path: engine.loaded().cpu_path.clone(),
+        device,
+        cpu_path,
         show_reasoning: !args.hide_reasoning && !args.json,
         dim: stderr_is_terminal && std::env::var_os("NO_COLOR").is_none(),
         escape_out: std::io::stdout().is_terminal(),

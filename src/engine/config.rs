@@ -157,8 +157,9 @@ impl Default for Limits {
 }
 
 /// One request on an explicit history, as a server gets it: the messages
-/// (system message included) end with the user's question; the sampling
-/// and the phases' budgets are the request's own.
+/// (system message included) end with the user's question, or with the
+/// reasoning of its turn (cut short by the client: then only the answer is
+/// written); the sampling and the phases' budgets are the request's own.
 #[derive(Clone, Debug)]
 pub struct Completion {
     pub messages: Vec<chat::Message>,
@@ -194,6 +195,8 @@ pub struct EngineConfig {
     pub max_memory: u64,
     /// `None`: every core.
     pub threads: Option<usize>,
+    /// Use fewer threads while other programs keep the cores busy.
+    pub share_cpu: bool,
     pub gpu_layers: GpuLayers,
     pub mmap: bool,
     /// The system message; empty for none.
@@ -213,6 +216,7 @@ impl EngineConfig {
             kv_type: None,
             max_memory: crate::memory::default_max_memory(crate::device::total_memory()),
             threads: None,
+            share_cpu: true,
             gpu_layers: GpuLayers::Auto,
             mmap: true,
             system: chat::DEFAULT_SYSTEM.to_string(),

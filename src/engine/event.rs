@@ -42,6 +42,9 @@ pub enum EngineError {
     Stopped,
     #[error(transparent)]
     Backend(#[from] o1_gguf::llama::BackendError),
+    /// The server a remote engine talks to failed or refused.
+    #[error("{0}")]
+    Remote(String),
 }
 
 /// Why a phase ended.
@@ -171,6 +174,15 @@ pub fn follow_turn(
 pub struct BenchRuns {
     pub prompt_seconds: Vec<f64>,
     pub generate_seconds: Vec<f64>,
+}
+
+/// One second of `o1 bench --timeline`: the tokens generated in it and the
+/// threads decoding at its end.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct TimelineSecond {
+    pub second: u64,
+    pub tokens: usize,
+    pub threads: usize,
 }
 
 /// A prefill without generation, for tests.

@@ -16,7 +16,7 @@ use super::config::Sampling;
 use super::config::{Completion, EngineConfig, Lookup, RawCompletion};
 #[cfg(feature = "testing")]
 use super::event::Probe;
-use super::event::{BenchRuns, EngineError, Event};
+use super::event::{BenchRuns, EngineError, Event, TimelineSecond};
 use super::load::{Loaded, Weights};
 #[cfg(feature = "testing")]
 use super::lookup::BatchProbe;
@@ -54,6 +54,10 @@ enum Command {
         generate: usize,
         reps: usize,
         reply: Sender<Result<BenchRuns, EngineError>>,
+    },
+    BenchTimeline {
+        seconds: u64,
+        reply: Sender<Result<Vec<TimelineSecond>, EngineError>>,
     },
     BenchPrefill {
         messages: Vec<Message>,
@@ -239,6 +243,11 @@ impl Engine {
         })?
     }
 
+    /// Generates for `seconds`; each second's tokens and threads.
+    pub fn bench_timeline(&self, seconds: u64) -> Result<Vec<TimelineSecond>, EngineError> {
+        self.request(|reply| Command::BenchTimeline { seconds, reply })?
+    }
+
     /// Prefills the prompt of `phase` after `messages` on an empty cache:
     /// what starting that phase costs without re-use.
     pub fn bench_prefill(
@@ -420,6 +429,9 @@ fn serve(mut w: Worker<'_>, commands: Receiver<Command>) {
                 reply,
             } => {
                 let _ = reply.send(w.bench(prompt, generate, reps));
+            }
+            Command::BenchTimeline { seconds, reply } => {
+                let _ = reply.send(w.bench_timeline(seconds));
             }
             Command::BenchPrefill {
                 messages,

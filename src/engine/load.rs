@@ -141,7 +141,10 @@ impl Weights {
                 n_ctx,
                 detail: llama_failure(e),
             })?;
-        let runner = Runner::new(&self.model, ctx);
+        let mut runner = Runner::new(&self.model, ctx);
+        if config.share_cpu && !runner.share_cpu(threads) {
+            tracing::debug!("this system does not show CPU use: the thread count stays {threads}");
+        }
         // The vocabulary must have the reasoning token as one special token.
         if runner
             .tokenize(&[chat::Segment::Special(chat::REASONING)])

@@ -10,12 +10,14 @@
 //! - `generate`: how a phase produces its tokens;
 //! - `lookup`: drafts from the context for greedy phases, and when they pay;
 //! - `runner`: one context and the tokens its KV cache holds;
+//! - `cpu_share`: fewer threads while other programs keep the cores busy;
 //! - `text`: token pieces to whole characters.
 //!
 //! The `testing` feature adds hooks for the crate's own tests
 //! (single phases, prefill probes, logit biases); they are not part of the API.
 
 mod config;
+mod cpu_share;
 mod event;
 mod generate;
 mod handle;
@@ -31,7 +33,9 @@ pub use config::{
 };
 #[cfg(feature = "testing")]
 pub use event::Probe;
-pub use event::{follow_turn, BenchRuns, ContextUsage, EngineError, Event, PhaseStats, Stop};
+pub use event::{
+    follow_turn, BenchRuns, ContextUsage, EngineError, Event, PhaseStats, Stop, TimelineSecond,
+};
 pub use handle::Engine;
 pub use load::{cpu_path_summary, Loaded};
 pub use lookup::{BatchProbe, LookupStatus};

@@ -12,6 +12,8 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
+use super::cpu_share::CpuShare;
+use super::event::TimelineSecond;
 use super::lookup::BatchProbe;
 use crate::chat::Segment;
 
@@ -54,6 +56,8 @@ pub struct Runner<'m> {
     cached: Vec<LlamaToken>,
     batch: LlamaBatch<'static>,
     n_batch: usize,
+    /// Adapts the thread count to other programs' use of the CPU.
+    share: Option<CpuShare>,
 }
 
 impl<'m> Runner<'m> {
@@ -65,7 +69,20 @@ impl<'m> Runner<'m> {
             cached: Vec::new(),
             batch: LlamaBatch::new(n_batch, 1),
             n_batch,
+            share: None,
         }
+    }
+
+    /// From now on, uses fewer of its `max` threads while other programs
+    /// keep the cores busy (see `cpu_share`). Returns whether it can.
+    pub fn share_cpu(&mut self, max: usize) -> bool {
+        self.share = CpuShare::new(&self.ctx, max);
+        self.share.is_some()
+    }
+
+    /// The threads the next decode uses, when they adapt.
+    pub fn threads(&self) -> Option<usize> {
+        self.share.as_ref().map(CpuShare::threads)
     }
 
     pub fn model(&self) -> &'m LlamaModel {
@@ -188,6 +205,9 @@ impl<'m> Runner<'m> {
                 .map_err(|e| RunError::Decode(e.to_string()))?;
         }
         o1_gguf::fault::inject_at("decode");
+        if let Some(share) = &mut self.share {
+            share.before_decode();
+        }
         match self.ctx.decode(&mut self.batch) {
             Ok(()) => {
                 self.cached.extend_from_slice(tokens);
@@ -314,6 +334,44 @@ impl<'m> Runner<'m> {
         }
         self.ctx.synchronize();
         Ok(started.elapsed().as_secs_f64())
+    }
+
+    /// Generates one token at a time for `seconds` (from an empty cache
+    /// every 128 tokens, so the context stays as short as `bench_generate`'s),
+    /// counting each second's tokens and the threads at its end (`fixed`
+    /// when they do not adapt): `o1 bench --timeline`.
+    pub fn bench_timeline(
+        &mut self,
+        token: LlamaToken,
+        seconds: u64,
+        fixed: usize,
+    ) -> Result<Vec<TimelineSecond>, RunError> {
+        let started = Instant::now();
+        let mut timeline: Vec<TimelineSecond> = Vec::new();
+        self.clear();
+        loop {
+            if self.cached.len() >= 128 {
+                self.clear();
+            }
+            self.decode(&[token], true)?;
+            self.ctx.synchronize();
+            let second = started.elapsed().as_secs();
+            if second >= seconds {
+                return Ok(timeline);
+            }
+            let threads = self.threads().unwrap_or(fixed);
+            match timeline.last_mut() {
+                Some(last) if last.second == second => {
+                    last.tokens += 1;
+                    last.threads = threads;
+                }
+                _ => timeline.push(TimelineSecond {
+                    second,
+                    tokens: 1,
+                    threads,
+                }),
+            }
+        }
     }
 
     /// Decodes `n` tokens one at a time after an empty cache: the

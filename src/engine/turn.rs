@@ -12,9 +12,9 @@ use llama_cpp_2::token::LlamaToken;
 use super::config::{Completion, EngineConfig, Limits, Lookup, OnFull, RawCompletion, Sampling};
 #[cfg(feature = "testing")]
 use super::event::Probe;
-use super::event::{BenchRuns, ContextUsage, EngineError, Event, PhaseStats, Stop};
+use super::event::{BenchRuns, ContextUsage, EngineError, Event, PhaseStats, Stop, TimelineSecond};
 use super::generate::{generate, is_greedy, Decoding};
-use super::lookup::{self, LookupState, LookupStatus, MAX_DRAFT};
+use super::lookup::{LookupState, LookupStatus, MAX_DRAFT};
 use super::runner::{Prefill, RunError, Runner};
 use crate::chat::{self, Message, Phase, Role};
 use crate::model::KvType;
@@ -268,7 +268,14 @@ impl<'m> Worker<'m> {
         request: Completion,
         events: &Sender<Event>,
     ) -> Result<(), EngineError> {
-        match request.messages.last() {
+        // A conversation that ends with the turn's reasoning (cut short by
+        // the client) gets only its answer.
+        let answer_only = request
+            .messages
+            .last()
+            .is_some_and(|m| m.role == Role::Reasoning);
+        let question = &request.messages[..request.messages.len() - usize::from(answer_only)];
+        match question.last() {
             Some(m) if m.role == Role::User && !m.content.trim().is_empty() => {}
             _ => return Err(EngineError::EmptyQuestion),
         }
@@ -276,9 +283,12 @@ impl<'m> Worker<'m> {
             self.runner.clear();
         }
         let n_ctx = self.runner.n_ctx();
-        let prompt = self
-            .prompt_tokens(&request.messages, Phase::Reasoning)?
-            .len();
+        let first = if answer_only {
+            Phase::Answer
+        } else {
+            Phase::Reasoning
+        };
+        let prompt = self.prompt_tokens(&request.messages, first)?.len();
         let least = MIN_GENERATION.min(request.limits.reasoning + request.limits.answer)
             + 2 * MARKER_TOKENS;
         if prompt + least > n_ctx {
@@ -290,7 +300,13 @@ impl<'m> Worker<'m> {
         }
         let limits = fit_limits(request.limits, n_ctx - prompt - 2 * MARKER_TOKENS);
         let saved = std::mem::replace(&mut self.sampling, request.sampling);
-        let result = self.two_phases(id, request.messages, limits, events);
+        let result = if answer_only {
+            self.run_phase(id, &request.messages, Phase::Answer, limits.answer, events)
+                .map(drop)
+        } else {
+            self.two_phases(id, request.messages, limits, events)
+                .map(drop)
+        };
         self.sampling = saved;
         result?;
         let _ = events.send(Event::TurnFinished {
@@ -551,7 +567,7 @@ impl<'m> Worker<'m> {
     }
 
     #[cfg(feature = "testing")]
-    pub(super) fn probe_batches(&mut self) -> Result<lookup::BatchProbe, EngineError> {
+    pub(super) fn probe_batches(&mut self) -> Result<super::lookup::BatchProbe, EngineError> {
         Ok(self.runner.probe_batches(MAX_DRAFT + 1)?)
     }
 
@@ -563,12 +579,12 @@ impl<'m> Worker<'m> {
         generate: usize,
         reps: usize,
     ) -> Result<BenchRuns, EngineError> {
-        let n_vocab = self.runner.model().n_vocab().max(2);
+        let n_vocab = self.bench_vocab();
         // Arbitrary ordinary tokens, as llama-bench uses.
         let tokens: Vec<LlamaToken> = (0..prompt)
-            .map(|i| LlamaToken((i as i32 * 7919 + 1000) % (n_vocab / 2)))
+            .map(|i| LlamaToken((i as i32 * 7919 + 1000) % n_vocab))
             .collect();
-        let token = LlamaToken(1000 % (n_vocab / 2));
+        let token = LlamaToken(1000 % n_vocab);
         let mut runs = BenchRuns::default();
         // One warm-up of each, as llama-bench does.
         if prompt > 0 {
@@ -588,6 +604,24 @@ impl<'m> Worker<'m> {
         }
         self.runner.clear();
         Ok(runs)
+    }
+
+    /// The ordinary tokens the benchmarks draw from (the first half of the
+    /// vocabulary: no special ones).
+    fn bench_vocab(&self) -> i32 {
+        self.runner.model().n_vocab().max(2) / 2
+    }
+
+    /// Generates for `seconds`: `o1 bench --timeline`.
+    pub(super) fn bench_timeline(
+        &mut self,
+        seconds: u64,
+    ) -> Result<Vec<TimelineSecond>, EngineError> {
+        let token = LlamaToken(1000 % self.bench_vocab());
+        let threads = self.config.threads.unwrap_or_else(o1_gguf::default_threads);
+        let timeline = self.runner.bench_timeline(token, seconds, threads)?;
+        self.runner.clear();
+        Ok(timeline)
     }
 }
 

@@ -29,6 +29,7 @@ mod responses;
 mod wire;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,6 +40,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -85,6 +87,35 @@ pub struct Options {
     pub max_connections: Option<usize>,
 }
 
+/// A model file's name (without `.gguf`) and the seconds since 1970 of its
+/// last change.
+fn file_identity(path: &Path) -> (String, u64) {
+    let id = path
+        .file_stem()
+        .map_or_else(|| "o1".into(), |s| s.to_string_lossy().into_owned());
+    let created = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    (id, created)
+}
+
+/// What names a model file across processes: a hash of its name, size and
+/// time (hashing gigabytes per listing would be slow). The `digest` of
+/// ollama's listings, and how `o1 tui` knows that a running server has its file.
+fn file_digest(id: &str, bytes: u64, created: u64) -> String {
+    let digest = Sha256::digest(format!("{id}\0{bytes}\0{created}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// [`file_digest`] of the file at `path`.
+pub fn digest_of_file(path: &Path) -> Option<String> {
+    let bytes = std::fs::metadata(path).ok()?.len();
+    let (id, created) = file_identity(path);
+    Some(file_digest(&id, bytes, created))
+}
+
 /// The model this server runs, as the APIs describe it.
 pub struct ServedModel {
     /// The name clients ask for: the file's name without `.gguf`.
@@ -92,6 +123,8 @@ pub struct ServedModel {
     pub info: ModelInfo,
     /// Seconds since 1970 of the file's last change.
     pub created: u64,
+    /// See [`file_digest`].
+    pub digest: String,
     /// The server's settings, which a request's fields override.
     pub sampling: Sampling,
     pub limits: Limits,
@@ -102,17 +135,11 @@ pub struct ServedModel {
 
 impl ServedModel {
     fn new(config: &EngineConfig, info: ModelInfo) -> Self {
-        let id = config
-            .model
-            .file_stem()
-            .map_or_else(|| "o1".into(), |s| s.to_string_lossy().into_owned());
-        let created = std::fs::metadata(&config.model)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs());
+        let (id, created) = file_identity(&config.model);
+        let digest = file_digest(&id, info.file_bytes, created);
         ServedModel {
             id,
+            digest,
             sampling: Sampling::resolve(&info.generation, &config.sampling),
             info,
             created,
@@ -144,7 +171,7 @@ async fn finished(mut updates: mpsc::UnboundedReceiver<Update>) -> Result<Summar
             Update::Done(s) if s.finish == queue::Finish::Cancelled => return Err(cancelled()),
             Update::Done(s) => return Ok(s),
             Update::Failed(e) => return Err(e),
-            Update::Reasoning(_) | Update::Answer(_) => {}
+            Update::Reasoning(_) | Update::ReasoningCut | Update::Answer(_) => {}
         }
     }
     Err(cancelled())

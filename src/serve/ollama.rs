@@ -18,7 +18,6 @@ use axum::{Extension, Json};
 use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::guard::{ApiError, Caller, JsonBody, Shape};
@@ -57,19 +56,6 @@ fn modified_at(state: &AppState) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// Names the file by name, size and time (hashing gigabytes per listing
-/// would be slow).
-fn digest(state: &AppState) -> String {
-    let digest = Sha256::digest(
-        format!(
-            "{}\0{}\0{}",
-            state.model.id, state.model.info.file_bytes, state.model.created
-        )
-        .as_bytes(),
-    );
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub async fn tags(State(state): State<AppState>) -> Json<Value> {
     let name = format!("{}:latest", state.model.id);
     Json(json!({"models": [{
@@ -77,7 +63,7 @@ pub async fn tags(State(state): State<AppState>) -> Json<Value> {
         "model": name,
         "modified_at": modified_at(&state),
         "size": state.model.info.file_bytes,
-        "digest": digest(&state),
+        "digest": state.model.digest,
         "details": details(&state),
     }]}))
 }
@@ -99,7 +85,7 @@ pub async fn ps(State(state): State<AppState>) -> Json<Value> {
         "name": name,
         "model": name,
         "size": loaded.memory.total(),
-        "digest": digest(&state),
+        "digest": state.model.digest,
         "details": details(&state),
         "expires_at": "2318-01-01T00:00:00Z",
         "size_vram": size_vram,
@@ -499,6 +485,7 @@ impl Reply {
                     return None;
                 }
                 let (value, over) = match updates.recv().await? {
+                    Update::ReasoningCut => (None, false),
                     Update::Reasoning(_) if !me.show_thinking => (None, false),
                     Update::Reasoning(t) => (Some(ndjson(&me.line("", &t))), false),
                     Update::Answer(t) => (Some(ndjson(&me.line(&t, ""))), false),

@@ -19,7 +19,7 @@ use super::guard::{ApiError, Caller, JsonBody};
 use super::queue::{Finish, Update};
 use super::request::{self, Knobs, RoleNames};
 use super::{wire, AppState};
-use crate::chat::Message;
+use crate::chat::{Message, Role};
 
 pub async fn models(State(state): State<AppState>) -> Response {
     Json(wire::ModelList {
@@ -144,7 +144,7 @@ pub async fn completions(
                 return None;
             }
             let (events, over) = match updates.recv().await? {
-                Update::Reasoning(_) => (vec![], false),
+                Update::Reasoning(_) | Update::ReasoningCut => (vec![], false),
                 Update::Answer(t) => (vec![data(&choice(&t, None))], false),
                 Update::Done(s) if s.finish == Finish::Cancelled => {
                     (vec![error_event(&super::cancelled())], true)
@@ -243,7 +243,9 @@ struct InMessage {
 }
 
 /// The request's messages in the model's terms; a message's
-/// `reasoning_content` becomes the `<|reasoning|>` message before it.
+/// `reasoning_content` becomes the `<|reasoning|>` message before it. A
+/// last assistant message with reasoning and no content asks for the answer
+/// after that reasoning (a client that cut the reasoning short).
 fn messages(input: Vec<InMessage>) -> Result<Vec<Message>, ApiError> {
     const NAMES: RoleNames = RoleNames {
         system: &["system", "developer"],
@@ -260,6 +262,15 @@ fn messages(input: Vec<InMessage>) -> Result<Vec<Message>, ApiError> {
             request::text_of(&m.content, &format!("messages[{i}].content"), &["text"])?,
             m.reasoning_content,
         );
+    }
+    if let [.., Message {
+        role: Role::Reasoning,
+        ..
+    }, last] = out.as_slice()
+    {
+        if last.role == Role::Assistant && last.content.is_empty() {
+            out.pop();
+        }
     }
     Ok(out)
 }
@@ -459,6 +470,13 @@ impl Chunks {
                     Some(Update::Reasoning(t)) => vec![me.chunk(
                         wire::Delta {
                             reasoning_content: Some(t),
+                            ..Default::default()
+                        },
+                        None,
+                    )],
+                    Some(Update::ReasoningCut) => vec![me.chunk(
+                        wire::Delta {
+                            reasoning_stop: Some("length"),
                             ..Default::default()
                         },
                         None,

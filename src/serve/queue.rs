@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::guard::{ApiError, Caller};
 use super::remember::{Remembered, Thread};
-use crate::chat::Phase;
+use crate::chat::{Phase, Role};
 use crate::engine::{Completion, Engine, EngineError, Event, RawCompletion, Stop};
 
 /// How often a running request checks that its client is still there
@@ -45,6 +45,9 @@ pub struct Job {
 #[derive(Debug)]
 pub enum Update {
     Reasoning(String),
+    /// The reasoning ended at its token budget or the context's end (the
+    /// answer follows).
+    ReasoningCut,
     Answer(String),
     Done(Summary),
     Failed(ApiError),
@@ -222,6 +225,16 @@ fn run(shared: &Shared, engine: &Engine, mut job: Job) {
         }
         *last = Some(job.caller);
     }
+    // A conversation that ends with its reasoning (cut short by the
+    // client) gets only the answer: that reasoning is the one to remember.
+    let given_reasoning = match &job.request {
+        Work::Chat(c) => c
+            .messages
+            .last()
+            .filter(|m| m.role == Role::Reasoning)
+            .map(|m| m.content.clone()),
+        Work::Raw(_) => None,
+    };
     let (tx, events) = std_mpsc::channel();
     let started_work = match job.request {
         Work::Chat(c) => engine.complete(c, tx),
@@ -301,6 +314,9 @@ fn run(shared: &Shared, engine: &Engine, mut job: Job) {
                         if matches!(stop, Stop::ContextFull) {
                             answer_stop = Some(stop);
                         }
+                        if matches!(stop, Stop::Limit | Stop::ContextFull) {
+                            let _ = job.out.send(Update::ReasoningCut);
+                        }
                     }
                     Phase::Answer => {
                         if summary.prompt_tokens == 0 {
@@ -346,9 +362,11 @@ fn run(shared: &Shared, engine: &Engine, mut job: Job) {
     };
     summary.total_seconds = started.elapsed().as_secs_f64();
     if let (Some(thread), true) = (&job.thread, summary.finish != Finish::Cancelled) {
-        shared
-            .remembered
-            .keep(thread, &summary.answer, &raw_reasoning);
+        shared.remembered.keep(
+            thread,
+            &summary.answer,
+            given_reasoning.as_deref().unwrap_or(&raw_reasoning),
+        );
     }
     let _ = job.out.send(Update::Done(summary));
 }

@@ -223,12 +223,21 @@ impl AppState {
         if messages.is_empty() {
             return Err(ApiError::invalid_value("messages", "is empty"));
         }
-        match messages.last() {
+        // The question; after it, the turn's reasoning when the client cut
+        // it short and asks for the answer.
+        let question = match messages.as_slice() {
+            [.., q, r] if r.role == Role::Reasoning => Some(q),
+            [.., q] => Some(q),
+            [] => None,
+        };
+        match question {
             Some(m) if m.role == Role::User && !m.content.trim().is_empty() => {}
             _ => {
                 return Err(ApiError::invalid_value(
                     "messages",
-                    "must end with a user message that has some text",
+                    "must end with a user message that has some text (or, to get the answer \
+                     after a given reasoning, with an assistant message that has only \
+                     `reasoning_content` after it)",
                 ))
             }
         }

@@ -335,6 +335,7 @@ pub async fn create(
             }
             let (events, over) = match updates.recv().await? {
                 Update::Reasoning(t) => (e.reasoning(&t), false),
+                Update::ReasoningCut => (vec![], false),
                 Update::Answer(t) => (e.answer(&t), false),
                 Update::Done(s) if s.finish == Finish::Cancelled => {
                     (vec![e.error(&super::cancelled())], true)

@@ -117,6 +117,11 @@ pub struct Delta {
     pub content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// o1's: `length` in a delta of its own when the reasoning stopped at its
+    /// budget or the context's end (then the answer follows); other clients
+    /// ignore it, `o1 tui` over a server marks the reasoning cut.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_stop: Option<&'static str>,
 }
 
 impl Delta {
@@ -126,6 +131,7 @@ impl Delta {
             role: Some("assistant"),
             content: Some(s.answer.clone()),
             reasoning_content: (!s.reasoning.is_empty()).then(|| s.reasoning.clone()),
+            reasoning_stop: None,
         }
     }
 }

@@ -19,6 +19,9 @@ pub struct EngineFlags {
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 
+    #[arg(long, value_name = "BOOL")]
+    pub share_cpu: Option<bool>,
+
     #[arg(long, value_name = "SIZE")]
     pub max_memory: Option<Size>,
 
@@ -58,6 +61,21 @@ pub struct ServeFlags {
 
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+}
+
+/// Where the commands that chat find their model: a server, or a local load.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct WhereFlags {
+    #[arg(long, value_name = "URL", conflicts_with = "local")]
+    pub server: Option<String>,
+
+    #[arg(long, value_name = "KEY")]
+    pub server_api_key: Option<Secret>,
+
+    /// Load the model here even when a local `o1 serve` has it loaded
+    /// (which is used otherwise, to keep one copy in memory).
+    #[arg(long)]
+    pub local: bool,
 }
 
 /// The flags of the commands that chat.

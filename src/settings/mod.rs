@@ -21,7 +21,7 @@ mod flags;
 mod resolve;
 mod value;
 
-pub use flags::{ChatFlags, EngineFlags, ServeFlags};
+pub use flags::{ChatFlags, EngineFlags, ServeFlags, WhereFlags};
 pub use resolve::Settings;
 pub use value::{for_flag, parse_size, AnySetting, SettingValue, Size};
 
@@ -85,7 +85,9 @@ settings! {
     MAX_MEMORY: Size = "max_memory", "O1_MAX_MEMORY", Derived("half of this machine's memory"),
         "Memory o1 may use (e.g. 1.5G, 1200M): the context, KV type and batch are chosen to fit";
     THREADS: usize = "threads", "O1_THREADS", Derived("all cores"),
-        "CPU threads", 1..=1024;
+        "CPU threads (the most: fewer while other programs keep the cores busy, unless share_cpu is false)", 1..=1024;
+    SHARE_CPU: bool = "share_cpu", "O1_SHARE_CPU", Value(|| true),
+        "Use fewer threads while other programs keep the cores busy, all again when they stop (false: always `threads`)";
     CPU_PATH: String = "cpu_path", "O1_CPU_PATH", Value(|| "auto".to_string()),
         "llama.cpp's CPU path: auto (the best one shown to work on this machine) or a name that `o1 --version` lists";
     SYSTEM: String = "system", "O1_SYSTEM", Value(|| crate::chat::DEFAULT_SYSTEM.to_string()),
@@ -126,6 +128,10 @@ settings! {
         "Whether `o1 serve` puts its reasoning back into a conversation whose client sent back only the answer (same caller, same conversation)";
     QUEUE: usize = "queue", "O1_QUEUE", Value(|| 8),
         "Requests `o1 serve` keeps waiting while one runs; more get 503", 1..=4096;
+    SERVER: String = "server", "O1_SERVER", Derived("none: a local o1 serve with the same model, else the model loaded here"),
+        "An OpenAI-compatible server (o1 serve, llama-server, vLLM, …) on which `o1 tui` and `o1 run` chat instead of loading the model, e.g. http://gpu-box:11435";
+    SERVER_API_KEY: Secret = "server_api_key", "O1_SERVER_API_KEY", Derived("none; for a local o1 serve, the first of `api_key`"),
+        "The key `o1 tui` and `o1 run` send to `server` (Authorization: Bearer KEY)";
     MAX_CONNECTIONS: usize = "max_connections", "O1_MAX_CONNECTIONS", Derived("what the open-file limit allows, up to 8192"),
         "Connections `o1 serve` keeps open at once (idle ones close after 15 s)", 2..=65536;
 }

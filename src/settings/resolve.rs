@@ -169,6 +169,7 @@ impl Settings {
         c.gpu_layers = self.value(&GPU_LAYERS, flags.gpu_layers)?;
         c.kv_type = self.get(&KV_TYPE, flags.kv_type)?;
         c.threads = self.get(&THREADS, flags.threads)?;
+        c.share_cpu = self.value(&SHARE_CPU, flags.share_cpu)?;
         c.n_batch = flags.batch;
         if let Some(Size(bytes)) = self.get(&MAX_MEMORY, flags.max_memory)? {
             c.max_memory = bytes;

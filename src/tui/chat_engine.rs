@@ -1,11 +1,12 @@
-//! How the UI talks to the engine thread: the few calls it makes, as a
-//! trait the real [`Engine`] implements and the tests replace with a
-//! scripted fake, and the model summary a loaded engine shows.
+//! How the UI talks to the engine: the few calls it makes, as a trait the
+//! real [`Engine`] and a server's [`RemoteEngine`] implement and the tests
+//! replace with a scripted fake, and the model summary each shows.
 
 use std::sync::mpsc::Sender;
 
 use crate::chat::Message;
 use crate::engine::{Engine, EngineError, Event};
+use crate::remote::RemoteEngine;
 
 use super::transcript::ModelSummary;
 
@@ -38,6 +39,47 @@ impl ChatEngine for Engine {
         self.warm()?;
         // Served after the warm-up: its answer says the warm-up is done.
         self.history().map(drop)
+    }
+}
+
+impl ChatEngine for RemoteEngine {
+    fn turn(&self, user: String, events: Sender<Event>) -> Result<(), EngineError> {
+        RemoteEngine::turn(self, user, events)
+    }
+    fn cancel(&self) {
+        RemoteEngine::cancel(self)
+    }
+    fn answer_now(&self) {
+        RemoteEngine::answer_now(self)
+    }
+    fn reset(&self) -> Result<(), EngineError> {
+        RemoteEngine::reset(self);
+        Ok(())
+    }
+    fn restore(&self, history: Vec<Message>) -> Result<(), EngineError> {
+        self.set_history(history);
+        Ok(())
+    }
+}
+
+/// A server's model as the status line shows it; `notes`: shown once.
+pub fn remote_summary(engine: &RemoteEngine, notes: Vec<String>) -> ModelSummary {
+    let info = engine.info();
+    ModelSummary {
+        name: info.model.clone(),
+        file_type: String::new(),
+        gpu_layers: 0,
+        n_layers: 0,
+        n_ctx: info.n_ctx.unwrap_or(0),
+        chosen: vec![
+            format!("served by {}", info.describe()),
+            match info.n_ctx {
+                Some(n) => format!("context {n} tokens (the server's)"),
+                None => "context size not stated by the server".to_string(),
+            },
+        ],
+        notes,
+        server: Some(info.describe()),
     }
 }
 
@@ -76,5 +118,6 @@ pub fn model_summary(engine: &Engine) -> ModelSummary {
             format!("CPU path {} (--cpu-path)", loaded.cpu_path),
         ],
         notes: loaded.notes.clone(),
+        server: None,
     }
 }

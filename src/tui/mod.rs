@@ -44,13 +44,24 @@ use signal_hook::iterator::Signals;
 
 use crate::engine::{Engine, EngineConfig};
 use crate::model::ModelInfo;
+use crate::remote::RemoteEngine;
 
 use app::{App, Ending, Msg};
 use session::Session;
 
-pub fn run(config: EngineConfig, resume: bool, reasoning_collapsed: bool) -> Result<()> {
-    // Problems with the file are reported before the screen is taken over.
-    ModelInfo::read(&config.model)?;
+/// What the UI chats with.
+pub enum Backend {
+    /// This model, loaded off the UI thread; the notes are shown once it is ready.
+    Load(EngineConfig, Vec<String>),
+    /// A server (`o1 tui --server`, or a local o1 serve with the model).
+    Server(RemoteEngine, Vec<String>),
+}
+
+pub fn run(backend: Backend, resume: bool, reasoning_collapsed: bool) -> Result<()> {
+    if let Backend::Load(config, _) = &backend {
+        // Problems with the file are reported before the screen is taken over.
+        ModelInfo::read(&config.model)?;
+    }
     let export_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let mut session = if resume {
         Session::latest(&crate::paths::sessions_dir(), export_dir.clone())
@@ -78,7 +89,7 @@ pub fn run(config: EngineConfig, resume: bool, reasoning_collapsed: bool) -> Res
     let signals = watch_signals(tx.clone())?;
     on_fault_end(tx.clone());
     spawn_terminal_reader(tx.clone());
-    spawn_loader(config, tx.clone());
+    spawn_loader(backend, tx.clone());
 
     let mut app = App::new(session, Some(tx));
     app.reasoning_collapsed = reasoning_collapsed;
@@ -384,8 +395,17 @@ fn spawn_terminal_reader(tx: Sender<Msg>) {
     });
 }
 
-/// Loads the model off the UI thread, reporting progress.
-fn spawn_loader(config: EngineConfig, tx: Sender<Msg>) {
+/// Loads the model off the UI thread, reporting progress; a server is
+/// ready at once.
+fn spawn_loader(backend: Backend, tx: Sender<Msg>) {
+    let (config, notes) = match backend {
+        Backend::Load(config, notes) => (config, notes),
+        Backend::Server(engine, notes) => {
+            let summary = chat_engine::remote_summary(&engine, notes);
+            let _ = tx.send(Msg::Ready(Box::new(engine), summary));
+            return;
+        }
+    };
     std::thread::spawn(move || {
         let progress = tx.clone();
         let started = Engine::start(config, move |p| {
@@ -394,7 +414,8 @@ fn spawn_loader(config: EngineConfig, tx: Sender<Msg>) {
         });
         let msg = match started {
             Ok(engine) => {
-                let summary = chat_engine::model_summary(&engine);
+                let mut summary = chat_engine::model_summary(&engine);
+                summary.notes.extend(notes);
                 Msg::Ready(Box::new(engine), summary)
             }
             Err(e) => Msg::LoadFailed(e.to_string()),

@@ -44,6 +44,9 @@ pub struct ModelSummary {
     /// be honoured, the memory budget's effect); shown once when ready.
     #[serde(default, skip_serializing)]
     pub notes: Vec<String>,
+    /// The server the chat runs on, when not here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 /// The two views of the transcript.

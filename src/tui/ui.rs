@@ -159,8 +159,14 @@ fn draw_pane(f: &mut Frame, app: &App, pane: Pane, rect: Rect) {
 
 fn draw_meter(f: &mut Frame, app: &App, rect: Rect) {
     let u = app.usage;
+    // A server may not say its context size: then the tokens used only.
+    let known = u.n_ctx > 0;
     let n_ctx = u.n_ctx.max(1);
-    let share = u.used as f64 / n_ctx as f64;
+    let share = if known {
+        u.used as f64 / n_ctx as f64
+    } else {
+        0.0
+    };
     let color = if share >= 0.9 {
         Color::Red
     } else if share >= 0.75 {
@@ -168,12 +174,16 @@ fn draw_meter(f: &mut Frame, app: &App, rect: Rect) {
     } else {
         Color::Green
     };
+    let size = if known {
+        format!(" / {} tokens ({:.0}%)", group(u.n_ctx), share * 100.0)
+    } else {
+        " tokens (context size unknown)".to_string()
+    };
     let label = format!(
-        " {}{} / {} tokens ({:.0}%) · reasoning {}{} ",
+        " {}{}{} · reasoning {}{} ",
         if app.usage_estimated { "≈" } else { "" },
         group(u.used),
-        group(u.n_ctx),
-        share * 100.0,
+        size,
         group(u.reasoning),
         if app.restoring { " · restoring" } else { "" }
     );
@@ -181,8 +191,11 @@ fn draw_meter(f: &mut Frame, app: &App, rect: Rect) {
         .saturating_sub(label.chars().count() + 6)
         .clamp(10, 60);
     let used = ((share.min(1.0)) * bar_w as f64).round() as usize;
-    let reasoning =
-        ((u.reasoning.min(u.used) as f64 / n_ctx as f64) * bar_w as f64).round() as usize;
+    let reasoning = if known {
+        ((u.reasoning.min(u.used) as f64 / n_ctx as f64) * bar_w as f64).round() as usize
+    } else {
+        0
+    };
     let line = Line::from(vec![
         Span::styled(" ctx ", Style::default().add_modifier(Modifier::BOLD)),
         Span::styled(
@@ -249,7 +262,9 @@ fn draw_input(f: &mut Frame, app: &App, rect: Rect) {
 
 fn draw_status(f: &mut Frame, app: &App, rect: Rect) {
     let m = &app.model;
-    let device = if m.gpu_layers == 0 {
+    let device = if let Some(server) = &m.server {
+        format!("on {server}")
+    } else if m.gpu_layers == 0 {
         "CPU".to_string()
     } else {
         format!("GPU {}/{}", m.gpu_layers, m.n_layers + 1)

@@ -1,0 +1,100 @@
+//! Where `o1 tui` and `o1 run` chat: on the server `--server` names; else
+//! on a local `o1 serve` that has the same model file loaded (one copy in
+//! memory for all of them), unless `--local`; else on a model loaded here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use o1::engine::EngineConfig;
+use o1::remote::{self, Kind, RemoteEngine, ServerInfo};
+use o1::settings::{self, ChatFlags, EngineFlags, Settings, WhereFlags};
+
+/// Where a chat runs.
+pub enum Chat {
+    /// A model loaded here; `note`: what the user should know about a
+    /// local server that has it loaded too.
+    Local {
+        config: EngineConfig,
+        note: Option<String>,
+    },
+    /// A server; `notes`: what the user should know about it.
+    Server {
+        engine: RemoteEngine,
+        notes: Vec<String>,
+    },
+}
+
+/// How long to wait for a local server to accept: one that runs answers
+/// at once, and a missing one refuses at once.
+const LOCAL_CONNECT: Duration = Duration::from_millis(500);
+const REMOTE_CONNECT: Duration = Duration::from_secs(10);
+
+/// Decides where the chat runs (see the module's comment); `model` and
+/// `yes` are the command's model argument and its `--yes`.
+pub fn choose(
+    settings: &Settings,
+    at: &WhereFlags,
+    model: Option<&str>,
+    yes: bool,
+    engine: &EngineFlags,
+    chat: &ChatFlags,
+) -> Result<Chat> {
+    let key = settings
+        .get(&settings::SERVER_API_KEY, at.server_api_key.clone())?
+        .map(|k| k.0);
+    if let Some(url) = settings.get(&settings::SERVER, at.server.clone())? {
+        let info = remote::probe(&url, key.clone(), REMOTE_CONNECT)?;
+        let config = settings.engine_config(PathBuf::new(), engine, Some(chat))?;
+        let notes = info.notes(false);
+        let engine = RemoteEngine::new(info, key, &config)?;
+        return Ok(Chat::Server { engine, notes });
+    }
+    let path = super::first_run::model_or_first_run(model, settings, yes)?;
+    let config = settings.engine_config(path, engine, Some(chat))?;
+    let Some(server) = local_server_with(settings, &config, key.clone()) else {
+        return Ok(Chat::Local { config, note: None });
+    };
+    if at.local {
+        let note = format!(
+            "{} has this model loaded{}: this copy is a second one in memory",
+            server.describe(),
+            server
+                .model_bytes
+                .map(|b| format!(" ({} MiB)", b >> 20))
+                .unwrap_or_default()
+        );
+        return Ok(Chat::Local {
+            config,
+            note: Some(note),
+        });
+    }
+    let key = key.or_else(|| first_key(settings));
+    let notes = server.notes(true);
+    let engine = RemoteEngine::new(server, key, &config)?;
+    Ok(Chat::Server { engine, notes })
+}
+
+/// The first of the keys `o1 serve` is configured with, which a local
+/// server started with the same settings wants.
+fn first_key(settings: &Settings) -> Option<String> {
+    let keys = settings.get(&settings::API_KEY, None).ok()??.0;
+    keys.split(',')
+        .map(str::trim)
+        .find(|k| !k.is_empty())
+        .map(str::to_string)
+}
+
+/// The o1 serve on this machine's configured port, if it runs and has
+/// `config`'s model file loaded (or loading).
+fn local_server_with(
+    settings: &Settings,
+    config: &EngineConfig,
+    key: Option<String>,
+) -> Option<ServerInfo> {
+    let port = settings.value(&settings::PORT, None).ok()?;
+    let digest = o1::serve::digest_of_file(&config.model)?;
+    let key = key.or_else(|| first_key(settings));
+    let info = remote::probe(&format!("http://127.0.0.1:{port}"), key, LOCAL_CONNECT).ok()?;
+    (matches!(info.kind, Kind::O1(_)) && info.digest.as_deref() == Some(&digest)).then_some(info)
+}
