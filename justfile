@@ -80,7 +80,7 @@ build-cuda archs="80;86;89;90":
     scripts/build-cuda "{{archs}}"
 
 # Benchmarks: print the figures.
-bench: bench-convert bench-runtime bench-tui bench-memory bench-serve bench-contention bench-quality
+bench: bench-convert bench-runtime bench-tui bench-memory bench-serve bench-contention bench-attach bench-quality
 
 # Quality per byte on the 1.5B: every type, uncalibrated and calibrated, against its bf16
 # conversion (mean and p99 KL divergence, same top token, greedy agreement per phase), with
@@ -116,6 +116,12 @@ bench-runtime: build (fixture "1.5b")
 bench-contention threads=num_cpus(): build (fixture "0.5b")
     @test -f {{fixture_dir}}/o1-0.5b-q4_k_m.gguf || $CARGO_TARGET_DIR/release/o1 convert --quiet {{fixture_dir}}/o1-0.5b -o {{fixture_dir}}/o1-0.5b-q4_k_m.gguf
     scripts/bench-contention $CARGO_TARGET_DIR/release/o1 "$(scripts/build-llama-tools)/build/bin/llama-bench" {{fixture_dir}}/o1-0.5b-q4_k_m.gguf {{threads}}
+
+# One model in memory: `o1 run` beside a running o1 serve on the 1.5B q4_k_m, attached to it and with
+# --local (a copy of its own): peak resident memory of each process, their sum and proportional share.
+bench-attach ctx="8192": build (fixture "1.5b")
+    @test -f {{fixture_dir}}/o1-1.5b-q4_k_m.gguf || $CARGO_TARGET_DIR/release/o1 convert --quiet {{fixture_dir}}/o1-1.5b -o {{fixture_dir}}/o1-1.5b-q4_k_m.gguf
+    scripts/bench-attach $CARGO_TARGET_DIR/release/o1 {{fixture_dir}}/o1-1.5b-q4_k_m.gguf {{ctx}}
 
 # o1 serve beside llama.cpp's llama-server on the 1.5B q4_k_m (same file, threads, context):
 # streamed decode tokens/s, the 5th turn's time to first token, requests per minute with 4 clients.

@@ -93,7 +93,7 @@ impl ServerInfo {
     /// The server in a few words, for the status line and notes.
     pub fn describe(&self) -> String {
         match &self.kind {
-            Kind::O1(version) => format!("o1 serve {version} at {}", self.root),
+            Kind::O1(_) => format!("o1 serve at {}", self.root),
             Kind::Template => format!("llama-server at {}", self.root),
             Kind::Other => format!("the server at {}", self.root),
         }
@@ -112,7 +112,6 @@ pub fn root_url(url: &str) -> String {
 }
 
 /// HTTP to one server, with its key.
-#[derive(Clone)]
 struct Http {
     client: reqwest::blocking::Client,
     key: Option<String>,
@@ -285,13 +284,18 @@ struct State {
     reasoning: usize,
 }
 
-/// A chat engine on a server (see the module's comment).
-pub struct RemoteEngine {
+/// The server and what every request to it carries.
+struct Link {
     info: ServerInfo,
     http: Http,
     system: String,
     limits: Limits,
     sampling: SamplingOverrides,
+}
+
+/// A chat engine on a server (see the module's comment).
+pub struct RemoteEngine {
+    link: Arc<Link>,
     state: Arc<Mutex<State>>,
     flags: Arc<Flags>,
 }
@@ -305,19 +309,22 @@ impl RemoteEngine {
         key: Option<String>,
         config: &EngineConfig,
     ) -> Result<Self, EngineError> {
-        Ok(RemoteEngine {
+        let link = Link {
             info,
             http: Http::new(key, Duration::from_secs(10))?,
             system: config.system.clone(),
             limits: config.limits,
             sampling: config.sampling.clone(),
+        };
+        Ok(RemoteEngine {
+            link: Arc::new(link),
             state: Arc::default(),
             flags: Arc::default(),
         })
     }
 
     pub fn info(&self) -> &ServerInfo {
-        &self.info
+        &self.link.info
     }
 
     /// Runs a turn on a thread of its own; its events go to `events`, the
@@ -335,11 +342,7 @@ impl RemoteEngine {
             .history
             .clone();
         let turn = Turn {
-            info: self.info.clone(),
-            http: self.http.clone(),
-            system: self.system.clone(),
-            limits: self.limits,
-            sampling: self.sampling.clone(),
+            link: self.link.clone(),
             flags: self.flags.clone(),
             events: events.clone(),
         };
@@ -356,7 +359,7 @@ impl RemoteEngine {
                         s.reasoning += done.reasoning_tokens;
                         let usage = ContextUsage {
                             used: s.used,
-                            n_ctx: turn.info.n_ctx.unwrap_or(0),
+                            n_ctx: turn.link.info.n_ctx.unwrap_or(0),
                             reasoning: s.reasoning.min(s.used),
                         };
                         drop(s);
@@ -405,11 +408,7 @@ impl RemoteEngine {
 
 /// One turn's work, on its own thread.
 struct Turn {
-    info: ServerInfo,
-    http: Http,
-    system: String,
-    limits: Limits,
-    sampling: SamplingOverrides,
+    link: Arc<Link>,
     flags: Arc<Flags>,
     events: Sender<Event>,
 }
@@ -470,7 +469,7 @@ impl Turn {
         let mut estimate = used + question.content.len() / 4 + crate::chat::TOKENS_PER_MESSAGE;
         let mut messages = history;
         messages.push(question.clone());
-        let phases_here = self.info.kind == Kind::Template;
+        let phases_here = self.link.info.kind == Kind::Template;
         let first = self.stream(&messages, phases_here.then_some(Phase::Reasoning), estimate)?;
         let reasoning_stop = first.reasoning_stop.unwrap_or(Stop::EndOfTurn);
         let counted = first.reasoning_stats.generated_tokens;
@@ -494,7 +493,7 @@ impl Turn {
         // serve's context also holds the markers it put around what it
         // wrote (measured: one message's worth per phase); llama-server's
         // count is its context's.
-        let markers = |phases: usize| match self.info.kind {
+        let markers = |phases: usize| match self.link.info.kind {
             Kind::Template => 0,
             _ => phases * crate::chat::TOKENS_PER_MESSAGE,
         };
@@ -537,12 +536,12 @@ impl Turn {
     /// as this server reads it.
     fn wire_messages(&self, messages: &[Message]) -> Vec<Value> {
         let mut out = Vec::with_capacity(messages.len() + 1);
-        if !self.system.is_empty() {
-            out.push(json!({ "role": "system", "content": self.system }));
+        if !self.link.system.is_empty() {
+            out.push(json!({ "role": "system", "content": self.link.system }));
         }
         let mut reasoning: Option<&str> = None;
         for m in messages {
-            match (m.role, &self.info.kind) {
+            match (m.role, &self.link.info.kind) {
                 // The template has the role: sent as it is.
                 (Role::Reasoning, Kind::Template) => {
                     out.push(json!({ "role": crate::chat::REASONING, "content": m.content }))
@@ -583,26 +582,26 @@ impl Turn {
         estimate: usize,
     ) -> Result<Streamed, EngineError> {
         let max_tokens = match only {
-            Some(Phase::Reasoning) => self.limits.reasoning,
-            _ => self.limits.answer,
+            Some(Phase::Reasoning) => self.link.limits.reasoning,
+            _ => self.link.limits.answer,
         };
         let mut body = json!({
-            "model": self.info.model,
+            "model": self.link.info.model,
             "messages": self.wire_messages(messages),
             "stream": true,
             "stream_options": { "include_usage": true },
             "max_tokens": max_tokens,
         });
-        if matches!(self.info.kind, Kind::O1(_)) && only.is_none() {
-            body["max_reasoning_tokens"] = json!(self.limits.reasoning);
+        if matches!(self.link.info.kind, Kind::O1(_)) && only.is_none() {
+            body["max_reasoning_tokens"] = json!(self.link.limits.reasoning);
         }
         // The settings the user gave; otherwise the server's own, except
         // that a server which only applies o1's template gets the greedy
         // decoding the model was made for (llama-server samples at 0.8).
-        let s = &self.sampling;
+        let s = &self.link.sampling;
         let temperature = s
             .temperature
-            .or((self.info.kind == Kind::Template).then_some(0.0));
+            .or((self.link.info.kind == Kind::Template).then_some(0.0));
         let knobs = [
             ("temperature", temperature.map(|v| json!(v))),
             ("top_p", s.top_p.map(|v| json!(v))),
@@ -694,7 +693,7 @@ impl Turn {
             None => {
                 return Err(EngineError::Remote(format!(
                     "{} ended the stream before the end of the {}",
-                    self.info.describe(),
+                    self.link.info.describe(),
                     progress.phase.name()
                 )))
             }
@@ -713,7 +712,7 @@ impl Turn {
         if self.flags.cancel.load(Ordering::SeqCst) {
             Some(Stop::Cancelled)
         } else if phase == Phase::Reasoning
-            && self.info.can_answer_now()
+            && self.link.info.can_answer_now()
             && self.flags.answer_now.load(Ordering::SeqCst)
         {
             Some(Stop::AnswerNow)
@@ -789,26 +788,26 @@ impl Turn {
     /// waits for the server (the connection closes when that thread next
     /// finds no one listening).
     fn send(&self, body: &Value) -> Result<Receiver<Result<Value, EngineError>>, EngineError> {
-        let url = format!("{}/v1/chat/completions", self.info.root);
-        let response = self
-            .http
-            .with_key(self.http.client.post(&url).json(body))
+        let url = format!("{}/v1/chat/completions", self.link.info.root);
+        let http = &self.link.http;
+        let response = http
+            .with_key(http.client.post(&url).json(body))
             .send()
             .map_err(|e| {
                 EngineError::Remote(format!(
                     "{} did not answer: {}",
-                    self.info.describe(),
+                    self.link.info.describe(),
                     cause(&e)
                 ))
             })?;
         if !response.status().is_success() {
             return Err(refusal(
-                &format!("{} refused the request", self.info.describe()),
+                &format!("{} refused the request", self.link.info.describe()),
                 response,
             ));
         }
         let (tx, rx) = mpsc::channel();
-        let who = self.info.describe();
+        let who = self.link.info.describe();
         std::thread::spawn(move || {
             for line in BufReader::new(response).lines() {
                 let line = match line {

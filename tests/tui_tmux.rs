@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use o1_convert::synthetic::{self, Spec};
 
+mod fixture;
+
 fn tmux(args: &[&str]) -> String {
     let out = Command::new("tmux")
         .args(args)
@@ -119,10 +121,16 @@ fn tiny_model(dir: &Path) -> std::path::PathBuf {
 /// (`STTY=icanon,echo,`) or was left raw.
 fn start_tui(dir: &Path, name: &str, env: &str) -> KillOnDrop {
     let model = tiny_model(dir);
+    start_tui_on(dir, name, env, &model, "--max-reasoning 8 --max-answer 8")
+}
+
+/// [`start_tui`] on `model` with `args`.
+fn start_tui_on(dir: &Path, name: &str, env: &str, model: &Path, args: &str) -> KillOnDrop {
     let session = format!("o1-{name}-{}", std::process::id());
     let script = format!(
-        "{env} XDG_DATA_HOME={data} O1_LOG_FILE={log} {bin} tui {model} --max-reasoning 8 --max-answer 8 2>{stderr}; \
+        "{env} XDG_DATA_HOME={data} O1_LOG_FILE={log} O1_CONFIG={config} {bin} tui {model} {args} 2>{stderr}; \
          echo EXIT=$?; echo STTY=$(stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ,); sleep 30",
+        config = dir.join("config.toml").display(),
         data = dir.join("data").display(),
         log = dir.join("o1.log").display(),
         bin = env!("CARGO_BIN_EXE_o1"),
@@ -275,4 +283,66 @@ fn a_crash_in_native_code_restores_the_terminal_saves_and_exits_with_128_plus_th
     );
     assert!(err.contains("o1: CPU path: "), "{err}");
     assert!(err.contains("to force a CPU path: O1_CPU_PATH="), "{err}");
+}
+
+#[test]
+#[ignore = "needs tmux: `just test` runs it"]
+fn the_tui_chats_through_a_local_o1_serve_that_has_its_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let served = dir.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    // Slow tokens and a long reasoning budget: the keys come mid-reasoning.
+    let server = fixture::Served::start(
+        &model,
+        &served,
+        &["--ctx", "2048"],
+        &[("O1_TEST_TOKEN_DELAY_MS", "40")],
+    );
+    let env = format!("O1_PORT={}", server.port);
+    let guard = start_tui_on(
+        dir.path(),
+        "attached",
+        &env,
+        &model,
+        "--max-reasoning 400 --max-answer 6",
+    );
+    let session = guard.0.clone();
+    wait_for(&session, "the server in the status line", |s| {
+        s.contains("on o1 serve")
+    });
+
+    // Ctrl+X: the reasoning stops, the server answers after it.
+    ask(&session, "Hello model");
+    wait_for(&session, "the reasoning", |s| s.contains("reasoning…"));
+    std::thread::sleep(Duration::from_millis(600));
+    tmux(&["send-keys", "-t", &session, "C-x"]);
+    let screen = wait_for(&session, "the answer", |s| {
+        s.contains("· idle ·") && s.contains("last answer")
+    });
+    assert!(screen.contains("[reasoning cut: cut short]"), "{screen}");
+    assert!(
+        screen.contains(" / 2,048 tokens"),
+        "the server's context: {screen}"
+    );
+    let used = meter_used(&screen);
+    assert!(
+        used > 10 && used < 200,
+        "the meter shows the server's count: {screen}"
+    );
+
+    // Esc: the turn stops, the reasoning kept and marked.
+    ask(&session, "Again");
+    wait_for(&session, "the reasoning", |s| s.contains("reasoning…"));
+    std::thread::sleep(Duration::from_millis(600));
+    tmux(&["send-keys", "-t", &session, "Escape"]);
+    let screen = wait_for(&session, "the stop", |s| {
+        s.contains("· idle ·") && s.contains("[reasoning cut: stopped]")
+    });
+    assert!(meter_used(&screen) >= used, "{screen}");
+
+    tmux(&["send-keys", "-t", &session, "C-q"]);
+    let (exit, err) = after_exit(&session, dir.path());
+    assert_eq!(exit, "0", "{err}");
+    drop(server);
 }

@@ -12,8 +12,10 @@
 //! took on the cores it may use (`/proc/stat` less its own time) and uses
 //! the cores they leave free. The measure does not depend on o1's own
 //! thread count (a neighbour that gets a core while o1 uses one still shows
-//! as a busy core), so the choice does not oscillate; it changes only when
-//! two windows in a row agree.
+//! as a busy core), so the choice does not oscillate; while working it
+//! changes only when the windows of the last second agree. The first window
+//! (from the load) and one that spans a pause between turns decide at once,
+//! so a turn starts with the right count.
 
 use std::time::{Duration, Instant};
 
@@ -22,11 +24,14 @@ use llama_cpp_sys_2 as sys;
 
 /// How long a measuring window lasts.
 const WINDOW: Duration = Duration::from_millis(500);
-/// A window longer than this spanned idle time (between turns): it says
-/// little about now, so it only starts the next one.
-const STALE: Duration = Duration::from_secs(3);
-/// Windows in a row that must ask for the same new count.
-const AGREE: u32 = 2;
+/// How long the others' use must have asked for a new count, once working:
+/// two windows in a row that agree, or one that lasted this long (a pause
+/// between turns, when o1 took nothing and the others' use shows whole, or
+/// a token slowed this much by too many threads).
+const EVIDENCE: Duration = Duration::from_secs(1);
+/// A window longer than this is too old to say anything about now: it only
+/// starts the next one.
+const FORGET: Duration = Duration::from_secs(30);
 
 /// The thread count for `free` idle cores (cores less what other programs
 /// use): the free cores rounded, at least one, at most `max`. A neighbour
@@ -52,7 +57,10 @@ pub struct Governor {
     ticks_per_second: f64,
     current: usize,
     last: Option<(Instant, Counters)>,
-    pending: Option<(usize, u32)>,
+    /// A count the last windows asked for, and for how long.
+    pending: Option<(usize, Duration)>,
+    /// Whether a window has decided since the measure (re)started.
+    decided: bool,
     /// Other programs' use in the last window, in cores (for the log).
     pub others: f64,
 }
@@ -67,6 +75,7 @@ impl Governor {
             current: max,
             last: None,
             pending: None,
+            decided: false,
             others: 0.0,
         }
     }
@@ -81,10 +90,13 @@ impl Governor {
     pub fn observe(&mut self, now: Instant, counters: Counters) -> Option<usize> {
         let (then, before) = self.last.replace((now, counters))?;
         let elapsed = now.duration_since(then);
-        if elapsed > STALE || elapsed.is_zero() {
+        if elapsed > FORGET || elapsed.is_zero() {
             self.pending = None;
+            self.decided = false;
             return None;
         }
+        let at_once = !self.decided || elapsed >= EVIDENCE;
+        self.decided = true;
         let ticks = |n: u64| n as f64 / self.ticks_per_second;
         let busy = ticks(counters.busy.saturating_sub(before.busy));
         let own = ticks(counters.own.saturating_sub(before.own));
@@ -95,10 +107,10 @@ impl Governor {
             return None;
         }
         let agreed = match self.pending {
-            Some((n, seen)) if n == wanted => seen + 1,
-            _ => 1,
+            Some((n, seen)) if n == wanted => seen + elapsed,
+            _ => elapsed,
         };
-        if agreed < AGREE {
+        if agreed < EVIDENCE && !at_once {
             self.pending = Some((wanted, agreed));
             return None;
         }
@@ -157,7 +169,9 @@ impl CpuShare {
     pub fn new(ctx: &LlamaContext<'_>, max: usize) -> Option<Self> {
         let counters = CpuCounters::new()?;
         let context = raw_context(ctx)?;
-        let governor = Governor::new(max, counters.cores(), ticks_per_second());
+        let mut governor = Governor::new(max, counters.cores(), ticks_per_second());
+        // The first window starts now: the first decode after it decides.
+        governor.observe(Instant::now(), counters.read()?);
         Some(CpuShare {
             context,
             counters,
@@ -335,27 +349,67 @@ mod tests {
     }
 
     #[test]
-    fn one_busy_window_alone_changes_nothing() {
+    fn once_working_one_busy_window_changes_nothing() {
         let mut g = Governor::new(2, 2, 100.0);
         let counts = run(
             &mut g,
             Instant::now(),
-            &[(1.2, 1.0), (0.1, 2.0), (1.2, 1.0), (0.0, 2.0)],
+            &[(0.0, 2.0), (1.2, 1.0), (0.1, 2.0), (1.2, 1.0), (0.0, 2.0)],
         );
-        assert_eq!(counts, vec![2, 2, 2, 2]);
+        assert_eq!(counts, vec![2, 2, 2, 2, 2]);
     }
 
     #[test]
-    fn an_idle_gap_starts_a_new_window_without_deciding() {
+    fn a_token_slowed_a_whole_second_is_evidence_enough() {
         let mut g = Governor::new(2, 2, 100.0);
         let start = Instant::now();
-        g.observe(start, Counters::default());
-        // Ten seconds later, whatever the counters say, nothing changes.
-        let c = Counters { busy: 2000, own: 0 };
-        assert_eq!(g.observe(at(start, 10_000), c), None);
-        assert!(g.pending.is_none());
-        assert!(!g.due(at(start, 10_100)));
-        assert!(g.due(at(start, 10_500)));
+        run(&mut g, start, &[(0.0, 2.0)]);
+        // 1.2 s for one token while others kept a core busy.
+        let c = Counters {
+            busy: 100 + 120 + 120,
+            own: 100 + 120,
+        };
+        assert_eq!(g.observe(at(start, 1_700), c), Some(1));
+    }
+
+    #[test]
+    fn the_first_window_decides_at_once() {
+        let mut g = Governor::new(2, 2, 100.0);
+        assert_eq!(
+            run(&mut g, Instant::now(), &[(1.0, 1.0), (1.0, 1.0)]),
+            vec![1, 1]
+        );
+    }
+
+    #[test]
+    fn a_pause_between_turns_decides_at_once_and_a_long_one_starts_over() {
+        let mut g = Governor::new(2, 2, 100.0);
+        let start = Instant::now();
+        run(&mut g, start, &[(0.0, 2.0)]);
+        let c = Counters {
+            busy: 100,
+            own: 100,
+        };
+        // Ten idle seconds in which others kept a core busy: one thread at once.
+        let c1 = Counters {
+            busy: c.busy + 1000,
+            own: c.own,
+        };
+        assert_eq!(g.observe(at(start, 10_500), c1), Some(1));
+        // A minute later, whatever the counters say, nothing changes; the
+        // next window decides.
+        let c2 = Counters {
+            busy: c1.busy + 12_000,
+            own: c1.own,
+        };
+        assert_eq!(g.observe(at(start, 70_500), c2), None);
+        assert!(!g.due(at(start, 70_600)));
+        assert!(g.due(at(start, 71_000)));
+        let c3 = Counters {
+            busy: c2.busy + 100,
+            own: c2.own + 100,
+        };
+        assert_eq!(g.observe(at(start, 71_000), c3), Some(2));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::mpsc::Sender;
 
 use crate::chat::Message;
 use crate::engine::{Engine, EngineError, Event};
-use crate::remote::RemoteEngine;
+use crate::remote::{Kind, RemoteEngine};
 
 use super::transcript::ModelSummary;
 
@@ -72,7 +72,10 @@ pub fn remote_summary(engine: &RemoteEngine, notes: Vec<String>) -> ModelSummary
         n_layers: 0,
         n_ctx: info.n_ctx.unwrap_or(0),
         chosen: vec![
-            format!("served by {}", info.describe()),
+            match &info.kind {
+                Kind::O1(version) => format!("served by o1 serve {version} at {}", info.root),
+                _ => format!("served by {}", info.describe()),
+            },
             match info.n_ctx {
                 Some(n) => format!("context {n} tokens (the server's)"),
                 None => "context size not stated by the server".to_string(),
