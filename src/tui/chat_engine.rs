@@ -65,8 +65,10 @@ impl ChatEngine for RemoteEngine {
 /// A server's model as the status line shows it; `notes`: shown once.
 pub fn remote_summary(engine: &RemoteEngine, notes: Vec<String>) -> ModelSummary {
     let info = engine.info();
+    // llama-server names its model by the file's path: the name is enough.
+    let file = info.model.rsplit('/').next().unwrap_or(&info.model);
     ModelSummary {
-        name: info.model.clone(),
+        name: file.strip_suffix(".gguf").unwrap_or(file).to_string(),
         file_type: String::new(),
         gpu_layers: 0,
         n_layers: 0,
