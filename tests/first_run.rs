@@ -230,6 +230,48 @@ fn first_run_downloads_and_converts_with_yes() {
 }
 
 #[test]
+fn without_a_type_the_first_run_picks_the_one_that_fits_and_later_runs_find_it() {
+    let (_hub, user) = hub_and_user(&["main"]);
+    let q = [
+        "run",
+        "Hello",
+        "--max-reasoning",
+        "4",
+        "--max-answer",
+        "4",
+        "--hide-reasoning",
+    ];
+
+    // Not even the smallest type fits 1 MiB: said, and nothing stored.
+    let cramped = user.o1(&[&q[..], &["--yes", "--max-memory", "1M"]].concat(), &[]);
+    assert!(!cramped.status.success());
+    assert!(
+        text(&cramped.stderr).contains("no type fits"),
+        "{}",
+        text(&cramped.stderr)
+    );
+
+    // The tiny model fits at every type: the least drift measured, q8_0.
+    let first = user.o1(&[&q[..], &["--yes"]].concat(), &[]);
+    let answer = check(&first, "first run");
+    let log = text(&first.stderr);
+    assert!(
+        log.contains("type auto: q8_0, the least drift measured"),
+        "{log}"
+    );
+    assert!(log.contains("Laurie--Qwen2.5-1.5B-O1-q8_0.gguf"), "{log}");
+
+    // Later runs without a type use it, with nothing to convert.
+    let again = user.o1(&q, &[]);
+    assert_eq!(answer, check(&again, "second run"));
+    assert!(
+        !text(&again.stderr).contains("wrote "),
+        "{}",
+        text(&again.stderr)
+    );
+}
+
+#[test]
 fn first_run_with_json_prints_one_document() {
     let (_hub, user) = hub_and_user(&["main"]);
     let out = user.o1(

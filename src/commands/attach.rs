@@ -50,7 +50,7 @@ pub fn choose(
         let engine = RemoteEngine::new(info, key, &config)?;
         return Ok(Chat::Server { engine, notes });
     }
-    let path = super::first_run::model_or_first_run(model, settings, yes)?;
+    let path = super::first_run::model_or_first_run(model, settings, yes, engine)?;
     let config = settings.engine_config(path, engine, Some(chat))?;
     let Some(server) = local_server_with(settings, &config, key.clone()) else {
         return Ok(Chat::Local { config, note: None });

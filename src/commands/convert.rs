@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use o1::memory;
 use o1::model::ModelInfo;
 use o1::quality::{calibrate, choose, dataset};
-use o1::settings::{self, Settings};
+use o1::settings::{self, Settings, Size};
 use o1::store::Store;
 use o1::terminal_text::for_terminal;
 use o1_convert::{Calibration, ConvertReport, ImportanceMatrix, OutputType};
@@ -266,7 +266,9 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     let settings = Settings::load()?;
     let input = resolve_input(&args.checkpoint, args.revision.clone(), &settings)?;
     let ty = match args.out_type {
-        Some(TypeChoice::Auto) => choose_type(&input, &args, &settings)?,
+        Some(TypeChoice::Auto) => {
+            choose_type(&input, Some(&args), args.max_memory, args.ctx, &settings)?
+        }
         Some(TypeChoice::Type(t)) => t,
         None => settings.value(&settings::TYPE, None)?,
     };
@@ -305,14 +307,22 @@ const AUTO_CTX: u32 = 8192;
 /// `--type auto`: the least drift measured among the types whose chat fits
 /// the memory allowed, each judged by the memory planner on the very file
 /// it would write (its header, with the data left a hole).
-fn choose_type(input: &Input, args: &ConvertArgs, settings: &Settings) -> Result<OutputType> {
+/// `--type auto`: the type with the least measured drift whose chat fits
+/// `max_memory` at `ctx` tokens (flags; else the settings), said with why.
+pub fn choose_type(
+    input: &Input,
+    args: Option<&ConvertArgs>,
+    max_memory: Option<Size>,
+    ctx: Option<u32>,
+    settings: &Settings,
+) -> Result<OutputType> {
     let max_memory = settings
-        .get(&settings::MAX_MEMORY, args.max_memory)?
+        .get(&settings::MAX_MEMORY, max_memory)?
         .map_or_else(
             || memory::default_max_memory(o1::device::total_memory()),
             |s| s.0,
         );
-    let n_ctx = settings.get(&settings::CTX, args.ctx)?.unwrap_or(AUTO_CTX);
+    let n_ctx = settings.get(&settings::CTX, ctx)?.unwrap_or(AUTO_CTX);
     let wanted = memory::Wanted {
         n_ctx: Some(n_ctx),
         kv_type: settings.get(&settings::KV_TYPE, None)?,
@@ -321,8 +331,8 @@ fn choose_type(input: &Input, args: &ConvertArgs, settings: &Settings) -> Result
     };
     let skeleton = std::env::temp_dir().join(format!(".o1-type-auto-{}.gguf", std::process::id()));
     let chosen = choose::choose(wanted, |ty| {
-        let mut opts = options(input, Some(skeleton.clone()), ty, Some(args), settings)?;
-        set_calibration(&mut opts, input, Some(args))?;
+        let mut opts = options(input, Some(skeleton.clone()), ty, args, settings)?;
+        set_calibration(&mut opts, input, args)?;
         o1_convert::write_skeleton(&opts, &skeleton)?;
         Ok(ModelInfo::read(&skeleton)?)
     });

@@ -246,6 +246,16 @@ pub fn resolve_model(arg: Option<&str>, settings: &Settings) -> anyhow::Result<P
         return Ok(store.find(&given).ok_or(ModelError::NotFound(missing))?);
     }
     let repo = settings.value(&settings::REPO, None)?;
+    if !settings.is_given(&settings::TYPE)? {
+        // No type asked for: the stored conversion of the repo with the
+        // least measured drift (the first run stores the one that fits).
+        let stored = o1::quality::choose::by_quality()
+            .into_iter()
+            .find_map(|m| store.find(&Store::name_for(&repo, m.ty.name())));
+        if let Some(path) = stored {
+            return Ok(path);
+        }
+    }
     let ty = settings.value(&settings::TYPE, None)?;
     let name = Store::name_for(&repo, ty.name());
     Ok(store.find(&name).ok_or(ModelError::NoDefaultModel {

@@ -11,7 +11,12 @@ use crate::cli::ServeArgs;
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let settings = Settings::load()?;
-    let model = super::first_run::model_or_first_run(args.model.as_deref(), &settings, args.yes)?;
+    let model = super::first_run::model_or_first_run(
+        args.model.as_deref(),
+        &settings,
+        args.yes,
+        &args.engine,
+    )?;
     let config = settings.engine_config(model, &args.engine, Some(&args.chat))?;
     let options = settings.serve_options(&args.serve)?;
     let open_to_the_network = !o1_hub::is_loopback_host(&options.host);

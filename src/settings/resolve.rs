@@ -88,6 +88,12 @@ impl Settings {
 
     /// [`Self::get`], and who set the value, in words (`--cpu-path`,
     /// `O1_CPU_PATH`, `cpu_path in ~/.config/o1/config.toml`).
+    /// Whether the user gave `setting` (a flag aside): an environment
+    /// variable or the config file, not the built-in default.
+    pub fn is_given<T: SettingValue>(&self, setting: &Setting<T>) -> Result<bool, SettingsError> {
+        Ok(self.resolve(setting, None)?.1 != Source::Default)
+    }
+
     pub fn get_with_source<T: SettingValue>(
         &self,
         setting: &Setting<T>,
