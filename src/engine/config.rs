@@ -195,7 +195,10 @@ pub struct EngineConfig {
     pub max_memory: u64,
     /// `None`: every core.
     pub threads: Option<usize>,
-    /// Use fewer threads while other programs keep the cores busy.
+    /// Use fewer threads while other programs keep the cores busy (the
+    /// `share_cpu` setting; off by default here, so that a library user's
+    /// output does not depend on the machine's load: llama.cpp's rounding
+    /// depends on the thread count).
     pub share_cpu: bool,
     pub gpu_layers: GpuLayers,
     pub mmap: bool,
@@ -216,7 +219,7 @@ impl EngineConfig {
             kv_type: None,
             max_memory: crate::memory::default_max_memory(crate::device::total_memory()),
             threads: None,
-            share_cpu: true,
+            share_cpu: false,
             gpu_layers: GpuLayers::Auto,
             mmap: true,
             system: chat::DEFAULT_SYSTEM.to_string(),

@@ -26,7 +26,10 @@ pub struct Loaded {
     /// The memory this was predicted to take, and the budget it fits.
     pub memory: memory::Footprint,
     pub max_memory: u64,
+    /// The most threads; fewer while other programs keep the cores busy
+    /// when `shares_cpu`.
     pub threads: usize,
+    pub shares_cpu: bool,
     pub gpu_layers: u32,
     /// Where the model runs, in words (e.g. `CPU`, or the GPU and its layers).
     pub device: String,
@@ -142,8 +145,9 @@ impl Weights {
                 detail: llama_failure(e),
             })?;
         let mut runner = Runner::new(&self.model, ctx);
-        if config.share_cpu && !runner.share_cpu(threads) {
-            tracing::debug!("this system does not show CPU use: the thread count stays {threads}");
+        let shares_cpu = config.share_cpu && runner.share_cpu(threads);
+        if config.share_cpu && !shares_cpu {
+            tracing::warn!("this system does not show CPU use: the thread count stays {threads}");
         }
         // The vocabulary must have the reasoning token as one special token.
         if runner
@@ -170,6 +174,7 @@ impl Weights {
             memory: plan.footprint,
             max_memory: config.max_memory,
             threads,
+            shares_cpu,
             gpu_layers: self.gpu_layers,
             device: self.device.clone(),
             cpu_path: cpu_path_summary(),

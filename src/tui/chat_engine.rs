@@ -109,11 +109,16 @@ pub fn model_summary(engine: &Engine) -> ModelSummary {
         n_ctx: loaded.n_ctx,
         chosen: vec![
             format!(
-                "context {} tokens · {} KV cache · batches of {} · {} threads",
+                "context {} tokens · {} KV cache · batches of {} · {} threads{}",
                 loaded.n_ctx,
                 loaded.kv_type.name(),
                 loaded.n_batch,
-                loaded.threads
+                loaded.threads,
+                if loaded.shares_cpu {
+                    " at most (fewer while other programs keep the cores busy)"
+                } else {
+                    ""
+                }
             ),
             format!(
                 "memory ≈ {} MiB of {} MiB allowed (--max-memory)",
