@@ -877,3 +877,38 @@ fn a_skipped_conversation_file_is_named_on_resume() {
         "{notice}"
     );
 }
+
+/// On a server that does not state its context, the meter shows the tokens
+/// used and says the size is unknown; the status line names the server.
+#[test]
+fn a_server_without_a_context_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = App::new(Session::new(dir.path().join("s"), dir.path().into()), None);
+    let fake = Fake::default();
+    let server = ModelSummary {
+        name: "some-model".into(),
+        server: Some("the server at http://gpu:8000".into()),
+        ..Default::default()
+    };
+    app.update(Msg::Ready(Box::new(fake.clone()), server));
+    let mut h = Harness { app, fake, dir };
+    h.ask("Hi");
+    h.phase_started(Phase::Reasoning, 10);
+    h.finish_phase(Phase::Reasoning, Stop::EndOfTurn, 5);
+    h.ev(Event::TurnFinished {
+        usage: ContextUsage {
+            used: 1234,
+            n_ctx: 0,
+            reasoning: 5,
+        },
+    });
+    let screen = h.screen(100, 24);
+    assert!(
+        screen.contains(" 1,234 tokens (context size unknown) · reasoning 5"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("some-model   on the server at http://gpu:8000"),
+        "{screen}"
+    );
+}

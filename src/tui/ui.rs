@@ -176,6 +176,8 @@ fn draw_meter(f: &mut Frame, app: &App, rect: Rect) {
     };
     let size = if known {
         format!(" / {} tokens ({:.0}%)", group(u.n_ctx), share * 100.0)
+    } else if matches!(app.state, State::Loading(_) | State::Failed(_)) {
+        " tokens".to_string()
     } else {
         " tokens (context size unknown)".to_string()
     };
