@@ -346,6 +346,72 @@ fn reasoning_sent_back_is_rendered_as_the_turns_reasoning_message() {
     );
 }
 
+/// A client that cut the reasoning short sends it as the last assistant
+/// message, without content: the server writes only the answer after it.
+/// A streamed reasoning that reaches its budget says so in a delta.
+#[test]
+fn an_assistant_message_with_only_reasoning_gets_the_answer_after_it() {
+    let server = Server::start(&[], &[]);
+    let question = json!({"role": "user", "content": "Why is the sky blue?"});
+    let (status, full) = server.chat(&json!({"model": MODEL, "messages": [question]}));
+    assert_eq!(status, 200, "{full}");
+    let cut = "Light scatters";
+    let (status, answered) = server.chat(&json!({"model": MODEL, "messages": [
+        question,
+        {"role": "assistant", "content": "", "reasoning_content": cut},
+    ]}));
+    assert_eq!(status, 200, "{answered}");
+    let message = &answered["choices"][0]["message"];
+    assert!(message.get("reasoning_content").is_none(), "{answered}");
+    assert!(message["content"].is_string(), "{answered}");
+    // No reasoning phase: every generated token is the answer's.
+    let usage = &answered["usage"];
+    assert_eq!(
+        usage["completion_tokens_details"]["reasoning_tokens"], 0,
+        "{answered}"
+    );
+    // The prompt is the question's plus the reasoning message and the
+    // answer's opener, and the question's part came from the cache.
+    let prompt = |v: &Value| v["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt(&answered) > prompt(&full), "{answered}");
+    assert!(
+        usage["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap()
+            >= prompt(&full) - 1,
+        "{answered}"
+    );
+
+    // A reasoning at its budget is marked in the stream, once.
+    let body = client()
+        .post(server.url("/v1/chat/completions"))
+        .json(&json!({"model": MODEL, "stream": true, "max_reasoning_tokens": 3, "messages": [question]}))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let (reasoning, _, chunks) = streamed_texts(&body);
+    let marks: Vec<&Value> = chunks
+        .iter()
+        .filter(|c| c["choices"][0]["delta"]["reasoning_stop"] == "length")
+        .collect();
+    assert_eq!(marks.len(), 1, "{body}");
+    assert!(!reasoning.is_empty());
+
+    // Nothing to answer: an assistant message with neither is refused.
+    let (status, refused) = server.chat(&json!({"model": MODEL, "messages": [
+        {"role": "assistant", "content": "", "reasoning_content": cut},
+    ]}));
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("only `reasoning_content`"),
+        "{refused}"
+    );
+}
+
 #[test]
 fn ollama_chat_streams_thinking_then_content_as_ndjson() {
     let server = Server::start(&[], &[]);
