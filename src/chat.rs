@@ -32,6 +32,11 @@ impl Role {
             Role::Assistant => (ASSISTANT_ROLE, false),
         }
     }
+
+    /// The role's name in the chat template (the reasoning's is its token).
+    pub fn name(self) -> &'static str {
+        self.marker().0
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -23,6 +23,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use o1_hub::innermost_cause;
 use serde_json::{json, Value};
 
 use crate::chat::{Message, Phase, Role};
@@ -140,6 +141,10 @@ impl Http {
         self.with_key(self.client.get(url).timeout(Duration::from_secs(10)))
             .send()
     }
+
+    fn post(&self, url: &str, body: &Value) -> reqwest::blocking::RequestBuilder {
+        self.with_key(self.client.post(url).json(body))
+    }
 }
 
 /// Why a server refused: its error message when its body has one.
@@ -172,7 +177,7 @@ pub fn probe(
     let models = http.get(&format!("{root}/v1/models")).map_err(|e| {
         EngineError::Remote(format!(
             "no OpenAI-compatible server answers at {root}: {}",
-            cause(&e)
+            innermost_cause(&e)
         ))
     })?;
     if !models.status().is_success() {
@@ -206,12 +211,9 @@ pub fn probe(
     };
     if let Some(version) = o1_version {
         info.kind = Kind::O1(version);
-        let show = http.with_key(
-            http.client
-                .post(format!("{root}/api/show"))
-                .timeout(Duration::from_secs(10))
-                .json(&json!({ "model": info.model })),
-        );
+        let show = http
+            .post(&format!("{root}/api/show"), &json!({ "model": info.model }))
+            .timeout(Duration::from_secs(10));
         if let Ok(shown) = show.send().and_then(|r| r.json::<Value>()) {
             info.n_ctx = shown
                 .get("model_info")
@@ -254,16 +256,6 @@ pub fn probe(
         }
     }
     Ok(info)
-}
-
-/// The innermost cause of a request error (the refused connection, the
-/// unknown host), which is what a person can act on.
-fn cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut source = e;
-    while let Some(next) = source.source() {
-        source = next;
-    }
-    source.to_string()
 }
 
 /// What a turn is asked to do, set by the user while it runs.
@@ -422,8 +414,9 @@ struct Streamed {
     reasoning_stop: Option<Stop>,
     answer_stop: Option<Stop>,
     usage: Option<Usage>,
-    reasoning_stats: PhaseStats,
-    answer_stats: PhaseStats,
+    /// Text pieces each phase got (about one per token).
+    reasoning_pieces: usize,
+    answer_pieces: usize,
 }
 
 /// Where a streamed phase is.
@@ -472,7 +465,7 @@ impl Turn {
         let phases_here = self.link.info.kind == Kind::Template;
         let first = self.stream(&messages, phases_here.then_some(Phase::Reasoning), estimate)?;
         let reasoning_stop = first.reasoning_stop.unwrap_or(Stop::EndOfTurn);
-        let counted = first.reasoning_stats.generated_tokens;
+        let counted = first.reasoning_pieces;
         let reasoning_tokens = first
             .usage
             .and_then(|u| {
@@ -488,7 +481,7 @@ impl Turn {
             content: first.reasoning,
             cut: reasoning_stop.is_cut(),
         };
-        let mut generated = counted + first.answer_stats.generated_tokens;
+        let mut generated = counted + first.answer_pieces;
         // The server counts its last request's prompt and what it wrote. o1
         // serve's context also holds the markers it put around what it
         // wrote (measured: one message's worth per phase); llama-server's
@@ -507,7 +500,7 @@ impl Turn {
                 messages.push(reasoning.clone());
                 estimate += counted + crate::chat::TOKENS_PER_MESSAGE;
                 let second = self.stream(&messages, Some(Phase::Answer), estimate)?;
-                generated += second.answer_stats.generated_tokens;
+                generated += second.answer_pieces;
                 last = match second.usage {
                     Some(u) => Some(u.prompt + u.completion + markers(1)),
                     None if second.answer_stop == Some(Stop::Cancelled) => None,
@@ -535,37 +528,38 @@ impl Turn {
     /// The request's messages: o1's system message, then the conversation
     /// as this server reads it.
     fn wire_messages(&self, messages: &[Message]) -> Vec<Value> {
+        let message =
+            |role: Role, content: &str| json!({ "role": role.name(), "content": content });
         let mut out = Vec::with_capacity(messages.len() + 1);
         if !self.link.system.is_empty() {
-            out.push(json!({ "role": "system", "content": self.link.system }));
+            out.push(message(Role::System, &self.link.system));
         }
         let mut reasoning: Option<&str> = None;
         for m in messages {
             match (m.role, &self.link.info.kind) {
-                // The template has the role: sent as it is.
-                (Role::Reasoning, Kind::Template) => {
-                    out.push(json!({ "role": crate::chat::REASONING, "content": m.content }))
-                }
                 // o1 serve takes it back with the answer it led to.
                 (Role::Reasoning, Kind::O1(_)) => reasoning = Some(&m.content),
                 // Others are not given reasoning back.
                 (Role::Reasoning, Kind::Other) => {}
                 (Role::Assistant, _) => {
-                    let mut msg = json!({ "role": "assistant", "content": m.content });
+                    let mut msg = message(Role::Assistant, &m.content);
                     if let Some(r) = reasoning.take() {
                         msg["reasoning_content"] = json!(r);
                     }
                     out.push(msg);
                 }
-                (Role::User | Role::System, _) => {
+                // The template has every role, the reasoning's included.
+                (Role::User | Role::System | Role::Reasoning, _) => {
                     reasoning = None;
-                    out.push(json!({ "role": if m.role == Role::User { "user" } else { "system" }, "content": m.content }));
+                    out.push(message(m.role, &m.content));
                 }
             }
         }
         if let Some(r) = reasoning {
             // A reasoning with no answer yet last: o1 serve writes the answer.
-            out.push(json!({ "role": "assistant", "content": "", "reasoning_content": r }));
+            let mut msg = message(Role::Assistant, "");
+            msg["reasoning_content"] = json!(r);
+            out.push(msg);
         }
         out
     }
@@ -764,13 +758,11 @@ impl Turn {
         };
         let text = match p.phase {
             Phase::Reasoning => {
-                out.reasoning_stop = Some(stop);
-                out.reasoning_stats = stats.clone();
+                (out.reasoning_stop, out.reasoning_pieces) = (Some(stop), p.count);
                 out.reasoning.clone()
             }
             Phase::Answer => {
-                out.answer_stop = Some(stop);
-                out.answer_stats = stats.clone();
+                (out.answer_stop, out.answer_pieces) = (Some(stop), p.count);
                 out.answer.clone()
             }
         };
@@ -789,17 +781,13 @@ impl Turn {
     /// finds no one listening).
     fn send(&self, body: &Value) -> Result<Receiver<Result<Value, EngineError>>, EngineError> {
         let url = format!("{}/v1/chat/completions", self.link.info.root);
-        let http = &self.link.http;
-        let response = http
-            .with_key(http.client.post(&url).json(body))
-            .send()
-            .map_err(|e| {
-                EngineError::Remote(format!(
-                    "{} did not answer: {}",
-                    self.link.info.describe(),
-                    cause(&e)
-                ))
-            })?;
+        let response = self.link.http.post(&url, body).send().map_err(|e| {
+            EngineError::Remote(format!(
+                "{} did not answer: {}",
+                self.link.info.describe(),
+                innermost_cause(&e)
+            ))
+        })?;
         if !response.status().is_success() {
             return Err(refusal(
                 &format!("{} refused the request", self.link.info.describe()),
@@ -815,7 +803,7 @@ impl Turn {
                     Err(e) => {
                         let _ = tx.send(Err(EngineError::Remote(format!(
                             "reading from {who}: {}",
-                            cause(&e)
+                            innermost_cause(&e)
                         ))));
                         return;
                     }

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 pub use api::{parse_listing, ListedFile, Listing};
 pub use download::{parse_content_range, ContentRange};
 pub use error::{exit_code_help, exit_codes_text, HubError, Result, EXIT_CODES};
-pub use http::{is_loopback_host, parse_file_head, redirect_location, FileHead};
+pub use http::{innermost_cause, is_loopback_host, parse_file_head, redirect_location, FileHead};
 pub use options::{HfToken, PullOptions, RetryPolicy, DEFAULT_ENDPOINT};
 pub use progress::{NoProgress, PullProgress};
 /// The URL type of [`redirect_location`].

@@ -144,8 +144,8 @@ impl Weights {
                 n_ctx,
                 detail: llama_failure(e),
             })?;
-        let mut runner = Runner::new(&self.model, ctx);
-        let shares_cpu = config.share_cpu && runner.share_cpu(threads);
+        let mut runner = Runner::new(&self.model, ctx, threads);
+        let shares_cpu = config.share_cpu && runner.share_cpu();
         if config.share_cpu && !shares_cpu {
             tracing::warn!("this system does not show CPU use: the thread count stays {threads}");
         }

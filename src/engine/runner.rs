@@ -56,12 +56,15 @@ pub struct Runner<'m> {
     cached: Vec<LlamaToken>,
     batch: LlamaBatch<'static>,
     n_batch: usize,
+    /// The threads the context was made with: the most it uses.
+    threads: usize,
     /// Adapts the thread count to other programs' use of the CPU.
     share: Option<CpuShare>,
 }
 
 impl<'m> Runner<'m> {
-    pub fn new(model: &'m LlamaModel, ctx: LlamaContext<'m>) -> Self {
+    /// The runner of `ctx`, made with `threads` threads.
+    pub fn new(model: &'m LlamaModel, ctx: LlamaContext<'m>, threads: usize) -> Self {
         let n_batch = ctx.n_batch() as usize;
         Self {
             model,
@@ -69,20 +72,21 @@ impl<'m> Runner<'m> {
             cached: Vec::new(),
             batch: LlamaBatch::new(n_batch, 1),
             n_batch,
+            threads,
             share: None,
         }
     }
 
-    /// From now on, uses fewer of its `max` threads while other programs
-    /// keep the cores busy (see `cpu_share`). Returns whether it can.
-    pub fn share_cpu(&mut self, max: usize) -> bool {
-        self.share = CpuShare::new(&self.ctx, max);
+    /// From now on, uses fewer of its threads while other programs keep
+    /// the cores busy (see `cpu_share`). Returns whether it can.
+    pub fn share_cpu(&mut self) -> bool {
+        self.share = CpuShare::new(&self.ctx, self.threads);
         self.share.is_some()
     }
 
-    /// The threads the next decode uses, when they adapt.
-    pub fn threads(&self) -> Option<usize> {
-        self.share.as_ref().map(CpuShare::threads)
+    /// The threads the next decode uses.
+    pub fn threads(&self) -> usize {
+        self.share.as_ref().map_or(self.threads, CpuShare::threads)
     }
 
     pub fn model(&self) -> &'m LlamaModel {
@@ -338,13 +342,12 @@ impl<'m> Runner<'m> {
 
     /// Generates one token at a time for `seconds` (from an empty cache
     /// every 128 tokens, so the context stays as short as `bench_generate`'s),
-    /// counting each second's tokens and the threads at its end (`fixed`
-    /// when they do not adapt): `o1 bench --timeline`.
+    /// counting each second's tokens and the threads at its end:
+    /// `o1 bench --timeline`.
     pub fn bench_timeline(
         &mut self,
         token: LlamaToken,
         seconds: u64,
-        fixed: usize,
     ) -> Result<Vec<TimelineSecond>, RunError> {
         let started = Instant::now();
         let mut timeline: Vec<TimelineSecond> = Vec::new();
@@ -359,7 +362,7 @@ impl<'m> Runner<'m> {
             if second >= seconds {
                 return Ok(timeline);
             }
-            let threads = self.threads().unwrap_or(fixed);
+            let threads = self.threads();
             match timeline.last_mut() {
                 Some(last) if last.second == second => {
                     last.tokens += 1;

@@ -618,8 +618,7 @@ impl<'m> Worker<'m> {
         seconds: u64,
     ) -> Result<Vec<TimelineSecond>, EngineError> {
         let token = LlamaToken(1000 % self.bench_vocab());
-        let threads = self.config.threads.unwrap_or_else(o1_gguf::default_threads);
-        let timeline = self.runner.bench_timeline(token, seconds, threads)?;
+        let timeline = self.runner.bench_timeline(token, seconds)?;
         self.runner.clear();
         Ok(timeline)
     }

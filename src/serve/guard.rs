@@ -217,7 +217,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             Ok(Err(e)) => {
                 return Err(ApiError::bad_request(format!(
                     "the request body could not be read: {}",
-                    cause(&e)
+                    o1_hub::innermost_cause(&e)
                 ))
                 .with_code("bad_body")
                 .shaped(shape))
@@ -255,15 +255,6 @@ fn is_length_limit(e: &axum::Error) -> bool {
         source = s.source();
     }
     false
-}
-
-/// The innermost cause of a body error, which says what was wrong.
-fn cause(e: &axum::Error) -> String {
-    let mut last: &(dyn std::error::Error + 'static) = e;
-    while let Some(s) = last.source() {
-        last = s;
-    }
-    last.to_string()
 }
 
 /// The host part of a `Host` header: no port, no IPv6 brackets.

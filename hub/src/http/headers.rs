@@ -173,6 +173,16 @@ pub(super) fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// The innermost cause of an error (the refused connection, the unknown
+/// host, the cut-off body), which is what a person can act on.
+pub fn innermost_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = err;
+    while let Some(source) = last.source() {
+        last = source;
+    }
+    last.to_string()
+}
+
 /// Percent-encodes a revision or file path for a URL; `/` is kept only when
 /// `keep_slash` (paths), and escaped as `%2F` otherwise (revisions).
 pub(crate) fn encode(s: &str, keep_slash: bool) -> String {

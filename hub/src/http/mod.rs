@@ -21,7 +21,9 @@ mod headers;
 
 pub(crate) use headers::{encode, network_error, same_origin, shown};
 use headers::{error_chain, header_str, host_of, is_loopback};
-pub use headers::{is_loopback_host, parse_file_head, redirect_location, FileHead};
+pub use headers::{
+    innermost_cause, is_loopback_host, parse_file_head, redirect_location, FileHead,
+};
 
 /// Redirect hops followed before giving up.
 const MAX_REDIRECTS: usize = 10;
