@@ -12,8 +12,9 @@ use o1::chat::{self, Message, Phase, Role};
 use o1::engine::{Engine, EngineConfig, EngineError, Event, Limits, OnFull, Stop};
 use o1_convert::synthetic::{self, Spec};
 
+mod fixture;
+
 struct Model {
-    _dir: tempfile::TempDir,
     path: PathBuf,
     the: u32,
     im_end: u32,
@@ -24,8 +25,8 @@ struct Model {
 fn model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let ckpt = dir.path().join("ckpt");
+        let dir = fixture::shared_dir().join("f32");
+        let ckpt = dir.join("ckpt");
         // Heads of 32 dimensions: a q8_0 KV cache needs whole blocks of 32.
         synthetic::write(
             &ckpt,
@@ -36,7 +37,7 @@ fn model() -> &'static Model {
             },
         )
         .unwrap();
-        let path = dir.path().join("tiny.gguf");
+        let path = dir.join("tiny.gguf");
         let opts = o1_convert::ConvertOptions::new(&ckpt, &path, o1_convert::OutputType::F32);
         o1_convert::convert(&opts, &mut o1_convert::NoProgress, &Default::default()).unwrap();
         let tok: serde_json::Value =
@@ -56,7 +57,6 @@ fn model() -> &'static Model {
             im_end: added("<|im_end|>"),
             im_start: added("<|im_start|>"),
             path,
-            _dir: dir,
         }
     })
 }
@@ -572,25 +572,23 @@ fn a_context_smaller_than_the_limits_answers_every_turn_and_says_so_once() {
 /// A synthetic model wide enough for q4_k_m (rows of whole q4_K blocks of
 /// 256), with heads of 128 dimensions as the real one.
 fn wide_q4_k_m() -> &'static PathBuf {
-    static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &MODEL
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            let ckpt = dir.path().join("ckpt");
-            let spec = Spec {
-                hidden: 256,
-                heads: 2,
-                kv_heads: 1,
-                ffn: 512,
-                ..Spec::tiny()
-            };
-            synthetic::write(&ckpt, &spec).unwrap();
-            let path = dir.path().join("wide-q4_k_m.gguf");
-            let opts = o1_convert::ConvertOptions::new(&ckpt, &path, o1_convert::OutputType::Q4KM);
-            o1_convert::convert(&opts, &mut o1_convert::NoProgress, &Default::default()).unwrap();
-            (dir, path)
-        })
-        .1
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = fixture::shared_dir().join("wide");
+        let ckpt = dir.join("ckpt");
+        let spec = Spec {
+            hidden: 256,
+            heads: 2,
+            kv_heads: 1,
+            ffn: 512,
+            ..Spec::tiny()
+        };
+        synthetic::write(&ckpt, &spec).unwrap();
+        let path = dir.join("wide-q4_k_m.gguf");
+        let opts = o1_convert::ConvertOptions::new(&ckpt, &path, o1_convert::OutputType::Q4KM);
+        o1_convert::convert(&opts, &mut o1_convert::NoProgress, &Default::default()).unwrap();
+        path
+    })
 }
 
 /// Why lookup needs a q8_0 KV cache: with an f16 one, llama.cpp's attention

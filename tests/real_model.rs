@@ -87,14 +87,12 @@ fn phases(golden: &Value) -> Vec<Phase> {
 
 /// The fixture converted to `ty` by the o1 binary, once per test run.
 fn converted(ty: &str) -> PathBuf {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     static DONE: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
-    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
     let mut done = DONE.lock().unwrap();
     let done = done.get_or_insert_with(HashMap::new);
     done.entry(ty.to_string())
         .or_insert_with(|| {
-            let path = dir.path().join(format!("o1-0.5b-{ty}.gguf"));
+            let path = fixture::shared_dir().join(format!("o1-0.5b-{ty}.gguf"));
             convert(&fixture::checkpoint_0_5b(), &path, ty);
             path
         })
