@@ -259,6 +259,49 @@ fn o1_run_uses_a_local_server_with_its_model_and_loads_its_own_with_local() {
 }
 
 #[test]
+fn a_local_server_that_wants_a_key_is_named_before_a_second_copy_loads() {
+    let tiny = fixture::tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let server = fixture::Served::start(
+        &tiny.model,
+        dir.path(),
+        &["--max-reasoning", "2", "--max-answer", "2"],
+        &[("O1_API_KEY", "s3cret")],
+    );
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_o1"))
+            .args(["run", tiny.model.to_str().unwrap(), "Hi"])
+            .args(["--max-reasoning", "2", "--max-answer", "2"])
+            .args(extra)
+            .env("O1_PORT", server.port.to_string())
+            .env("O1_CONFIG", dir.path().join("client.toml"))
+            .env("O1_LOG_FILE", dir.path().join("run.log"))
+            .env_remove("O1_SERVER")
+            .env_remove("O1_SERVER_API_KEY")
+            .env_remove("O1_API_KEY")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let without = run(&[]);
+    assert!(!without.contains("chatting through"), "{without}");
+    assert!(
+        without.contains(&format!("the server on port {} did not say", server.port))
+            && without.contains("401")
+            && without.contains("--server-api-key")
+            && without.contains("MiB more"),
+        "the refusal, the way in and the second copy's memory are named: {without}"
+    );
+    let with = run(&["--server-api-key", "s3cret"]);
+    assert!(with.contains("chatting through o1 serve"), "{with}");
+}
+
+#[test]
 fn a_server_that_is_not_there_is_named_in_the_error() {
     let free = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

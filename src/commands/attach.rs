@@ -52,8 +52,15 @@ pub fn choose(
     }
     let path = super::first_run::model_or_first_run(model, settings, yes, engine)?;
     let config = settings.engine_config(path, engine, Some(chat))?;
-    let Some(server) = local_server_with(settings, &config, key.clone()) else {
-        return Ok(Chat::Local { config, note: None });
+    let server = match local_server_with(settings, &config, key.clone()) {
+        LocalServer::None => return Ok(Chat::Local { config, note: None }),
+        LocalServer::Refused(note) => {
+            return Ok(Chat::Local {
+                config,
+                note: Some(note),
+            })
+        }
+        LocalServer::Same(server) => server,
     };
     if at.local {
         let note = format!(
@@ -85,16 +92,44 @@ fn first_key(settings: &Settings) -> Option<String> {
         .map(str::to_string)
 }
 
+/// What listens on this machine's configured port.
+enum LocalServer {
+    /// Nothing, or a server with another model.
+    None,
+    /// An o1 serve with the model file loaded (or loading).
+    Same(ServerInfo),
+    /// Something that would not say what it serves (an o1 serve that
+    /// wants a key o1 was not given, say): why, for the user.
+    Refused(String),
+}
+
 /// The o1 serve on this machine's configured port, if it runs and has
-/// `config`'s model file loaded (or loading).
+/// `config`'s model file loaded. A port where nothing listens refuses at
+/// once; a server that answers but will not say what it serves is named,
+/// so that a second copy is never loaded without a word.
 fn local_server_with(
     settings: &Settings,
     config: &EngineConfig,
     key: Option<String>,
-) -> Option<ServerInfo> {
-    let port = settings.value(&settings::PORT, None).ok()?;
-    let digest = o1::serve::digest_of_file(&config.model)?;
+) -> LocalServer {
+    let Ok(port) = settings.value(&settings::PORT, None) else {
+        return LocalServer::None;
+    };
+    let Some(digest) = o1::serve::digest_of_file(&config.model) else {
+        return LocalServer::None;
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    if std::net::TcpStream::connect_timeout(&addr, LOCAL_CONNECT).is_err() {
+        return LocalServer::None;
+    }
     let key = key.or_else(|| first_key(settings));
-    let info = remote::probe(&format!("http://127.0.0.1:{port}"), key, LOCAL_CONNECT).ok()?;
-    (matches!(info.kind, Kind::O1(_)) && info.digest.as_deref() == Some(&digest)).then_some(info)
+    match remote::probe(&format!("http://{addr}"), key, LOCAL_CONNECT) {
+        Ok(info) if matches!(info.kind, Kind::O1(_)) && info.digest.as_deref() == Some(&digest) => {
+            LocalServer::Same(info)
+        }
+        Ok(_) => LocalServer::None,
+        Err(e) => LocalServer::Refused(format!(
+            "the server on port {port} did not say what it serves: {e}. This loads a copy of the model here"
+        )),
+    }
 }
