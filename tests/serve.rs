@@ -2,16 +2,17 @@
 //! synthetic model, every kind of bad request, the queue, disconnects,
 //! shutdown, and the official `openai` Python client.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 mod fixture;
+use fixture::Served;
 
 /// The tiny synthetic model the tests serve.
 fn fixture() -> &'static fixture::Tiny {
@@ -33,84 +34,38 @@ fn o1() -> Command {
     c
 }
 
-/// A running `o1 serve` on a free port; killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-    stderr: Arc<Mutex<String>>,
+/// A running o1 serve of the tiny model with short phases
+/// (`--max-reasoning 6 --max-answer 5` unless `args` say otherwise).
+fn start(args: &[&str], env: &[(&str, &str)]) -> Served {
+    let mut all: Vec<&str> = args.to_vec();
+    for (flag, value) in [("--max-reasoning", "6"), ("--max-answer", "5")] {
+        if !args.contains(&flag) {
+            all.extend([flag, value]);
+        }
+    }
+    let server = Served::start(&fixture().model, fixture().dir.path(), &all, env);
+    let health = get(&server.url("/health"));
+    assert_eq!(
+        (health.0, &health.1["status"]),
+        (200, &json!("ok")),
+        "{health:?}"
+    );
+    server
 }
 
-impl Server {
-    /// Starts a server with short phases (`--max-reasoning 6 --max-answer 5`
-    /// unless `args` say otherwise) and waits until its model is ready.
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = o1();
-        cmd.args(["serve", fixture().model.to_str().unwrap(), "--port", "0"]);
-        for (flag, value) in [("--max-reasoning", "6"), ("--max-answer", "5")] {
-            if !args.contains(&flag) {
-                cmd.args([flag, value]);
-            }
-        }
-        cmd.args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        {
-            let pipe = child.stderr.take().unwrap();
-            let stderr = stderr.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.split("listening on http://").nth(1) {
-                        let addr = rest.split_whitespace().next().unwrap().to_string();
-                        let _ = addr_tx.send(addr);
-                    }
-                    stderr.lock().unwrap().push_str(&(line + "\n"));
-                }
-            });
-        }
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no address: {}", stderr.lock().unwrap()));
-        let server = Server {
-            child,
-            base: format!("http://{addr}"),
-            stderr,
-        };
-        let started = Instant::now();
-        loop {
-            let health = get(&server.url("/health"));
-            if health.0 == 200 {
-                assert_eq!(health.1["status"], "ok");
-                break;
-            }
-            assert_eq!(health.1["status"], "loading", "{health:?}");
-            assert!(started.elapsed() < Duration::from_secs(60), "never ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
+/// What the tests ask of a running server.
+trait ServedExt {
+    fn addr(&self) -> &str;
+    fn chat(&self, body: &Value) -> (u16, Value);
+}
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
+impl ServedExt for Served {
     fn addr(&self) -> &str {
         self.base.trim_start_matches("http://")
     }
 
     fn chat(&self, body: &Value) -> (u16, Value) {
         post(&self.url("/v1/chat/completions"), body, None)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -206,7 +161,7 @@ fn run_json(q: &str) -> Value {
 
 #[test]
 fn completions_streamed_or_not_equal_o1_run_and_carry_the_reasoning_apart() {
-    let server = Server::start(&[], &[]);
+    let server = start(&[], &[]);
     let expected = run_json("What is 2+2?");
 
     let (status, v) = server.chat(&question("What is 2+2?"));
@@ -285,7 +240,7 @@ fn completions_streamed_or_not_equal_o1_run_and_carry_the_reasoning_apart() {
 
 #[test]
 fn later_turns_of_a_conversation_prefill_only_their_new_tokens() {
-    let server = Server::start(&[], &[]);
+    let server = start(&[], &[]);
     let mut messages = vec![json!({"role": "user", "content": "Name a colour."})];
     let mut previous: Option<(u64, u64)> = None;
     for turn in 0..5 {
@@ -320,7 +275,7 @@ fn later_turns_of_a_conversation_prefill_only_their_new_tokens() {
 
 #[test]
 fn reasoning_sent_back_is_rendered_as_the_turns_reasoning_message() {
-    let server = Server::start(&[], &[]);
+    let server = start(&[], &[]);
     let reasoning = "Let me think step by step about this. ".repeat(10);
     let history = |with_reasoning: bool| {
         let mut answer =
@@ -351,7 +306,7 @@ fn reasoning_sent_back_is_rendered_as_the_turns_reasoning_message() {
 /// A streamed reasoning that reaches its budget says so in a delta.
 #[test]
 fn an_assistant_message_with_only_reasoning_gets_the_answer_after_it() {
-    let server = Server::start(&[], &[]);
+    let server = start(&[], &[]);
     let question = json!({"role": "user", "content": "Why is the sky blue?"});
     let (status, full) = server.chat(&json!({"model": MODEL, "messages": [question]}));
     assert_eq!(status, 200, "{full}");
@@ -414,7 +369,7 @@ fn an_assistant_message_with_only_reasoning_gets_the_answer_after_it() {
 
 #[test]
 fn ollama_chat_streams_thinking_then_content_as_ndjson() {
-    let server = Server::start(&[], &[]);
+    let server = start(&[], &[]);
     let expected = run_json("Hello");
     let body = json!({"model": "tiny:latest", "messages": [{"role": "user", "content": "Hello"}]});
     let r = client()
@@ -470,7 +425,7 @@ fn ollama_chat_streams_thinking_then_content_as_ndjson() {
 
 #[test]
 fn bad_requests_get_json_errors_that_name_the_problem() {
-    let server = Server::start(&[], &[]);
+    let server = start(&[], &[]);
     let url = server.url("/v1/chat/completions");
     let raw = |body: &str| {
         let r = client()
@@ -578,7 +533,7 @@ fn bad_requests_get_json_errors_that_name_the_problem() {
 
 #[test]
 fn an_api_key_is_required_when_set_and_compared_exactly() {
-    let server = Server::start(&["--api-key", "s3cret"], &[]);
+    let server = start(&["--api-key", "s3cret"], &[]);
     let url = server.url("/v1/chat/completions");
     let (status, e) = post(&url, &question("hi"), None);
     assert_eq!(status, 401);
@@ -608,7 +563,7 @@ fn an_api_key_is_required_when_set_and_compared_exactly() {
 
 #[test]
 fn pages_from_other_origins_are_refused_unless_allowed() {
-    let server = Server::start(&["--allow-origins", "https://chat.example"], &[]);
+    let server = start(&["--allow-origins", "https://chat.example"], &[]);
     let models = |origin: &str| {
         client()
             .get(server.url("/v1/models"))
@@ -645,7 +600,7 @@ fn pages_from_other_origins_are_refused_unless_allowed() {
 
 #[test]
 fn a_stop_sequence_ends_the_answer_before_it() {
-    let server = Server::start(&["--max-answer", "24"], &[]);
+    let server = start(&["--max-answer", "24"], &[]);
     let (_, v) = server.chat(&question("Tell me something."));
     let answer = v["choices"][0]["message"]["content"]
         .as_str()
@@ -696,7 +651,7 @@ const SLOW: (&str, &str) = ("O1_TEST_TOKEN_DELAY_MS", "25");
 
 #[test]
 fn a_client_that_disconnects_cancels_its_generation() {
-    let server = Server::start(&[], &[SLOW]);
+    let server = start(&[], &[SLOW]);
     // 400 reasoning tokens at 25 ms: 10 s if it ran to the end.
     let stream = open_stream(server.addr(), &long_question());
     let cut = Instant::now();
@@ -722,7 +677,7 @@ fn a_client_that_disconnects_cancels_its_generation() {
 
 /// The next request (`q`) is answered well before the cancelled one, which
 /// the client dropped at `cut`, would have ended.
-fn assert_served_soon_after(server: &Server, cut: Instant, q: &str) {
+fn assert_served_soon_after(server: &Served, cut: Instant, q: &str) {
     let (status, v) = server.chat(&question(q));
     assert_eq!(status, 200, "{v}");
     let waited = cut.elapsed();
@@ -736,7 +691,7 @@ fn assert_served_soon_after(server: &Server, cut: Instant, q: &str) {
 
 #[test]
 fn requests_run_one_at_a_time_in_order_and_a_full_queue_says_retry() {
-    let server = Server::start(&["--queue", "1"], &[SLOW]);
+    let server = start(&["--queue", "1"], &[SLOW]);
     let first = open_stream(server.addr(), &long_question());
     // The second waits in the queue while the first runs.
     let url = server.url("/v1/chat/completions");
@@ -772,7 +727,7 @@ fn requests_run_one_at_a_time_in_order_and_a_full_queue_says_retry() {
 
 #[test]
 fn two_clients_at_once_both_complete_in_order() {
-    let server = Server::start(&[], &[SLOW]);
+    let server = start(&[], &[SLOW]);
     let url = server.url("/v1/chat/completions");
     let done = Arc::new(Mutex::new(Vec::new()));
     let threads: Vec<_> = ["one", "two"]
@@ -796,7 +751,7 @@ fn two_clients_at_once_both_complete_in_order() {
 
 #[test]
 fn shutdown_mid_stream_ends_the_stream_with_an_error_and_exits() {
-    let mut server = Server::start(&[], &[SLOW]);
+    let mut server = start(&[], &[SLOW]);
     let mut stream = open_stream(server.addr(), &long_question());
     let pid = server.child.id() as libc::pid_t;
     unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -860,7 +815,7 @@ fn the_official_openai_and_ollama_python_clients_get_the_reasoning_and_the_answe
         String::from_utf8_lossy(&python.stderr)
     );
     let python = String::from_utf8(python.stdout).unwrap().trim().to_string();
-    let server = Server::start(&[], &[]);
+    let server = start(&[], &[]);
     let expected = run_json("What is 2+2?");
     for (script, base) in [
         ("openai_client.py", format!("{}/v1", server.base)),
@@ -890,7 +845,7 @@ fn dirs_cache() -> PathBuf {
 
 #[test]
 fn a_crash_in_native_code_ends_the_server_with_the_message_and_128_plus_the_signal() {
-    let mut server = Server::start(&[], &[("O1_INJECT_FAULT", "SIGSEGV@decode")]);
+    let mut server = start(&[], &[("O1_INJECT_FAULT", "SIGSEGV@decode")]);
     // The connection drops with the process: no answer comes.
     let sent = client()
         .post(server.url("/v1/chat/completions"))
@@ -945,7 +900,7 @@ fn status_of(response: &str) -> u16 {
 
 #[test]
 fn requests_for_other_host_names_are_refused_against_dns_rebinding() {
-    let server = Server::start(&[], &[]);
+    let server = start(&[], &[]);
     let port = server.addr().rsplit(':').next().unwrap().to_string();
     let request = |method: &str, path: &str, host: &str| {
         let body = if method == "POST" {
@@ -980,7 +935,7 @@ fn requests_for_other_host_names_are_refused_against_dns_rebinding() {
             assert_eq!(status, 200, "{path} {host}: {r}");
         }
     }
-    let allowed = Server::start(&["--allow-hosts", "evil.example"], &[]);
+    let allowed = start(&["--allow-hosts", "evil.example"], &[]);
     let r = raw_http(
         allowed.addr(),
         format!("GET /api/tags HTTP/1.1\r\nHost: {evil}\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -991,7 +946,7 @@ fn requests_for_other_host_names_are_refused_against_dns_rebinding() {
 
 #[test]
 fn idle_connections_are_closed_and_health_answers_past_the_cap() {
-    let server = Server::start(&["--max-connections", "40"], &[]);
+    let server = start(&["--max-connections", "40"], &[]);
     // More idle sockets than the server keeps: they never send a byte.
     let idle: Vec<TcpStream> = (0..60)
         .map(|_| TcpStream::connect(server.addr()).unwrap())
@@ -1032,7 +987,7 @@ fn idle_connections_are_closed_and_health_answers_past_the_cap() {
 
 #[test]
 fn clients_that_leave_the_queue_free_their_place_at_once() {
-    let server = Server::start(&["--queue", "2"], &[SLOW]);
+    let server = start(&["--queue", "2"], &[SLOW]);
     let running = open_stream(server.addr(), &long_question());
     // Two clients queue behind it, then hang up.
     let queued: Vec<TcpStream> = (0..2)
@@ -1082,9 +1037,9 @@ fn prompt_usage(v: &Value) -> (u64, u64) {
 #[test]
 fn remembered_reasoning_and_the_cache_stay_within_a_conversation_and_a_key() {
     let keys = ["--api-key", "alice-key,bob-key"];
-    let server = Server::start(&keys, &[]);
-    let control = Server::start(&[keys[0], keys[1], "--remember-reasoning", "false"], &[]);
-    let url = |s: &Server| s.url("/v1/chat/completions");
+    let server = start(&keys, &[]);
+    let control = start(&[keys[0], keys[1], "--remember-reasoning", "false"], &[]);
+    let url = |s: &Served| s.url("/v1/chat/completions");
     let first = question("My PIN is 4711. What is 2+2?");
     let (status, v) = post(&url(&server), &first, Some("alice-key"));
     assert_eq!(status, 200, "{v}");
@@ -1123,7 +1078,7 @@ fn remembered_reasoning_and_the_cache_stay_within_a_conversation_and_a_key() {
 
 #[test]
 fn malformed_bodies_get_400_with_the_cause_and_oversized_ones_413() {
-    let server = Server::start(&[], &[]);
+    let server = start(&[], &[]);
     let head = |extra: &str| {
         format!("POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{extra}\r\n")
     };
@@ -1158,7 +1113,7 @@ fn malformed_bodies_get_400_with_the_cause_and_oversized_ones_413() {
 
 #[test]
 fn ollama_clients_get_generate_ps_load_unload_and_the_served_context() {
-    let server = Server::start(&["--ctx", "256"], &[]);
+    let server = start(&["--ctx", "256"], &[]);
     let expected = run_json("Hello");
     let api = |path: &str| server.url(path);
 
@@ -1258,7 +1213,7 @@ fn ollama_clients_get_generate_ps_load_unload_and_the_served_context() {
 
 #[test]
 fn shown_reasoning_has_no_whitespace_around_it() {
-    let server = Server::start(&["--max-reasoning", "12"], &[]);
+    let server = start(&["--max-reasoning", "12"], &[]);
     for q in ["Hi", "What is 2+2?", "Write a poem.", "?"] {
         let (status, v) = server.chat(&question(q));
         assert_eq!(status, 200, "{v}");
@@ -1275,7 +1230,7 @@ fn shown_reasoning_has_no_whitespace_around_it() {
 
 #[test]
 fn raw_prompts_are_continued_as_they_are() {
-    let server = Server::start(&[], &[]);
+    let server = start(&[], &[]);
     let expected = run_json("Hello");
     // The reasoning phase's prompt, spelled out: its continuation is the
     // reasoning `o1 run` wrote.
@@ -1330,7 +1285,7 @@ fn raw_prompts_are_continued_as_they_are() {
 
 #[test]
 fn the_responses_api_gives_the_reasoning_as_an_item_streamed_or_not() {
-    let server = Server::start(&[], &[]);
+    let server = start(&[], &[]);
     let expected = run_json("What is 2+2?");
     let url = server.url("/v1/responses");
     let body = json!({"model": MODEL, "input": "What is 2+2?"});
