@@ -185,50 +185,43 @@ fn cancel_and_answer_now_work_over_o1_serve() {
     assert_eq!(next.reasoning_stop, Some(Stop::AnswerNow));
 }
 
+/// `o1 run MODEL Hi` (4 tokens a phase) where a local o1 serve listens on
+/// `server`'s port, with a config of its own; its stdout and stderr.
+fn o1_run_beside(
+    server: &fixture::Served,
+    model: &Path,
+    dir: &Path,
+    extra: &[&str],
+) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_o1"))
+        .args(["run", model.to_str().unwrap(), "Hi"])
+        .args(["--max-reasoning", "4", "--max-answer", "4"])
+        .args(extra)
+        .env("O1_PORT", server.port.to_string())
+        .env("O1_CONFIG", dir.join("client.toml"))
+        .env("O1_LOG_FILE", dir.join("run.log"))
+        .env_remove("O1_SERVER")
+        .env_remove("O1_SERVER_API_KEY")
+        .env_remove("O1_API_KEY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
 #[test]
 fn o1_run_uses_a_local_server_with_its_model_and_loads_its_own_with_local() {
     let tiny = fixture::tiny();
     let dir = tempfile::tempdir().unwrap();
-    let server = fixture::Served::start(
-        &tiny.model,
-        dir.path(),
-        &["--max-reasoning", "4", "--max-answer", "4"],
-        &[],
-    );
-    let run = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_o1"))
-            .args([
-                "run",
-                tiny.model.to_str().unwrap(),
-                "Hi",
-                "--max-reasoning",
-                "4",
-                "--max-answer",
-                "4",
-            ])
-            .args(extra)
-            .env("O1_PORT", server.port.to_string())
-            .env("O1_CONFIG", dir.path().join("config.toml"))
-            .env("O1_LOG_FILE", dir.path().join("run.log"))
-            .env_remove("O1_SERVER")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    let (attached_out, attached_err) = run(&[]);
+    let short = ["--max-reasoning", "4", "--max-answer", "4"];
+    let server = fixture::Served::start(&tiny.model, dir.path(), &short, &[]);
+    let (attached_out, attached_err) = o1_run_beside(&server, &tiny.model, dir.path(), &[]);
     assert!(
         attached_err.contains("chatting through o1 serve"),
         "{attached_err}"
     );
-    let (local_out, local_err) = run(&["--local"]);
+    let (local_out, local_err) = o1_run_beside(&server, &tiny.model, dir.path(), &["--local"]);
     assert!(!local_err.contains("chatting through"), "{local_err}");
     assert!(
         local_err.contains("has this model loaded") && local_err.contains("MiB more"),
@@ -239,56 +232,18 @@ fn o1_run_uses_a_local_server_with_its_model_and_loads_its_own_with_local() {
     // Another model on that port is not used.
     let other = dir.path().join("other.gguf");
     std::fs::copy(&tiny.model, &other).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_o1"))
-        .args([
-            "run",
-            other.to_str().unwrap(),
-            "Hi",
-            "--max-reasoning",
-            "2",
-            "--max-answer",
-            "2",
-        ])
-        .env("O1_PORT", server.port.to_string())
-        .env("O1_CONFIG", dir.path().join("config.toml"))
-        .env("O1_LOG_FILE", dir.path().join("run.log"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("chatting through"));
+    let (_, other_err) = o1_run_beside(&server, &other, dir.path(), &[]);
+    assert!(!other_err.contains("chatting through"), "{other_err}");
 }
 
 #[test]
 fn a_local_server_that_wants_a_key_is_named_before_a_second_copy_loads() {
     let tiny = fixture::tiny();
     let dir = tempfile::tempdir().unwrap();
-    let server = fixture::Served::start(
-        &tiny.model,
-        dir.path(),
-        &["--max-reasoning", "2", "--max-answer", "2"],
-        &[("O1_API_KEY", "s3cret")],
-    );
-    let run = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_o1"))
-            .args(["run", tiny.model.to_str().unwrap(), "Hi"])
-            .args(["--max-reasoning", "2", "--max-answer", "2"])
-            .args(extra)
-            .env("O1_PORT", server.port.to_string())
-            .env("O1_CONFIG", dir.path().join("client.toml"))
-            .env("O1_LOG_FILE", dir.path().join("run.log"))
-            .env_remove("O1_SERVER")
-            .env_remove("O1_SERVER_API_KEY")
-            .env_remove("O1_API_KEY")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
-    let without = run(&[]);
+    let short = ["--max-reasoning", "4", "--max-answer", "4"];
+    let server =
+        fixture::Served::start(&tiny.model, dir.path(), &short, &[("O1_API_KEY", "s3cret")]);
+    let (_, without) = o1_run_beside(&server, &tiny.model, dir.path(), &[]);
     assert!(!without.contains("chatting through"), "{without}");
     assert!(
         without.contains(&format!("the server on port {} did not say", server.port))
@@ -297,7 +252,12 @@ fn a_local_server_that_wants_a_key_is_named_before_a_second_copy_loads() {
             && without.contains("MiB more"),
         "the refusal, the way in and the second copy's memory are named: {without}"
     );
-    let with = run(&["--server-api-key", "s3cret"]);
+    let (_, with) = o1_run_beside(
+        &server,
+        &tiny.model,
+        dir.path(),
+        &["--server-api-key", "s3cret"],
+    );
     assert!(with.contains("chatting through o1 serve"), "{with}");
 }
 
