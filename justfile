@@ -80,13 +80,20 @@ build-cuda archs="80;86;89;90":
     scripts/build-cuda "{{archs}}"
 
 # Benchmarks: print the figures.
-bench: bench-convert bench-runtime bench-tui bench-memory bench-serve bench-contention bench-attach bench-quality
+bench: bench-convert bench-runtime bench-tui bench-memory bench-serve bench-contention bench-attach bench-quality bench-calibration
 
 # Quality per byte on the 1.5B: every type, uncalibrated and calibrated, against its bf16
 # conversion (mean and p99 KL divergence, same top token, greedy agreement per phase), with
 # its size and decode speed. Files stay in ~/.cache/o1/quality; TYPES="q4_k_m q3_k_m" limits.
 bench-quality: build (fixture "1.5b")
     scripts/bench-quality {{fixture_dir}}/o1-1.5b
+
+# o1's own calibration against a matrix from llama.cpp's llama-imatrix, q4_k_m and q3_k_m, on
+# the 1.5B moved off its Q4_K grid (`--off-grid`: as a bf16 fine-tune's weights spread), KLD on
+# held-out text in the chat format and as plain text. Files stay in ~/.cache/o1/quality.
+bench-calibration: build
+    @test -f {{fixture_dir}}/o1-1.5b-offgrid/config.json || scripts/make-o1-checkpoint {{fixture_dir}}/o1-1.5b-offgrid --size 1.5b --off-grid
+    scripts/bench-calibration {{fixture_dir}}/o1-1.5b-offgrid
 
 # o1 eval beside llama-perplexity --kl-divergence: the same files (the 0.5B, bf16 and q4_k_m)
 # and text; they must agree within llama-perplexity's error bars.

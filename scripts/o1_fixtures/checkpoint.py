@@ -12,10 +12,15 @@ model without access to the model hub:
 - tensors carry Hugging Face names, sorted, in one safetensors file or --shards N
   with an index;
 - lm_head is tied to the embedding as in the source unless --untie writes a copy
-  (--tie drops a source lm_head).
+  (--tie drops a source lm_head);
+- --off-grid moves each quantized weight to a random point of the interval that
+  rounds to it (uniform, seeded): dequantized weights sit exactly on the source's
+  grid, so re-quantizing them to that type is nearly lossless and calibration has
+  nothing to win; off the grid they spread as a bf16 model's do, for measuring
+  quantization as it is on a real fine-tune.
 
     python -m o1_fixtures.checkpoint OUT_DIR [--size 0.5b|1.5b] [--dtype bf16|f16|f32]
-        [--shards N] [--pad-to-multiple-of N] [--tie | --untie]
+        [--shards N] [--pad-to-multiple-of N] [--tie | --untie] [--off-grid]
 """
 import argparse
 import json
@@ -24,7 +29,7 @@ import shutil
 import sys
 
 import numpy as np
-from gguf import GGUFReader
+from gguf import GGUFReader, GGMLQuantizationType
 from gguf.quants import dequantize
 
 from . import safetensors, sources, tokenizer
@@ -73,11 +78,32 @@ def resized_rows(matrix, rows, reasoning_id):
     return out
 
 
-def read_tensors(reader, rows, reasoning_id):
-    """[(Hugging Face name, float32 array)] of every tensor in the GGUF."""
+# Levels of each quantized type's blocks of 32 (K-quants: per sub-block).
+LEVELS = {GGMLQuantizationType.Q4_0: 16, GGMLQuantizationType.Q4_1: 16,
+          GGMLQuantizationType.Q5_0: 32, GGMLQuantizationType.Q5_1: 32,
+          GGMLQuantizationType.Q8_0: 256, GGMLQuantizationType.Q4_K: 16,
+          GGMLQuantizationType.Q5_K: 32, GGMLQuantizationType.Q6_K: 64}
+
+
+def off_grid(values, levels, rng):
+    """`values` each moved by up to half its block's step: the step of a block of
+    32 is its range over the levels between, as its scale would have made it."""
+    blocks = values.reshape(-1, 32)
+    step = (blocks.max(axis=1) - blocks.min(axis=1)) / (levels - 1)
+    noise = rng.uniform(-0.5, 0.5, size=blocks.shape).astype(np.float32)
+    return (blocks + noise * step[:, None]).reshape(values.shape)
+
+
+def read_tensors(reader, rows, reasoning_id, rng=None):
+    """[(Hugging Face name, float32 array)] of every tensor in the GGUF; with
+    `rng`, quantized ones moved off their grid (see `off_grid`)."""
     tensors = []
     for t in reader.tensors:
         values = dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
+        if rng is not None and t.tensor_type in LEVELS:
+            values = off_grid(values, LEVELS[t.tensor_type], rng)
+        elif rng is not None and t.tensor_type not in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
+            sys.exit(f"{t.name}: --off-grid does not know {t.tensor_type.name}")
         # GGUF lists dimensions innermost first.
         values = values.reshape([int(d) for d in reversed(t.shape)])
         name = hf_name(t.name)
@@ -147,7 +173,7 @@ def model_config(meta, rows, tied, dtype):
     }
 
 
-def build(gguf_file, tokenizer_file, out_dir, dtype, shards, pad_to, tie, untie):
+def build(gguf_file, tokenizer_file, out_dir, dtype, shards, pad_to, tie, untie, off):
     is_checkpoint = os.path.exists(os.path.join(out_dir, "config.json"))
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not is_checkpoint:
         sys.exit(f"{out_dir} exists and is not a checkpoint: not replacing it")
@@ -164,7 +190,8 @@ def build(gguf_file, tokenizer_file, out_dir, dtype, shards, pad_to, tie, untie)
     vocab = reasoning_id + 1
     rows = -(-vocab // pad_to) * pad_to if pad_to else vocab
 
-    tensors, tied = apply_tie(read_tensors(reader, rows, reasoning_id), tie, untie)
+    rng = np.random.default_rng(0) if off else None
+    tensors, tied = apply_tie(read_tensors(reader, rows, reasoning_id, rng), tie, untie)
     tensors.sort(key=lambda named: named[0])
     # Written beside OUT_DIR and renamed at the end: an interrupted build leaves no
     # folder that looks finished.
@@ -199,11 +226,13 @@ def main():
     tying = parser.add_mutually_exclusive_group()
     tying.add_argument("--tie", action="store_true", help="no lm_head: tied to the embedding")
     tying.add_argument("--untie", action="store_true", help="an lm_head even where the source ties it")
+    parser.add_argument("--off-grid", action="store_true",
+                        help="each quantized weight moved at random within its rounding interval")
     parser.add_argument("--cache", default=os.path.expanduser("~/.cache/o1"),
                         help="downloads and the assembled source files (default ~/.cache/o1)")
     args = parser.parse_args()
     build(sources.gguf_path(args.cache, args.size), sources.tokenizer_path(args.cache), args.out_dir,
-          args.dtype, args.shards, args.pad_to_multiple_of, args.tie, args.untie)
+          args.dtype, args.shards, args.pad_to_multiple_of, args.tie, args.untie, args.off_grid)
 
 
 if __name__ == "__main__":
